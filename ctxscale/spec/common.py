@@ -1,0 +1,90 @@
+"""Sections every sweep spec shares: the grid, the resources, and the error type for bad specs."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class SpecError(ValueError):
+    """A spec (or a file it names) is unusable. The message names the file and the field."""
+
+
+class Section(BaseModel):
+    """Base of every spec section: unknown keys are errors, values are frozen once loaded."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+
+def _check_values(name: str, values: list, *, positive: bool) -> list:
+    if not values:
+        raise ValueError(f"{name} must list at least one value")
+    duplicates = sorted({v for v in values if values.count(v) > 1})
+    if duplicates:
+        raise ValueError(f"{name} has duplicate values {duplicates}")
+    if positive and any(v <= 0 for v in values):
+        raise ValueError(f"{name} values must be positive, got {[v for v in values if v <= 0]}")
+    return values
+
+
+class Grid(Section):
+    """The sweep's grid: every combination of the three lists is one trial."""
+
+    context_length: list[int] = Field(description="Context lengths (bits for synthetic, tokens for gpt).")
+    data_size: list[int] = Field(description="Training-set sizes (rows for synthetic, tokens for gpt).")
+    seed: list[int] = Field(default=[0], description="Seeds for model init and batch order.")
+
+    @field_validator("context_length", "data_size")
+    @classmethod
+    def _positive_unique(cls, values, info):
+        return _check_values(info.field_name, values, positive=True)
+
+    @field_validator("seed")
+    @classmethod
+    def _unique_seeds(cls, values):
+        return _check_values("seed", values, positive=False)
+
+    @property
+    def size(self) -> int:
+        return len(self.context_length) * len(self.data_size) * len(self.seed)
+
+
+class Resources(Section):
+    """What one trial takes from the Ray cluster, and where results go."""
+
+    cpus_per_trial: float = Field(default=1.0, gt=0, description="CPUs for a plain trial, or per DDP worker.")
+    gpus_per_trial: float = Field(
+        default=0.0, ge=0,
+        description="GPUs for a plain trial (fractions let trials share a GPU); with DDP workers, 0 or 1 per worker.",
+    )
+    num_workers: int = Field(
+        default=0, ge=0,
+        description="0: each trial is a plain Ray Tune trial. N >= 1: each trial drives a Ray Train "
+        "TorchTrainer with N DDP workers.",
+    )
+    max_concurrent_trials: Optional[int] = Field(
+        default=None, ge=1, description="Upper bound on trials running at once (default: what the cluster fits)."
+    )
+    results_dir: str = Field(default="results", description="Folder of the results store; one sub-folder per sweep.")
+    storage_path: Optional[str] = Field(
+        default=None,
+        description="Ray's own experiment storage (checkpoints, Train runs). Shared storage (NFS, s3://) on "
+        "multi-node clusters. Default: <results_dir>/<name>/_ray.",
+    )
+
+    @model_validator(mode="after")
+    def _ddp_needs_whole_gpus(self):
+        if self.num_workers >= 1 and self.gpus_per_trial not in (0.0, 1.0):
+            raise ValueError(
+                "gpus_per_trial must be 0 or 1 when num_workers >= 1 (NCCL refuses fractional GPUs per DDP worker)"
+            )
+        return self
+
+    @property
+    def use_ddp(self) -> bool:
+        return self.num_workers >= 1
+
+
+def results_root(resources: Resources, override: Optional[str]) -> Path:
+    return Path(override if override is not None else resources.results_dir)

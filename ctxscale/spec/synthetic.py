@@ -1,0 +1,110 @@
+"""Spec of the synthetic experiment (experiment 1 of the study): data, model and training sections."""
+from __future__ import annotations
+
+import json
+from importlib import resources as importlib_resources
+from pathlib import Path
+from typing import Literal, Optional
+
+from pydantic import Field, model_validator
+
+from .common import Grid, Resources, Section
+
+STUDY_TASKS = "study50"  # the 50 (l, a) tasks of the reference study, shipped as package data
+
+
+class SyntheticData(Section):
+    tasks: str = Field(
+        default=STUDY_TASKS,
+        description="JSON file with a list of [l, a] tasks (label = bit[a-1] XOR bit[l-1]); "
+        "'study50' is the study's list, shipped with ctxscale.",
+    )
+    string_length: int = Field(default=100, ge=2, le=4096, description="Bits per random string (L_max).")
+    train_rows: Optional[int] = Field(
+        default=None, gt=0, description="Rows in the generated training pool (default: the largest data_size)."
+    )
+    val_rows: int = Field(default=50_000, gt=0, description="Validation rows, disjoint from the training pool.")
+    seed: int = Field(default=0, description="Seed of the generated set (trial seeds vary the model, not the data).")
+
+
+class SyntheticModel(Section):
+    kind: Literal["mlp", "bimlp"] = Field(default="mlp", description="'mlp' or 'bimlp' (bits and control apart).")
+    hidden: int = Field(default=512, ge=2, description="MLP width h: in -> h -> h/2 -> h -> 1.")
+    bits_hidden: int = Field(default=400, ge=1, description="Bi-MLP: width of the bits branch.")
+    feature_dim: int = Field(default=80, ge=1, description="Bi-MLP: dimension of the bits feature.")
+    head_hidden: int = Field(default=200, ge=1, description="Bi-MLP: width of the head over feature + control.")
+
+
+class SyntheticTraining(Section):
+    lr: float = Field(default=1e-3, gt=0, description="AdamW learning rate.")
+    weight_decay: float = Field(default=1e-4, ge=0, description="AdamW weight decay (the study: 1e-4 .. 8e-4).")
+    batch_size: int = Field(default=10_000, gt=0, description="Rows per optimizer step.")
+    max_epochs: int = Field(default=200, gt=0, description="Upper bound on passes over the training rows.")
+    patience: int = Field(default=25, gt=0, description="Stop after this many epochs without a better val loss.")
+    min_steps_per_epoch: int = Field(
+        default=1, ge=1,
+        description="Small data sizes repeat the rows so an 'epoch' has at least this many steps "
+        "(keeps tiny sets from stopping before they train).",
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="'auto' takes CUDA when there is one.")
+
+
+def load_task_list(tasks: str) -> list[tuple[int, int]]:
+    """Read a task list ([[l, a], ...]); 'study50' names the packaged list of the study."""
+    if tasks == STUDY_TASKS:
+        text = importlib_resources.files("ctxscale.data").joinpath("tasks_study50.json").read_text()
+        source = "the packaged study50 task list"
+    else:
+        path = Path(tasks)
+        if not path.is_file():
+            raise ValueError(f"task list file {tasks!r} does not exist")
+        text, source = path.read_text(), f"task list {tasks!r}"
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{source} is not valid JSON ({err})") from None
+    if not isinstance(raw, list) or not raw:
+        raise ValueError(f"{source} must be a non-empty JSON list of [l, a] pairs")
+    out = []
+    for i, pair in enumerate(raw):
+        if (
+            not isinstance(pair, list) or len(pair) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in pair)
+        ):
+            raise ValueError(f"{source}: entry {i} must be [l, a] with positive integers, got {pair!r}")
+        out.append((pair[0], pair[1]))
+    return out
+
+
+class SyntheticSpec(Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Sweep name; its results folder.")
+    experiment: Literal["synthetic"]
+    grid: Grid
+    data: SyntheticData = SyntheticData()
+    model: SyntheticModel = SyntheticModel()
+    training: SyntheticTraining = SyntheticTraining()
+    resources: Resources = Resources()
+
+    @model_validator(mode="after")
+    def _grid_fits_data(self):
+        length = self.data.string_length
+        too_long = [c for c in self.grid.context_length if c > length]
+        if too_long:
+            raise ValueError(f"grid.context_length {too_long} exceed data.string_length = {length}")
+        largest = max(self.grid.data_size)
+        if self.data.train_rows is not None and self.data.train_rows < largest:
+            raise ValueError(
+                f"grid.data_size {largest} exceeds data.train_rows = {self.data.train_rows}: "
+                "the data cannot supply it"
+            )
+        if length < 64 and self.train_rows + self.data.val_rows > 2**length:
+            raise ValueError(
+                f"grid.data_size: {self.train_rows} + {self.data.val_rows} distinct rows cannot be drawn "
+                f"from 2**{length} strings"
+            )
+        load_task_list(self.data.tasks)  # raises with the file named
+        return self
+
+    @property
+    def train_rows(self) -> int:
+        return self.data.train_rows or max(self.grid.data_size)
