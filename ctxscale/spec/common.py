@@ -66,6 +66,10 @@ class Resources(Section):
     max_concurrent_trials: Optional[int] = Field(
         default=None, ge=1, description="Upper bound on trials running at once (default: what the cluster fits)."
     )
+    max_failures: int = Field(
+        default=0, ge=0,
+        description="Retries of a failed trial within one run (a GPT trial resumes from its checkpoint).",
+    )
     results_dir: str = Field(default="results", description="Folder of the results store; one sub-folder per sweep.")
     storage_path: Optional[str] = Field(
         default=None,

@@ -1,0 +1,150 @@
+"""The `ctxscale` command. Thin: each subcommand parses its arguments and calls one library
+function. Bad input ends with one `ctxscale: error: ...` line and exit status 2, no traceback."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+
+class UsageError(Exception):
+    pass
+
+
+def _start_ray(address: str | None) -> None:
+    """Connect to `address` (or RAY_ADDRESS), else start a local Ray in this process."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    import ray
+
+    # NVLink multicast off in every process, Ray workers included (see the GPU notes)
+    os.environ.setdefault("NCCL_NVLS_ENABLE", "0")
+    context = ray.init(address=address or os.environ.get("RAY_ADDRESS") or None,
+                       runtime_env={"env_vars": {"NCCL_NVLS_ENABLE": "0"}},
+                       logging_level="WARNING", configure_logging=True)
+    where = f"cluster at {context.address_info.get('gcs_address', address)}" if address or \
+        os.environ.get("RAY_ADDRESS") else "local Ray started in this process"
+    print(f"ctxscale: running on {where}; resources {ray.cluster_resources()}", flush=True)
+    if context.dashboard_url:
+        print(f"ctxscale: Ray dashboard at http://{context.dashboard_url}", flush=True)
+
+
+def cmd_sweep(args) -> int:
+    from .spec import load_spec
+    from .spec.common import results_root
+    from . import store
+
+    spec = load_spec(args.spec)
+    results = results_root(spec.resources, args.results)
+    if results.exists() and not results.is_dir():
+        raise UsageError(f"--results {results}: exists and is not a folder")
+    store.check_readable(results, spec.name)  # a corrupt store stops us before any work
+
+    from .sweep.prepare import prepare_data
+    from .sweep.runner import pending_trials, run_sweep
+
+    data = prepare_data(spec)
+    if pending_trials(spec, results):
+        _start_ray(args.address)
+
+    outcome = run_sweep(spec, results, data=data, verbose=0 if args.quiet else 1)
+    trials = store.load_results(results, "trials", sweep=spec.name)
+    trials = trials[trials["trial_id"].isin(outcome.trial_ids)]
+    from .tables import best_loss_table, status_counts
+
+    print()
+    print(f"sweep {spec.name}: {len(outcome.ran)} trials run, {len(outcome.skipped)} already stored "
+          f"({status_counts(trials)}); results in {results / spec.name}")
+    print(best_loss_table(trials))
+    return 0 if (trials["status"] != "failed").all() else 1
+
+
+def cmd_data_synthetic(args) -> int:
+    from .data.synthetic import write_cli
+
+    summary = write_cli(rows=args.rows, out=args.out, seed=args.seed, tasks=args.tasks, val_rows=args.val_rows)
+    print(" ".join(f"{k}={v}" for k, v in summary.items()))
+    return 0
+
+
+def cmd_results(args) -> int:
+    from .store import load_results
+
+    frame = load_results(args.results_dir, args.table, sweep=args.sweep)
+    if frame.empty:
+        print(f"no {args.table} rows stored under {args.results_dir}")
+        return 0
+    if args.table == "trials" and args.format == "table":
+        frame = frame.drop(columns=[c for c in ("config", "tasks", "feature_eigenvalues") if c in frame])
+    if args.format == "csv":
+        frame.to_csv(sys.stdout, index=False)
+    elif args.format == "json":
+        print(frame.to_json(orient="records", indent=1))
+    else:
+        import pandas as pd
+
+        with pd.option_context("display.max_rows", 500, "display.max_columns", 40, "display.width", 200):
+            print(frame.to_string(index=False))
+    return 0
+
+
+def cmd_analyze(args) -> int:
+    import analysis
+
+    print(analysis.run_report(args.results_dir, sweep=args.sweep, out_dir=args.out))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ctxscale", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    sweep = commands.add_parser("sweep", help="run a sweep spec's grid on Ray Tune and store the results")
+    sweep.add_argument("spec", help="sweep spec (YAML), e.g. sweeps/synthetic.yaml")
+    sweep.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
+    sweep.add_argument("--results", help="results folder (overrides resources.results_dir)")
+    sweep.add_argument("--quiet", action="store_true", help="no Ray Tune progress tables")
+    sweep.set_defaults(func=cmd_sweep)
+
+    data = commands.add_parser("data", help="prepare data sets").add_subparsers(dest="kind", required=True)
+    synthetic = data.add_parser("synthetic", help="write a synthetic set (packed bits + labels) to a folder")
+    synthetic.add_argument("--rows", type=int, required=True, help="total rows (train + validation)")
+    synthetic.add_argument("--out", required=True, help="output folder")
+    synthetic.add_argument("--seed", type=int, default=0)
+    synthetic.add_argument("--tasks", default="study50", help="task list JSON (default: the study's 50 tasks)")
+    synthetic.add_argument("--val-rows", type=int, default=None, help="validation rows (default: rows // 6)")
+    synthetic.set_defaults(func=cmd_data_synthetic)
+
+    results = commands.add_parser("results", help="print stored results")
+    results.add_argument("results_dir")
+    results.add_argument("--sweep")
+    results.add_argument("--table", default="trials", help="trials, history, or another stored table")
+    results.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    results.set_defaults(func=cmd_results)
+
+    analyze = commands.add_parser("analyze", help="fit optimal context lengths and write a report")
+    analyze.add_argument("results_dir")
+    analyze.add_argument("--sweep")
+    analyze.add_argument("--out", help="report folder (default: <results>/<sweep>/report)")
+    analyze.set_defaults(func=cmd_analyze)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from .spec import SpecError
+    from .store import StoreError
+
+    try:
+        return args.func(args)
+    except (SpecError, StoreError, UsageError, FileNotFoundError, ValueError) as err:
+        print(f"ctxscale: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ctxscale: interrupted; finished trials are stored, run the same command to resume",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,141 @@
+"""The results store: Parquet files that are the contract between sweeps and `analysis`.
+
+Layout, one folder per sweep under the results root::
+
+    <root>/<sweep>/trials/<trial_id>.parquet    one row: the trial's outcome, config, versions, hardware
+    <root>/<sweep>/history/<trial_id>.parquet   one row per evaluation of that trial
+    <root>/<sweep>/<table>/<key>.parquet        other tables (e.g. measurements) follow the same pattern
+
+Every file is written to a temporary name and renamed into place, so a reader never sees half a
+file and a crash never leaves a partial row. A trial's history is written before its trial row:
+the trial row is the commit marker, and a trial without one counts as not run. Rewriting a trial
+(a failed trial run again) replaces its files whole, so no row is ever stored twice.
+This module imports neither Ray nor torch.
+"""
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+from typing import Iterable, Optional
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+TABLES = ("trials", "history")
+_TMP_MARK = ".tmp-"
+
+
+class StoreError(ValueError):
+    """A results folder or file is missing or unreadable; the message names it."""
+
+
+def sweep_dir(root: str | Path, sweep: str) -> Path:
+    return Path(root) / sweep
+
+
+def atomic_write_parquet(frame: pd.DataFrame, path: Path) -> Path:
+    """Write `frame` to `path` so that the file appears whole or not at all."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}{_TMP_MARK}{uuid.uuid4().hex}")
+    try:
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        with open(tmp, "wb") as handle:
+            pq.write_table(table, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def write_rows(root: str | Path, sweep: str, table: str, key: str, rows: Iterable[dict]) -> Path:
+    """Store `rows` as the file `<root>/<sweep>/<table>/<key>.parquet`, replacing any earlier one."""
+    frame = pd.DataFrame(list(rows))
+    return atomic_write_parquet(frame, sweep_dir(root, sweep) / table / f"{key}.parquet")
+
+
+def write_trial(root: str | Path, sweep: str, trial_id: str, row: dict, history: list[dict]) -> None:
+    """Store one finished (or failed) trial: its history first, then its row, each atomically."""
+    history_rows = [{"sweep": sweep, "trial_id": trial_id, **h} for h in history]
+    if history_rows:
+        write_rows(root, sweep, "history", trial_id, history_rows)
+    else:
+        (sweep_dir(root, sweep) / "history" / f"{trial_id}.parquet").unlink(missing_ok=True)
+    write_rows(root, sweep, "trials", trial_id, [{"sweep": sweep, "trial_id": trial_id, **row}])
+
+
+def _read(path: Path) -> pd.DataFrame:
+    try:
+        return pq.read_table(path).to_pandas()
+    except (OSError, pa.ArrowException) as err:
+        raise StoreError(f"{path}: not a readable Parquet file ({err})") from None
+
+
+def _sweep_dirs(root: Path, sweep: Optional[str]) -> list[Path]:
+    if not root.exists():
+        raise StoreError(f"{root}: results folder not found")
+    if not root.is_dir():
+        raise StoreError(f"{root}: not a folder")
+    if sweep is not None:
+        folder = root / sweep
+        if not folder.is_dir():
+            # the root may itself be a sweep folder
+            if root.name == sweep and any((root / t).is_dir() for t in TABLES):
+                return [root]
+            known = sorted(p.name for p in root.iterdir() if (p / "trials").is_dir())
+            raise StoreError(f"{root}: no sweep named {sweep!r} (found: {', '.join(known) or 'none'})")
+        return [folder]
+    if (root / "trials").is_dir():  # a single sweep's folder
+        return [root]
+    return sorted(p for p in root.iterdir() if p.is_dir() and any((p / t).is_dir() for t in TABLES + ("ce",)))
+
+
+def load_results(root: str | Path, table: str = "trials", sweep: Optional[str] = None) -> pd.DataFrame:
+    """Read one table of a results store as a pandas DataFrame.
+
+    `root` is a results folder (all sweeps in it) or one sweep's folder; `sweep` picks one sweep.
+    A table with no stored rows gives an empty DataFrame. An unreadable file raises StoreError.
+
+    >>> trials = load_results("results", sweep="synthetic")          # doctest: +SKIP
+    >>> trials.pivot_table("best_val_loss", "context_length", "data_size")  # doctest: +SKIP
+    """
+    root = Path(root)
+    frames = []
+    for folder in _sweep_dirs(root, sweep):
+        table_dir = folder / table
+        if not table_dir.is_dir():
+            continue
+        for path in sorted(table_dir.glob("*.parquet")):
+            frames.append(_read(path))
+    if not frames:
+        return pd.DataFrame()
+    frames = [f for f in frames if not f.empty]
+    if not frames:
+        return pd.DataFrame()
+    return pd.concat(frames, ignore_index=True)
+
+
+def stored_trials(root: str | Path, sweep: str) -> dict[str, str]:
+    """Status of every trial stored for `sweep` ({trial_id: status}); empty when nothing is stored."""
+    folder = sweep_dir(root, sweep) / "trials"
+    if not folder.is_dir():
+        return {}
+    out = {}
+    for path in folder.glob("*.parquet"):
+        frame = _read(path)
+        if len(frame) != 1 or "status" not in frame.columns:
+            raise StoreError(f"{path}: expected one trial row with a status column")
+        out[path.stem] = str(frame["status"].iloc[0])
+    return out
+
+
+def check_readable(root: str | Path, sweep: str) -> None:
+    """Read every stored file of a sweep once, so a corrupt store is reported before any work."""
+    folder = sweep_dir(root, sweep)
+    if not folder.exists():
+        return
+    for path in sorted(folder.glob("*/*.parquet")):
+        _read(path)

@@ -1,0 +1,84 @@
+"""Thin bindings of the Ray-agnostic loops to Ray: a plain Tune trial, or a Tune trial that
+drives a Ray Train `TorchTrainer` running the same loop under DDP (Ray 2.60, Train V2).
+
+The per-worker function calls the loop with `report` bound to `ray.train.report`; the per-trial
+driver builds the TorchTrainer; `runner.run_sweep` builds the Tuner. Ray calls stay in here.
+"""
+from __future__ import annotations
+
+import shutil
+from typing import Any, Optional
+
+import ray
+import ray.train
+import ray.tune
+from ray.train.torch import TorchConfig, TorchTrainer
+from ray.tune.integration.ray_train import TuneReportCallback
+
+from ..provenance import provenance
+from ..train import run_trial
+
+
+def _with_provenance(metrics: dict) -> dict:
+    # the final report carries where and with what the trial ran (the worker knows, the driver doesn't)
+    if metrics.get("status") == "running":
+        return metrics
+    return {**metrics, **provenance()}
+
+
+def _restored_dir(checkpoint) -> Optional[str]:
+    return checkpoint.to_directory() if checkpoint is not None else None
+
+
+def plain_trial(config: dict, trials: dict, data: Any = None) -> None:
+    """One trial as a plain Ray Tune function trainable (cheap; can share a GPU)."""
+    trial = trials[config["trial_id"]]
+
+    def report(metrics: dict, checkpoint_dir: Optional[str] = None) -> None:
+        checkpoint = ray.tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+        ray.tune.report(_with_provenance(metrics), checkpoint=checkpoint)
+
+    resume_dir = _restored_dir(ray.tune.get_checkpoint())
+    try:
+        run_trial(trial, report, data=data, resume_dir=resume_dir)
+    finally:
+        if resume_dir:
+            shutil.rmtree(resume_dir, ignore_errors=True)
+
+
+def _ddp_worker(loop_config: dict) -> None:
+    """What every Ray Train worker runs: the same loop, with the process group already set up."""
+    data = ray.get(loop_config["data"]) if loop_config["data"] is not None else None
+    rank = ray.train.get_context().get_world_rank()
+
+    def report(metrics: dict, checkpoint_dir: Optional[str] = None) -> None:
+        # every rank must call ray.train.report the same number of times (it is a barrier);
+        # the loop has already all-reduced the metrics, and only rank 0 passes a checkpoint
+        checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+        ray.train.report(_with_provenance(metrics) if rank == 0 else metrics, checkpoint=checkpoint)
+
+    resume_dir = _restored_dir(ray.train.get_checkpoint())
+    try:
+        run_trial(loop_config["trial"], report, data=data, resume_dir=resume_dir)
+    finally:
+        if resume_dir:
+            shutil.rmtree(resume_dir, ignore_errors=True)
+
+
+def ddp_trial(config: dict, trials: dict, storage_path: str, data: Any = None) -> None:
+    """One trial whose training runs as a Ray Train TorchTrainer with N DDP workers."""
+    trial = trials[config["trial_id"]]
+    resources = trial["spec"]["resources"]
+    use_gpu = resources["gpus_per_trial"] > 0
+    per_worker = {"CPU": resources["cpus_per_trial"]} | ({"GPU": 1} if use_gpu else {})
+    trainer = TorchTrainer(
+        _ddp_worker,
+        train_loop_config={"trial": trial, "data": ray.put(data) if data is not None else None},
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=resources["num_workers"], use_gpu=use_gpu, resources_per_worker=per_worker),
+        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        # named after the trial so that a retried trial resumes from its own checkpoint
+        run_config=ray.train.RunConfig(
+            name=trial["trial_id"], storage_path=storage_path, callbacks=[TuneReportCallback()]),
+    )
+    trainer.fit()

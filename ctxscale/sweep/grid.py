@@ -1,0 +1,35 @@
+"""From a spec to the list of trials: one per (context_length, data_size, seed), with stable ids.
+
+A trial id names its grid point and carries a hash of everything that changes the result
+(data, model and training sections), so re-running a spec skips what is stored, and an
+edited spec gets new ids instead of silently reusing old results.
+"""
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+
+
+def science_hash(spec) -> str:
+    """Hash of the sections that change what a trial computes (not its name or resources)."""
+    payload = spec.model_dump(mode="json", exclude={"name", "resources", "grid"})
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:8]
+
+
+def expand_grid(spec) -> list[dict]:
+    """Every trial of the spec, as the plain dict that travels to Ray and into the store."""
+    spec_dict = spec.model_dump(mode="json")
+    digest = science_hash(spec)
+    trials = []
+    for context_length, data_size, seed in itertools.product(
+        spec.grid.context_length, spec.grid.data_size, spec.grid.seed
+    ):
+        trials.append({
+            "trial_id": f"l{context_length}_d{data_size}_s{seed}_{digest}",
+            "context_length": context_length,
+            "data_size": data_size,
+            "seed": seed,
+            "spec": spec_dict,
+        })
+    return trials

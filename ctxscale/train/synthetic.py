@@ -1,0 +1,168 @@
+"""The synthetic experiment's training loop: one model, one (context length, data size, seed).
+
+Ray-agnostic: it takes the trial description, the generated data set and a `report` callable,
+and runs the same way alone, in a Ray Tune trial or in each worker of a Ray Train DDP run (it
+only asks torch.distributed whether a process group exists).
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from ..data.synthetic import SyntheticSet, bayes_risk, unpack_bits
+from ..models.mlp import build_model
+from ..spec.synthetic import SyntheticModel, SyntheticTraining
+
+Report = Callable[..., None]
+
+
+def bce_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean binary cross-entropy in nats, computed from logits (log-sum-exp safe for any logit)."""
+    return F.binary_cross_entropy_with_logits(logits, labels)
+
+
+def pick_device(requested: str) -> torch.device:
+    if requested == "cpu" or (requested == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise RuntimeError("training.device is 'cuda' but torch sees no CUDA device")
+    # under DDP the launcher has already bound this process to its GPU
+    return torch.device("cuda", torch.cuda.current_device())
+
+
+class _Split:
+    """One split's rows on the device: bits as uint8, the task index, the labels."""
+
+    def __init__(self, bits: np.ndarray, labels: np.ndarray, task_index: np.ndarray,
+                 context_length: int, num_tasks: int, device: torch.device):
+        self.bits = torch.from_numpy(unpack_bits(bits, context_length)).to(device)
+        self.labels = torch.from_numpy(np.asarray(labels, dtype=np.float32)).to(device)
+        self.task_index = torch.from_numpy(np.asarray(task_index, dtype=np.int64)).to(device)
+        self.num_tasks = num_tasks
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def batch(self, rows: torch.Tensor):
+        bits = self.bits[rows].float().mul_(2.0).sub_(1.0)  # bits as +-1 so a zero bit still carries signal
+        control = F.one_hot(self.task_index[rows], self.num_tasks).float()
+        return bits, control, self.labels[rows]
+
+
+def _all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
+    if not dist.is_initialized():
+        return values
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(tensor)
+    return tensor.tolist()
+
+
+@torch.no_grad()
+def _evaluate(model, split: _Split, rank: int, world: int, device, chunk: int = 65_536) -> float:
+    model.eval()
+    total, count = 0.0, 0
+    rows = torch.arange(rank, len(split), world, device=device)
+    for start in range(0, len(rows), chunk):
+        bits, control, labels = split.batch(rows[start:start + chunk])
+        total += F.binary_cross_entropy_with_logits(model(bits, control), labels, reduction="sum").item()
+        count += len(labels)
+    model.train()
+    total, count = _all_reduce_sum([total, count], device)
+    return total / count
+
+
+@torch.no_grad()
+def feature_spectrum(model, split: _Split, max_rows: int = 100_000) -> list[float]:
+    """PCA eigenvalues (descending) of a Bi-MLP's bits feature over validation rows."""
+    rows = torch.arange(min(len(split), max_rows), device=split.labels.device)
+    bits, _, _ = split.batch(rows)
+    features = model.features(bits).double()
+    centred = features - features.mean(dim=0)
+    covariance = centred.T @ centred / max(len(rows) - 1, 1)
+    return torch.linalg.eigvalsh(covariance).flip(0).clamp_min(0).tolist()
+
+
+def run_synthetic_trial(trial: dict, report: Report, data: SyntheticSet) -> dict:
+    """Train one model to its best validation loss and return the last reported metrics.
+
+    `trial` holds `spec` (the sweep spec as a dict), `context_length`, `data_size`, `seed`.
+    `report(metrics)` is called once per epoch; the last call has `status` ok or diverged.
+    """
+    training = SyntheticTraining.model_validate(trial["spec"]["training"])
+    model_cfg = SyntheticModel.model_validate(trial["spec"]["model"])
+    context_length, data_size, seed = trial["context_length"], trial["data_size"], trial["seed"]
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    device = pick_device(training.device)
+    torch.manual_seed(seed)
+    num_tasks = len(data.tasks)
+
+    train = _Split(*data.train(data_size), context_length, num_tasks, device)
+    val = _Split(*data.val(), context_length, num_tasks, device)
+    model = build_model(model_cfg.kind, context_length, num_tasks, hidden=model_cfg.hidden,
+                        bits_hidden=model_cfg.bits_hidden, feature_dim=model_cfg.feature_dim,
+                        head_hidden=model_cfg.head_hidden).to(device)
+    net = model
+    if dist.is_initialized():
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=training.lr, weight_decay=training.weight_decay)
+    order = torch.Generator(device="cpu").manual_seed(seed)  # same permutation on every rank
+
+    steps_per_epoch = math.ceil(data_size / training.batch_size)
+    best_val_loss, best_epoch, best_state, since_best = math.inf, 0, None, 0
+    started, train_seconds, rows_seen = time.perf_counter(), 0.0, 0
+    metrics: dict = {}
+    for epoch in range(1, training.max_epochs + 1):
+        epoch_start = time.perf_counter()
+        permutation = torch.randperm(data_size, generator=order).to(device)
+        loss_sum, loss_rows = 0.0, 0
+        for step in range(steps_per_epoch):
+            rows = permutation[step * training.batch_size:(step + 1) * training.batch_size][rank::world]
+            bits, control, labels = train.batch(rows)
+            loss = bce_loss(net(bits, control), labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.item() * len(rows)
+            loss_rows += len(rows)
+        train_seconds += time.perf_counter() - epoch_start
+        loss_sum, loss_rows, rows_epoch = _all_reduce_sum([loss_sum, loss_rows, loss_rows], device)
+        rows_seen += rows_epoch
+        train_loss = loss_sum / loss_rows
+        val_loss = _evaluate(model, val, rank, world, device)
+        diverged = not (math.isfinite(train_loss) and math.isfinite(val_loss))
+        if not diverged and val_loss < best_val_loss:
+            best_val_loss, best_epoch, since_best = val_loss, epoch, 0
+            best_state = copy.deepcopy(model.state_dict())
+        else:
+            since_best += 1
+        done = diverged or since_best >= training.patience or epoch == training.max_epochs
+        metrics = {
+            "epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
+            "best_val_loss": best_val_loss, "best_epoch": best_epoch,
+            "samples_per_s": rows_seen / max(train_seconds, 1e-9),
+            "wall_s": time.perf_counter() - started,
+            "status": ("diverged" if diverged else "ok") if done else "running",
+        }
+        if done:
+            metrics["final_train_loss"] = train_loss
+            metrics["world_size"] = world
+            # the exact Bayes risk of this context length, so analysis can show the gap to it
+            metrics["bayes_risk"] = float(bayes_risk(data.tasks, context_length, data.string_length))
+            metrics["string_length"] = data.string_length
+            metrics["tasks"] = json.dumps(np.asarray(data.tasks).tolist())
+            if model_cfg.kind == "bimlp" and best_state is not None:
+                model.load_state_dict(best_state)
+                metrics["feature_eigenvalues"] = feature_spectrum(model, val)
+        report(metrics)
+        if done:
+            break
+    return metrics
