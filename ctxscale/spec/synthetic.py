@@ -41,11 +41,6 @@ class SyntheticTraining(Section):
     batch_size: int = Field(default=10_000, gt=0, description="Rows per optimizer step.")
     max_epochs: int = Field(default=200, gt=0, description="Upper bound on passes over the training rows.")
     patience: int = Field(default=25, gt=0, description="Stop after this many epochs without a better val loss.")
-    min_steps_per_epoch: int = Field(
-        default=1, ge=1,
-        description="Small data sizes repeat the rows so an 'epoch' has at least this many steps "
-        "(keeps tiny sets from stopping before they train).",
-    )
     device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="'auto' takes CUDA when there is one.")
 
 

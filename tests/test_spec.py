@@ -1,0 +1,108 @@
+"""Spec validation: every bad input gives one message naming the field, exit 2, nothing written."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ctxscale.cli import main
+from ctxscale.spec import SpecError, load_spec, parse_spec
+
+GOOD = {
+    "name": "ok",
+    "experiment": "synthetic",
+    "grid": {"context_length": [8, 16], "data_size": [1000], "seed": [0]},
+    "data": {"string_length": 32, "val_rows": 500},
+}
+
+
+def _with(path: str, value):
+    spec = yaml.safe_load(yaml.safe_dump(GOOD))
+    *parents, last = path.split(".")
+    node = spec
+    for key in parents:
+        node = node.setdefault(key, {})
+    node[last] = value
+    return spec
+
+
+BAD = [
+    (_with("colour", "red"), "colour: unknown key"),
+    (_with("training.learning_rate", 0.1), "training.learning_rate: unknown key"),
+    (_with("grid.context_length", "eight"), "grid.context_length"),
+    (_with("grid.context_length", []), "grid.context_length: context_length must list at least one value"),
+    (_with("grid.data_size", [1000, 1000]), "grid.data_size: data_size has duplicate values [1000]"),
+    (_with("grid.seed", [1, 1]), "grid.seed: seed has duplicate values"),
+    (_with("grid.data_size", [0, 10]), "grid.data_size: data_size values must be positive"),
+    (_with("grid.context_length", [8, 40]), "grid.context_length [40] exceed data.string_length = 32"),
+    (_with("data.train_rows", 500), "grid.data_size 1000 exceeds data.train_rows = 500"),
+    (_with("data.string_length", 10) | {"grid": {"context_length": [4, 8], "data_size": [1000]}}, "cannot be drawn from 2**10 strings"),
+    (_with("experiment", "vision"), "experiment: unknown experiment 'vision'"),
+    (_with("training.batch_size", -5), "training.batch_size"),
+    (_with("resources.gpus_per_trial", 0.5) | {"resources": {"num_workers": 2, "gpus_per_trial": 0.5}},
+     "gpus_per_trial must be 0 or 1 when num_workers >= 1"),
+    (_with("data.tasks", "/no/such/tasks.json"), "task list file '/no/such/tasks.json' does not exist"),
+    ({k: v for k, v in GOOD.items() if k != "grid"}, "grid: Field required"),
+    ({k: v for k, v in GOOD.items() if k != "experiment"}, "experiment: required"),
+]
+
+
+@pytest.mark.parametrize("raw,message", BAD, ids=[m for _, m in BAD])
+def test_bad_spec_names_the_field(raw, message):
+    with pytest.raises(SpecError) as err:
+        parse_spec(raw, "x.yaml")
+    assert message in str(err.value)
+    assert str(err.value).startswith("x.yaml: ")
+
+
+def test_good_spec_loads_and_resolves_defaults(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(GOOD))
+    spec = load_spec(path)
+    assert spec.train_rows == 1000 and spec.training.batch_size == 10_000 and spec.grid.size == 2
+
+
+@pytest.mark.parametrize("text,message", [
+    ("name: [unclosed", "not valid YAML"),
+    ("- just\n- a list\n", "must be a YAML mapping"),
+    ("", "must be a YAML mapping"),
+])
+def test_unparseable_files(tmp_path, text, message):
+    path = tmp_path / "s.yaml"
+    path.write_text(text)
+    with pytest.raises(SpecError, match=message):
+        load_spec(path)
+
+
+def test_missing_file():
+    with pytest.raises(SpecError, match="spec file not found"):
+        load_spec("/no/such/spec.yaml")
+
+
+def test_cli_rejects_bad_spec_before_anything_is_written(tmp_path, capsys):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(_with("grid.context_length", [8, 99])))
+    results = tmp_path / "results"
+    assert main(["sweep", str(path), "--results", str(results)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "grid.context_length" in err
+    assert not results.exists()
+
+
+def test_cli_error_is_one_line_without_traceback(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: x\nexperiment: synthetic\ngrid: {context_length: [8], data_size: [10], seed: [0]}\nextra: 1\n")
+    proc = subprocess.run([sys.executable, "-m", "ctxscale.cli", "sweep", str(path), "--results", str(tmp_path / "r")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f"ctxscale: error: {path}: extra: unknown key"
+    assert "Traceback" not in proc.stderr and not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("path", sorted(Path(__file__).parent.parent.glob("sweeps/*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_spec_loads(path):
+    spec = load_spec(path)
+    assert spec.name and spec.grid.size >= 1

@@ -1,0 +1,58 @@
+"""The results store: atomic per-trial Parquet files, replacement without duplicates, corrupt files."""
+from __future__ import annotations
+
+import pytest
+
+from ctxscale import store
+from ctxscale.cli import main
+
+
+def _row(loss, status="ok"):
+    return {"context_length": 8, "data_size": 100, "seed": 0, "best_val_loss": loss, "status": status}
+
+
+def test_write_and_read_back(tmp_path):
+    store.write_trial(tmp_path, "s", "a", _row(0.5), [{"epoch": 1, "val_loss": 0.6}, {"epoch": 2, "val_loss": 0.5}])
+    store.write_trial(tmp_path, "s", "b", _row(0.4), [{"epoch": 1, "val_loss": 0.4}])
+    trials = store.load_results(tmp_path)
+    assert sorted(trials["trial_id"]) == ["a", "b"] and set(trials["sweep"]) == {"s"}
+    assert len(store.load_results(tmp_path / "s", "history")) == 3
+    assert store.stored_trials(tmp_path, "s") == {"a": "ok", "b": "ok"}
+    assert not [p for p in (tmp_path / "s").rglob("*") if ".tmp-" in p.name]
+
+
+def test_rewriting_a_trial_replaces_it(tmp_path):
+    store.write_trial(tmp_path, "s", "a", _row(float("nan"), "failed"), [])
+    store.write_trial(tmp_path, "s", "a", _row(0.3), [{"epoch": 1, "val_loss": 0.3}])
+    trials = store.load_results(tmp_path, sweep="s")
+    assert len(trials) == 1 and trials["status"].iloc[0] == "ok"
+
+
+def test_a_failed_write_leaves_the_old_file(tmp_path, monkeypatch):
+    store.write_trial(tmp_path, "s", "a", _row(0.5), [])
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(store.pq, "write_table", broken)
+    with pytest.raises(OSError):
+        store.write_trial(tmp_path, "s", "a", _row(0.1), [])
+    monkeypatch.undo()
+    assert store.load_results(tmp_path)["best_val_loss"].iloc[0] == 0.5
+    assert [p.name for p in (tmp_path / "s" / "trials").iterdir()] == ["a.parquet"]
+
+
+def test_corrupt_file_is_named_and_nothing_is_touched(tmp_path, capsys):
+    store.write_trial(tmp_path, "s", "a", _row(0.5), [])
+    bad = tmp_path / "s" / "trials" / "b.parquet"
+    bad.write_bytes(b"not parquet at all")
+    with pytest.raises(store.StoreError, match="b.parquet: not a readable Parquet file"):
+        store.load_results(tmp_path)
+    assert main(["results", str(tmp_path)]) == 2
+    assert "b.parquet" in capsys.readouterr().err
+    assert bad.read_bytes() == b"not parquet at all"
+
+
+def test_missing_results_folder(tmp_path):
+    with pytest.raises(store.StoreError, match="results folder not found"):
+        store.load_results(tmp_path / "nope")

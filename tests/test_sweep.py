@@ -1,0 +1,109 @@
+"""Real local Ray sweeps end to end: Tune trials, a Ray Train DDP trial, the store, re-runs."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ctxscale import store
+from ctxscale.cli import main
+from ctxscale.spec import parse_spec
+from ctxscale.sweep.grid import expand_grid
+from ctxscale.sweep.prepare import prepare_data
+from ctxscale.sweep.runner import SweepError, concurrency, run_sweep
+
+from conftest import TINY_SPEC
+
+pytestmark = pytest.mark.slow
+
+
+def test_sweep_stores_one_row_per_trial(synthetic_results):
+    trials = store.load_results(synthetic_results, sweep="tiny")
+    assert len(trials) == 12 and trials["trial_id"].is_unique
+    assert set(trials["status"]) == {"ok"}
+    required = {"sweep", "experiment", "trial_id", "context_length", "data_size", "seed", "best_val_loss",
+                "best_epoch", "final_train_loss", "status", "error", "wall_s", "samples_per_s", "config",
+                "ray_version", "torch_version", "hostname", "bayes_risk"}
+    assert required <= set(trials.columns)
+    assert (trials["best_val_loss"] > 0).all() and (trials["best_epoch"] >= 1).all()
+    config = json.loads(trials["config"].iloc[0])
+    assert config["name"] == "tiny" and config["model"]["hidden"] == 16
+
+    history = store.load_results(synthetic_results, "history", sweep="tiny")
+    per_trial = history.groupby("trial_id")
+    assert per_trial.ngroups == 12
+    # the best loss stored for a trial is the minimum over its stored evaluations
+    merged = trials.set_index("trial_id")["best_val_loss"]
+    assert (per_trial["val_loss"].min() - merged).abs().max() < 1e-12
+    assert not any(str(p).endswith(".parquet") is False for p in (synthetic_results / "tiny" / "trials").iterdir())
+
+
+def test_second_run_skips_stored_trials(synthetic_results, ray_cluster):
+    spec = parse_spec(TINY_SPEC)
+    before = sorted(p.stat().st_mtime_ns for p in (synthetic_results / "tiny" / "trials").iterdir())
+    outcome = run_sweep(spec, synthetic_results, data=prepare_data(spec), verbose=0)
+    assert outcome.ran == [] and len(outcome.skipped) == 12
+    after = sorted(p.stat().st_mtime_ns for p in (synthetic_results / "tiny" / "trials").iterdir())
+    assert before == after
+
+
+def test_a_grown_grid_runs_only_the_new_trials(tmp_path, ray_cluster):
+    small = TINY_SPEC | {"name": "grow", "grid": {"context_length": [8], "data_size": [1000], "seed": [0]}}
+    spec = parse_spec(small)
+    run_sweep(spec, tmp_path, data=prepare_data(spec), verbose=0)
+    bigger = parse_spec(small | {"grid": {"context_length": [8, 12], "data_size": [1000], "seed": [0]}})
+    outcome = run_sweep(bigger, tmp_path, data=prepare_data(bigger), verbose=0)
+    assert len(outcome.ran) == 1 and len(outcome.skipped) == 1
+    assert len(store.load_results(tmp_path, sweep="grow")) == 2
+
+
+def test_failed_trial_is_stored_with_its_error_and_rerun(tmp_path, ray_cluster):
+    raw = TINY_SPEC | {"name": "broken", "grid": {"context_length": [8], "data_size": [1000], "seed": [0]},
+                       "training": {"device": "cuda", "max_epochs": 1}}
+    spec = parse_spec(raw)
+    data = prepare_data(spec)
+    run_sweep(spec, tmp_path, data=data, verbose=0)
+    trials = store.load_results(tmp_path, sweep="broken")
+    assert list(trials["status"]) == ["failed"] and "CUDA" in trials["error"].iloc[0]
+    outcome = run_sweep(spec, tmp_path, data=data, verbose=0)
+    assert len(outcome.ran) == 1  # failed trials run again ...
+    assert len(store.load_results(tmp_path, sweep="broken")) == 1  # ... and replace their row
+
+
+def test_ddp_trial_with_two_gloo_workers(tmp_path, ray_cluster):
+    raw = TINY_SPEC | {"name": "ddp", "grid": {"context_length": [16], "data_size": [2000], "seed": [0]},
+                       "resources": {"num_workers": 2, "cpus_per_trial": 1}}
+    spec = parse_spec(raw)
+    run_sweep(spec, tmp_path, data=prepare_data(spec), verbose=0)
+    trials = store.load_results(tmp_path, sweep="ddp")
+    assert list(trials["status"]) == ["ok"], trials["error"].tolist()
+    assert trials["world_size"].iloc[0] == 2
+    history = store.load_results(tmp_path, "history", sweep="ddp")
+    assert len(history) == trials["epoch"].iloc[0]
+
+
+def test_concurrency_is_bounded_by_the_cluster():
+    spec = parse_spec(TINY_SPEC | {"resources": {"cpus_per_trial": 0.5}})
+    assert concurrency(spec.resources, {"CPU": 2.0}, pending=10) == 4
+    assert concurrency(spec.resources, {"CPU": 2.0}, pending=3) == 3
+    ddp = parse_spec(TINY_SPEC | {"resources": {"num_workers": 4, "gpus_per_trial": 1}})
+    with pytest.raises(SweepError, match="one trial needs 4 CPU, 4 GPU"):
+        concurrency(ddp.resources, {"CPU": 16.0, "GPU": 1.0}, pending=2)
+
+
+def test_trial_ids_are_stable_and_change_with_the_science():
+    spec = parse_spec(TINY_SPEC)
+    ids = [t["trial_id"] for t in expand_grid(spec)]
+    assert ids == [t["trial_id"] for t in expand_grid(parse_spec(TINY_SPEC))] and len(set(ids)) == 12
+    renamed = parse_spec(TINY_SPEC | {"resources": {"max_concurrent_trials": 1}})
+    assert [t["trial_id"] for t in expand_grid(renamed)] == ids
+    retrained = parse_spec(TINY_SPEC | {"training": {"batch_size": 250}})
+    assert not set(ids) & {t["trial_id"] for t in expand_grid(retrained)}
+
+
+def test_results_cli_prints_stored_rows(synthetic_results, capsys):
+    assert main(["results", str(synthetic_results), "--sweep", "tiny", "--format", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert len(rows) == 12 and {"context_length", "best_val_loss"} <= set(rows[0])
+    assert main(["results", str(synthetic_results), "--sweep", "nope"]) == 2
+    assert "no sweep named 'nope'" in capsys.readouterr().err
