@@ -32,7 +32,7 @@ def _restored_dir(checkpoint) -> Optional[str]:
 
 def plain_trial(config: dict, trials: dict, data: Any = None) -> None:
     """One trial as a plain Ray Tune function trainable (cheap; can share a GPU)."""
-    trial = trials[config["trial_id"]]
+    trial = trials[config["trial"]["trial_id"]]
 
     def report(metrics: dict, checkpoint_dir: Optional[str] = None) -> None:
         checkpoint = ray.tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
@@ -67,7 +67,7 @@ def _ddp_worker(loop_config: dict) -> None:
 
 def ddp_trial(config: dict, trials: dict, storage_path: str, data: Any = None) -> None:
     """One trial whose training runs as a Ray Train TorchTrainer with N DDP workers."""
-    trial = trials[config["trial_id"]]
+    trial = trials[config["trial"]["trial_id"]]
     resources = trial["spec"]["resources"]
     use_gpu = resources["gpus_per_trial"] > 0
     per_worker = {"CPU": resources["cpus_per_trial"]} | ({"GPU": 1} if use_gpu else {})

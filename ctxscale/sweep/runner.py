@@ -84,7 +84,7 @@ class StoreCallback(tune.Callback):
         self.last: dict[str, dict] = {}
 
     def _trial(self, tune_trial) -> dict:
-        return self.trials[tune_trial.config["trial_id"]]
+        return self.trials[tune_trial.config["trial"]["trial_id"]]
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         tid = self._trial(trial)["trial_id"]
@@ -160,7 +160,9 @@ def run_sweep(spec, results_dir: str | Path, *, data: Any = None, verbose: int =
 
     tuner = tune.Tuner(
         trainable,
-        param_space={"trial_id": tune.grid_search(list(by_id))},
+        # the grid point is shown in Tune's progress tables; the full trial travels by id
+        param_space={"trial": tune.grid_search([
+            {k: t[k] for k in ("context_length", "data_size", "seed", "trial_id")} for t in pending])},
         tune_config=tune.TuneConfig(
             max_concurrent_trials=concurrency(resources, ray.cluster_resources(), len(pending))),
         run_config=tune.RunConfig(
