@@ -26,7 +26,7 @@ def provenance() -> dict:
 
 
 def hardware() -> dict:
-    info = {"hostname": socket.gethostname(), "platform": platform.platform(),
+    info = {"host": socket.gethostname(), "platform": platform.platform(),
             "cpu_count": os.cpu_count() or 0, "gpu_name": "", "gpu_count": 0}
     try:
         import torch

@@ -23,7 +23,7 @@ def test_sweep_stores_one_row_per_trial(synthetic_results):
     assert set(trials["status"]) == {"ok"}
     required = {"sweep", "experiment", "trial_id", "context_length", "data_size", "seed", "best_val_loss",
                 "best_epoch", "final_train_loss", "status", "error", "wall_s", "samples_per_s", "config",
-                "ray_version", "torch_version", "hostname", "bayes_risk"}
+                "ray_version", "torch_version", "host", "bayes_risk"}
     assert required <= set(trials.columns)
     assert (trials["best_val_loss"] > 0).all() and (trials["best_epoch"] >= 1).all()
     config = json.loads(trials["config"].iloc[0])

@@ -100,8 +100,9 @@ class StoreCallback(tune.Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info):
         spec_trial = self._trial(trial)
-        error = trial.get_error()
-        text = str(error) if error is not None else "unknown error (see Ray's logs)"
+        # Tune has written the error to the trial's local folder by now (storage syncs later)
+        path = trial.error_file
+        text = Path(path).read_text() if path and Path(path).is_file() else "unknown error (see Ray's logs)"
         self._write(spec_trial, self.last.get(spec_trial["trial_id"], {}), "failed", text[-4000:])
 
     def _write(self, spec_trial: dict, last: dict, status: str, error: str) -> None:
@@ -151,8 +152,9 @@ def run_sweep(spec, results_dir: str | Path, *, data: Any = None, verbose: int =
     by_id = {t["trial_id"]: t for t in pending}
     if resources.use_ddp:
         trainable = tune.with_parameters(ddp_trial, trials=by_id, storage_path=storage, data=data)
-        # the trial itself only drives the TorchTrainer; its workers hold the CPUs and GPUs
-        trainable = tune.with_resources(trainable, {"CPU": 0})
+        # the trial itself only drives the TorchTrainer; its workers hold the CPUs and GPUs.
+        # (Tune refuses an empty request, and a CPU share would starve the workers on small machines)
+        trainable = tune.with_resources(trainable, {"CPU": 0, "memory": 256 * 1024**2})
     else:
         trainable = tune.with_parameters(plain_trial, trials=by_id, data=data)
         trainable = tune.with_resources(
