@@ -1,0 +1,150 @@
+"""The Bayes-risk side: the law C0 + C / l^γ, and the synthetic task's exact Bayes risk vs trained loss."""
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import OptimizeWarning, curve_fit
+
+from . import _validate, forms
+from .results import BayesRiskFit
+
+_GAMMA_GRID = np.geomspace(1e-2, 10.0, 61)  # profile over gamma for the starting point
+
+
+def fit_bayes_risk(context_length, loss) -> BayesRiskFit:
+    """Fit R_Bayes(l) = c0 + c / l ** gamma by least squares.
+
+    For a fixed gamma the model is linear in (c0, c), so the start is the best gamma of a grid
+    with its exact (c0, c); `scipy.optimize.curve_fit` then refines all three, and the standard
+    errors are the square roots of its covariance (residual variance × (JᵀJ)⁻¹).
+
+    Parameters
+    ----------
+    context_length : array-like
+        Context lengths l (positive).
+    loss : array-like
+        Cross-entropy (or any loss) at those lengths, e.g. a pretrained model's measured CE.
+
+    Returns
+    -------
+    BayesRiskFit
+        c0, c, gamma with standard errors, R², RMSE; success False with a message when there
+        are fewer than 3 points. With exactly 3 points the curve passes through them and the
+        standard errors are NaN.
+
+    Examples
+    --------
+    >>> l = np.array([16, 32, 64, 128, 256, 512])
+    >>> fit = fit_bayes_risk(l, 1.5 + 4.0 / l ** 0.6)
+    >>> round(fit.c0, 4), round(fit.c, 4), round(fit.gamma, 4)
+    (1.5, 4.0, 0.6)
+    """
+    l, y = _validate.positive_pairs(context_length, loss, "context_length", "loss")
+    n = len(l)
+    nan = math.nan
+    if n < 3 or len(np.unique(l)) < 3:
+        return BayesRiskFit(nan, nan, nan, nan, nan, nan, nan, nan, n, False,
+                            f"needs at least 3 distinct context lengths, got {len(np.unique(l))}")
+    sse = []
+    for gamma in _GAMMA_GRID:
+        design = np.column_stack([np.ones(n), l**-gamma])
+        coef, *_ = np.linalg.lstsq(design, y, rcond=None)
+        sse.append((float(((design @ coef - y) ** 2).sum()), coef, gamma))
+    _, (c0, c), gamma = min(sse, key=lambda s: s[0])
+    message = ""
+    try:
+        with warnings.catch_warnings():
+            # an exact fit (3 points) has no covariance: reported below as NaN standard errors
+            warnings.simplefilter("ignore", OptimizeWarning)
+            popt, pcov = curve_fit(forms.bayes_risk_law, l, y, p0=[c0, c, gamma],
+                                   bounds=([-np.inf, -np.inf, 1e-4], [np.inf, np.inf, 50.0]), max_nfev=20000)
+        success = True
+    except RuntimeError as err:  # no convergence: keep the profile start, say so
+        popt, pcov, success, message = np.array([c0, c, gamma]), np.full((3, 3), np.inf), False, str(err)
+    pred = forms.bayes_risk_law(l, *popt)
+    ss_res = float(((y - pred) ** 2).sum())
+    ss_tot = float(((y - y.mean()) ** 2).sum())
+    se = np.sqrt(np.diag(pcov)) if n > 3 else np.full(3, nan)
+    se = np.where(np.isfinite(se), se, nan)
+    if n == 3:
+        message = "3 points: the curve passes through them, no standard errors"
+    return BayesRiskFit(
+        c0=float(popt[0]), c=float(popt[1]), gamma=float(popt[2]), c0_se=float(se[0]), c_se=float(se[1]),
+        gamma_se=float(se[2]), r2=1.0 - ss_res / ss_tot if ss_tot > 0 else nan, rmse=math.sqrt(ss_res / n), n=n,
+        success=success, message=message,
+    )
+
+
+def is_synthetic(trials: pd.DataFrame) -> bool:
+    """True for a synthetic sweep: experiment 'synthetic', or a task list / Bayes risk stored."""
+    if "experiment" in trials.columns and (trials["experiment"].astype(str) == "synthetic").any():
+        return True
+    return any(c in trials.columns and trials[c].notna().any() for c in ("tasks", "bayes_risk"))
+
+
+def _exact_risk(rows: pd.DataFrame) -> np.ndarray:
+    """Exact Bayes risk of each row: from its task list when stored, else its bayes_risk column."""
+    risk = rows["bayes_risk"].to_numpy(float) if "bayes_risk" in rows.columns else np.full(len(rows), np.nan)
+    if "tasks" not in rows.columns:
+        return risk
+    risk = risk.copy()
+    lengths = rows["string_length"] if "string_length" in rows.columns else pd.Series(100, index=rows.index)
+    for (tasks, length), idx in rows.groupby([rows["tasks"].astype(str), lengths]).groups.items():
+        if tasks in ("", "None", "nan"):
+            continue
+        pos = rows.index.get_indexer(idx)
+        risk[pos] = forms.synthetic_bayes_risk(tasks, rows.loc[idx, "context_length"].to_numpy(float), int(length))
+    return risk
+
+
+def synthetic_gap(trials: pd.DataFrame) -> pd.DataFrame:
+    """Trained best loss against the exact Bayes risk, per (context length, data size).
+
+    Parameters
+    ----------
+    trials : DataFrame
+        A synthetic sweep's trials: besides the usual columns, `tasks` (JSON [l, a] list) and
+        `string_length`, or a stored `bayes_risk` column.
+
+    Returns
+    -------
+    DataFrame
+        context_length, data_size, best_loss (mean over usable seeds), best_loss_sd, n_seeds,
+        bayes_risk (nats), gap = best_loss - bayes_risk and relative_gap = gap / bayes_risk (NaN
+        where the risk is 0). The gap is the approximation loss L_Approx(l, D) the model left.
+
+    Examples
+    --------
+    >>> trials = pd.DataFrame({"context_length": [2, 5], "data_size": 100, "best_val_loss": [0.5, 0.3],
+    ...                        "tasks": "[[2, 1], [5, 3], [150, 4]]", "string_length": 100})
+    >>> synthetic_gap(trials)[["bayes_risk", "gap"]].round(4).values.tolist()
+    [[0.4621, 0.0379], [0.231, 0.069]]
+    """
+    ok, _ = _validate.split_trials(trials)
+    if not ({"tasks", "bayes_risk"} & set(ok.columns)):
+        raise ValueError("synthetic_gap needs a 'tasks' or 'bayes_risk' column (a synthetic sweep's trials)")
+    ok = ok.assign(bayes_risk=_exact_risk(ok))
+    grouped = ok.groupby(["context_length", "data_size"])
+    table = grouped.agg(best_loss=("best_val_loss", "mean"), best_loss_sd=("best_val_loss", "std"),
+                        n_seeds=("best_val_loss", "size"), bayes_risk=("bayes_risk", "mean")).reset_index()
+    table["gap"] = table["best_loss"] - table["bayes_risk"]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        table["relative_gap"] = np.where(table["bayes_risk"] > 0, table["gap"] / table["bayes_risk"], np.nan)
+    return table.sort_values(["data_size", "context_length"]).reset_index(drop=True)
+
+
+def synthetic_risk_curve(trials: pd.DataFrame, points: int = 200) -> pd.DataFrame:
+    """The exact Bayes risk on a fine grid of integer context lengths over the sweep's range (for plots)."""
+    ok, _ = _validate.split_trials(trials)
+    if "tasks" not in ok.columns or ok.empty:
+        table = synthetic_gap(trials)
+        return table[["context_length", "bayes_risk"]].drop_duplicates().sort_values("context_length")
+    lo, hi = int(ok["context_length"].min()), int(ok["context_length"].max())
+    length = int(ok["string_length"].iloc[0]) if "string_length" in ok.columns else 100
+    top = max(hi, min(hi * 1.5, length))  # no context is longer than the string
+    lengths = np.unique(np.round(np.geomspace(max(lo / 1.5, 1), top, points)).astype(int))
+    risk = forms.synthetic_bayes_risk(str(ok["tasks"].iloc[0]), lengths, length)
+    return pd.DataFrame({"context_length": lengths, "bayes_risk": risk})

@@ -1,0 +1,208 @@
+"""The report of a sweep: tables, plots, one self-contained HTML page, and the text the CLI prints.
+
+`run_report` is what `ctxscale analyze RESULTS_DIR [--sweep NAME] [--out REPORT_DIR]` calls.
+Fitting lives in optimum / surface / bayes, drawing in plots; this module only puts them together
+and writes files.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+
+from ctxscale.store import load_results
+
+from . import _validate, plots
+from .bayes import is_synthetic, synthetic_gap, synthetic_risk_curve
+from .optimum import fit_optimal_context_law, optimal_context_length
+from .surface import fit_loss_surface, surface_residuals
+
+
+def _num(value, digits=4) -> str:
+    return "nan" if value is None or not np.isfinite(value) else f"{value:.{digits}g}"
+
+
+def _optimum_lines(optimal: pd.DataFrame, surface_optima: pd.DataFrame) -> list[str]:
+    lines = ["optimal context length per data size (95 % interval):"]
+    surface_l = dict(zip(surface_optima["data_size"], surface_optima["l_star"])) if len(surface_optima) else {}
+    for _, r in optimal.iterrows():
+        head = f"  D = {r['data_size']:>14,.0f}: "
+        if r["n_trials"] == 0:
+            lines.append(head + f"no usable trials ({r['n_excluded']} excluded)")
+            continue
+        if r["bracketed"]:
+            interval = (f"[{_num(r['l_star_low'])}, {_num(r['l_star_high'])}]" if np.isfinite(r["l_star_low"])
+                        else "(no interval: one seed, too few points)")
+            body = f"l* = {_num(r['l_star'])} {interval}  (grid best {r['grid_l_best']:g}, {r['n_seeds']} seed(s)"
+            s = surface_l.get(r["data_size"], math.nan)
+            body += f"; surface fit {_num(s)})" if np.isfinite(s) else ")"
+        elif r["outside"] in ("below", "above"):
+            body = f"optimum outside the grid: {r['outside']} (grid best {r['grid_l_best']:g})"
+        else:
+            body = r["note"]
+        excluded = f"  [{r['n_excluded']} excluded]" if r["n_excluded"] else ""
+        lines.append(head + body + excluded)
+    return lines
+
+
+def _img(path: Path, alt: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(alt)}"><figcaption>{html.escape(alt)}</figcaption></figure>'
+
+
+def _table(frame: pd.DataFrame) -> str:
+    return frame.to_html(index=False, border=0, float_format=lambda v: f"{v:.5g}", na_rep="–", classes="t")
+
+
+_CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}
+pre{background:#f5f5f5;padding:1em;overflow-x:auto}img{max-width:100%}figure{margin:1em 0}
+table.t{border-collapse:collapse;font-size:13px}table.t td,table.t th{padding:3px 8px;border-bottom:1px solid #ddd;text-align:right}
+figcaption{font-size:13px;color:#555}"""
+
+
+def _html(title: str, text: str, sections: list[tuple[str, str]]) -> str:
+    body = "".join(f"<h2>{html.escape(h)}</h2>{content}" for h, content in sections)
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>"
+            f"<pre>{html.escape(text)}</pre>{body}</body></html>")
+
+
+def write_report(trials: pd.DataFrame, out_dir, name: str = "sweep", n_boot: int = 1000,
+                 surface_boot: int = 100, seed: int = 0) -> str:
+    """Analyse one sweep's trials table, write its report into `out_dir`, return the summary text.
+
+    Writes report.html (self-contained), optimal_context_length.csv, law.json, surface_fit.json,
+    surface_optima.csv, the PNG plots, and for synthetic sweeps synthetic_gap.csv.
+    Raises ValueError when no trial is usable.
+    """
+    out = Path(out_dir)
+    ok, excluded = _validate.split_trials(trials)
+    if ok.empty:
+        raise ValueError(f"sweep {name!r}: no usable trials ({len(trials)} stored, all failed, diverged or without a loss)")
+    out.mkdir(parents=True, exist_ok=True)
+    optimal = optimal_context_length(trials, n_boot=n_boot, seed=seed)
+    law = fit_optimal_context_law(optimal, seed=seed)
+    surface = fit_loss_surface(trials, n_boot=surface_boot, seed=seed)
+    surface_optima = surface.optima_frame()
+
+    optimal.to_csv(out / "optimal_context_length.csv", index=False)
+    (out / "law.json").write_text(json.dumps({"sweep": name, **law.to_dict()}, indent=2))
+    (out / "surface_fit.json").write_text(json.dumps({"sweep": name, **surface.to_dict()}, indent=2))
+    comparison = optimal[["data_size", "l_star", "l_star_low", "l_star_high", "bracketed"]].merge(
+        surface_optima.rename(columns={c: f"surface_{c}" for c in surface_optima.columns if c != "data_size"}),
+        on="data_size", how="left")
+    comparison.to_csv(out / "surface_optima.csv", index=False)
+
+    synthetic = is_synthetic(trials)
+    gap = risk_curve = None
+    if synthetic:
+        gap = synthetic_gap(trials)
+        risk_curve = synthetic_risk_curve(trials)
+        gap.to_csv(out / "synthetic_gap.csv", index=False)
+
+    figures = [(plots.plot_loss_curves(trials, optimal, out / "loss_vs_context.png", surface, risk_curve),
+                "Loss vs context length per data size, with l* and the surface fit")]
+    figures.append((plots.plot_optimal_law(optimal, law, out / "optimal_law.png", surface),
+                    "Optimal context length vs data size, with the law and its band"))
+    if surface.success:
+        figures.append((plots.plot_surface_residuals(surface_residuals(surface, trials), out / "surface_residuals.png"),
+                        "Residuals of the surface fit (log loss)"))
+    if synthetic:
+        figures.append((plots.plot_synthetic_gap(gap, risk_curve, out / "synthetic_bayes_risk.png"),
+                        "Synthetic task: trained loss vs exact Bayes risk"))
+
+    counts = _validate.exclusion_counts(excluded)
+    excl = ", ".join(f"{k} {v}" for k, v in counts.items())
+    lines = [f"sweep {name}: {len(trials)} trials, {len(ok)} used, {len(excluded)} excluded"
+             + (f" ({excl})" if excl else "")]
+    lines += _optimum_lines(optimal, surface_optima)
+    lines.append(law.summary())
+    lines.append(surface.summary() if not surface.success else
+                 f"surface fit: R²(log loss) = {_num(surface.r2)}, {surface.n} trials; optima beside the per-D "
+                 "estimates above (details in surface_fit.json)")
+    if synthetic and len(gap):
+        largest = gap[gap["data_size"] == gap["data_size"].max()]
+        lines.append(f"synthetic: at D = {largest['data_size'].iloc[0]:,.0f} best loss − exact Bayes risk ranges "
+                     f"{_num(largest['gap'].min(), 3)} .. {_num(largest['gap'].max(), 3)} nats (synthetic_gap.csv)")
+    report_path = out / "report.html"
+    lines.append(f"report: {report_path}")
+    text = "\n".join(lines)
+
+    sections = [("Optimal context length per data size", _table(optimal.drop(columns=["note"]))),
+                ("Law l*(D) = k · D^β", f"<pre>{html.escape(law.summary())}</pre>"),
+                ("Surface fit", f"<pre>{html.escape(surface.summary())}</pre>"
+                                "<p>Per-data-size estimates beside the optima the surface implies:</p>" + _table(comparison))]
+    if synthetic:
+        wide = gap.pivot_table("gap", "context_length", "data_size")
+        wide.columns = [f"D={c:,.0f}" for c in wide.columns]
+        sections.append(("Synthetic: best loss − exact Bayes risk (nats)", _table(wide.reset_index())))
+    sections.append(("Plots", "".join(_img(p, alt) for p, alt in figures)))
+    report_path.write_text(_html(f"ctxscale report: {name}", text, sections), encoding="utf-8")
+    return text
+
+
+def _has_usable(rows: pd.DataFrame) -> bool:
+    """Whether any row can be analysed (a sweep whose trials all failed may lack a loss column)."""
+    return "best_val_loss" in rows.columns and not _validate.split_trials(rows)[0].empty
+
+
+def run_report(results_dir, sweep: Optional[str] = None, out_dir=None, n_boot: int = 1000,
+               surface_boot: int = 100, seed: int = 0) -> str:
+    """Analyse the sweep(s) stored under `results_dir` and write a report for each.
+
+    Parameters
+    ----------
+    results_dir : path
+        A results store (one folder per sweep) or one sweep's folder.
+    sweep : str, optional
+        The sweep to analyse; by default every sweep in the folder.
+    out_dir : path, optional
+        Where the report goes (default `<results_dir>/<sweep>/report`); with several sweeps, one
+        sub-folder per sweep under it.
+    n_boot, surface_boot, seed
+        Bootstrap sizes of the per-data-size optima and of the surface fit, and their seed.
+
+    Returns
+    -------
+    str
+        The text to print: l* per data size with its 95 % interval (or on which side of the grid
+        the optimum lies), the law with the interval for β, the excluded trials, the report path.
+
+    Raises
+    ------
+    ValueError
+        Naming the folder, when it holds no usable trials (ctxscale.store.StoreError, also a
+        ValueError, when the folder or sweep does not exist).
+
+    Examples
+    --------
+    >>> print(run_report("results", sweep="synthetic"))  # doctest: +SKIP
+    """
+    root = Path(results_dir)
+    trials = load_results(root, "trials", sweep)
+    where = f"{root}" + (f" (sweep {sweep!r})" if sweep else "")
+    if trials.empty:
+        raise ValueError(f"{where}: no trials stored")
+    names = sorted(trials["sweep"].astype(str).unique()) if "sweep" in trials.columns else [sweep or root.name]
+    single_folder = (root / "trials").is_dir()
+    texts, skipped = [], []
+    for name in names:
+        rows = trials[trials["sweep"].astype(str) == name] if "sweep" in trials.columns else trials
+        rows = rows.dropna(axis=1, how="all")  # columns another sweep brought into the concatenation
+        if not _has_usable(rows):
+            skipped.append(f"sweep {name}: no usable trials ({len(rows)} stored, none with status 'ok' and a loss)")
+            continue
+        if out_dir is None:
+            target = (root if single_folder else root / name) / "report"
+        else:
+            target = Path(out_dir) if len(names) == 1 else Path(out_dir) / name
+        texts.append(write_report(rows, target, name=name, n_boot=n_boot, surface_boot=surface_boot, seed=seed))
+    if not texts:
+        raise ValueError(f"{where}: no usable trials; " + "; ".join(skipped))
+    return "\n\n".join(texts + skipped)
