@@ -59,6 +59,35 @@ def cmd_sweep(args) -> int:
     return 0 if (trials["status"] != "failed").all() else 1
 
 
+def cmd_measure(args) -> int:
+    from .measure.runner import ce_table, pending_measurements, prepare_measure, run_measure
+    from .spec import load_spec
+    from .spec.common import results_root
+    from . import store
+
+    spec = load_spec(args.spec)
+    if spec.experiment != "measure":
+        raise UsageError(f"{args.spec}: experiment is {spec.experiment!r}; `ctxscale measure` runs measure specs "
+                         "(use `ctxscale sweep` for the others)")
+    results = results_root(spec.resources, args.results)
+    if results.exists() and not results.is_dir():
+        raise UsageError(f"--results {results}: exists and is not a folder")
+    store.check_readable(results, spec.name)
+    corpus = prepare_measure(spec, args.spec)
+    import ray
+
+    if pending_measurements(spec, results, corpus) and not ray.is_initialized():
+        _start_ray(args.address)
+    outcome = run_measure(spec, results, corpus_path=corpus, verbose=0 if args.quiet else 1)
+    print(f"\nmeasure {spec.name}: {len(outcome.ran)} measured, {len(outcome.skipped)} already stored, "
+          f"{len(outcome.failed)} model(s) failed; results in {results / spec.name}")
+    for model, error in outcome.failed.items():
+        print(f"{model}: {error.splitlines()[-1] if error else 'failed'}")
+    if (results / spec.name / "ce").is_dir():
+        print(ce_table(store.load_results(results, "ce", sweep=spec.name)))
+    return 1 if outcome.failed else 0
+
+
 def cmd_data_synthetic(args) -> int:
     from .data.synthetic import write_cli
 
@@ -105,6 +134,14 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--results", help="results folder (overrides resources.results_dir)")
     sweep.add_argument("--quiet", action="store_true", help="no Ray Tune progress tables")
     sweep.set_defaults(func=cmd_sweep)
+
+    measure = commands.add_parser("measure", help="measure a pretrained LM's final-token cross-entropy and "
+                                  "hidden-state spectra per context length (tables ce, spectra)")
+    measure.add_argument("spec", help="measure spec (YAML), e.g. sweeps/measure-local.yaml")
+    measure.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
+    measure.add_argument("--results", help="results folder (overrides resources.results_dir)")
+    measure.add_argument("--quiet", action="store_true", help="no line per measured context length")
+    measure.set_defaults(func=cmd_measure)
 
     data = commands.add_parser("data", help="prepare data sets").add_subparsers(dest="kind", required=True)
     synthetic = data.add_parser("synthetic", help="write a synthetic set (packed bits + labels) to a folder")

@@ -12,11 +12,12 @@ import yaml
 from pydantic import ValidationError
 
 from .common import Grid, Resources, SpecError
+from .measure import MeasureSpec
 from .synthetic import SyntheticSpec
 
-EXPERIMENTS: dict[str, type] = {"synthetic": SyntheticSpec}
+EXPERIMENTS: dict[str, type] = {"synthetic": SyntheticSpec, "measure": MeasureSpec}
 
-AnySpec = Union[SyntheticSpec]
+AnySpec = Union[SyntheticSpec, MeasureSpec]
 
 __all__ = ["AnySpec", "EXPERIMENTS", "Grid", "Resources", "SpecError", "load_spec", "parse_spec"]
 
