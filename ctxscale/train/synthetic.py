@@ -123,7 +123,8 @@ def run_synthetic_trial(trial: dict, report: Report, data: SyntheticSet) -> dict
     for epoch in range(1, training.max_epochs + 1):
         epoch_start = time.perf_counter()
         permutation = torch.randperm(data_size, generator=order).to(device)
-        loss_sum, loss_rows = 0.0, 0
+        # summed on the device: a .item() per step would stall the GPU on every batch
+        loss_sum, loss_rows = torch.zeros((), device=device, dtype=torch.float64), 0
         for step in range(steps_per_epoch):
             rows = permutation[step * training.batch_size:(step + 1) * training.batch_size][rank::world]
             bits, control, labels = train.batch(rows)
@@ -131,10 +132,10 @@ def run_synthetic_trial(trial: dict, report: Report, data: SyntheticSet) -> dict
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            loss_sum += loss.item() * len(rows)
+            loss_sum += loss.detach() * len(rows)
             loss_rows += len(rows)
         train_seconds += time.perf_counter() - epoch_start
-        loss_sum, loss_rows, rows_epoch = _all_reduce_sum([loss_sum, loss_rows, loss_rows], device)
+        loss_sum, loss_rows, rows_epoch = _all_reduce_sum([loss_sum.item(), loss_rows, loss_rows], device)
         rows_seen += rows_epoch
         train_loss = loss_sum / loss_rows
         val_loss = _evaluate(model, val, rank, world, device)
