@@ -16,10 +16,11 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-from ctxscale.store import load_results
+from ctxscale.store import load_results, sweep_folders
 
 from . import _validate, plots
 from .bayes import is_synthetic, synthetic_gap, synthetic_risk_curve
+from .entropy import entropy_report
 from .optimum import fit_optimal_context_law, optimal_context_length
 from .surface import fit_loss_surface, surface_residuals
 
@@ -73,8 +74,17 @@ def _html(title: str, text: str, sections: list[tuple[str, str]]) -> str:
             f"<pre>{html.escape(text)}</pre>{body}</body></html>")
 
 
+def write_entropy_report(out_dir, name: str, text: str, fragment: str) -> str:
+    """The report of a sweep that has measurements only (e.g. `ctxscale measure`)."""
+    report_path = Path(out_dir) / "report.html"
+    text = f"sweep {name}:\n{text}\nreport: {report_path}"
+    report_path.write_text(_html(f"ctxscale report: {name}", text, [("Cross-entropy and intrinsic entropy", fragment)]),
+                           encoding="utf-8")
+    return text
+
+
 def write_report(trials: pd.DataFrame, out_dir, name: str = "sweep", n_boot: int = 1000,
-                 surface_boot: int = 100, seed: int = 0) -> str:
+                 surface_boot: int = 100, seed: int = 0, extra: tuple[str, str] = ("", "")) -> str:
     """Analyse one sweep's trials table, write its report into `out_dir`, return the summary text.
 
     Writes report.html (self-contained), optimal_context_length.csv, law.json, surface_fit.json,
@@ -130,6 +140,8 @@ def write_report(trials: pd.DataFrame, out_dir, name: str = "sweep", n_boot: int
         largest = gap[gap["data_size"] == gap["data_size"].max()]
         lines.append(f"synthetic: at D = {largest['data_size'].iloc[0]:,.0f} best loss − exact Bayes risk ranges "
                      f"{_num(largest['gap'].min(), 3)} .. {_num(largest['gap'].max(), 3)} nats (synthetic_gap.csv)")
+    if extra[0]:
+        lines.append(extra[0])
     report_path = out / "report.html"
     lines.append(f"report: {report_path}")
     text = "\n".join(lines)
@@ -143,6 +155,8 @@ def write_report(trials: pd.DataFrame, out_dir, name: str = "sweep", n_boot: int
         wide.columns = [f"D={c:,.0f}" for c in wide.columns]
         sections.append(("Synthetic: best loss − exact Bayes risk (nats)", _table(wide.reset_index())))
     sections.append(("Plots", "".join(_img(p, alt) for p, alt in figures)))
+    if extra[1]:
+        sections.append(("Cross-entropy and intrinsic entropy", extra[1]))
     report_path.write_text(_html(f"ctxscale report: {name}", text, sections), encoding="utf-8")
     return text
 
@@ -185,24 +199,25 @@ def run_report(results_dir, sweep: Optional[str] = None, out_dir=None, n_boot: i
     >>> print(run_report("results", sweep="synthetic"))  # doctest: +SKIP
     """
     root = Path(results_dir)
-    trials = load_results(root, "trials", sweep)
+    folders = sweep_folders(root, sweep)
     where = f"{root}" + (f" (sweep {sweep!r})" if sweep else "")
-    if trials.empty:
+    if not folders:
         raise ValueError(f"{where}: no trials stored")
-    names = sorted(trials["sweep"].astype(str).unique()) if "sweep" in trials.columns else [sweep or root.name]
-    single_folder = (root / "trials").is_dir()
     texts, skipped = [], []
-    for name in names:
-        rows = trials[trials["sweep"].astype(str) == name] if "sweep" in trials.columns else trials
-        rows = rows.dropna(axis=1, how="all")  # columns another sweep brought into the concatenation
-        if not _has_usable(rows):
-            skipped.append(f"sweep {name}: no usable trials ({len(rows)} stored, none with status 'ok' and a loss)")
-            continue
-        if out_dir is None:
-            target = (root if single_folder else root / name) / "report"
+    for folder in folders:
+        name = folder.name
+        target = folder / "report" if out_dir is None else (
+            Path(out_dir) if len(folders) == 1 else Path(out_dir) / name)
+        trials = load_results(folder, "trials")
+        # measurements (ce / spectra tables) and Bi-MLP spectra add their own section
+        entropy_text, entropy_html = entropy_report(folder, None, target)
+        if not trials.empty and _has_usable(trials):
+            texts.append(write_report(trials, target, name=name, n_boot=n_boot, surface_boot=surface_boot,
+                                      seed=seed, extra=(entropy_text, entropy_html)))
+        elif entropy_text:
+            texts.append(write_entropy_report(target, name, entropy_text, entropy_html))
         else:
-            target = Path(out_dir) if len(names) == 1 else Path(out_dir) / name
-        texts.append(write_report(rows, target, name=name, n_boot=n_boot, surface_boot=surface_boot, seed=seed))
+            skipped.append(f"sweep {name}: no usable trials ({len(trials)} stored, none with status 'ok' and a loss)")
     if not texts:
-        raise ValueError(f"{where}: no usable trials; " + "; ".join(skipped))
+        raise ValueError(f"{where}: no usable trials or measurements; " + "; ".join(skipped))
     return "\n\n".join(texts + skipped)

@@ -35,6 +35,8 @@ def cmd_sweep(args) -> int:
     from . import store
 
     spec = load_spec(args.spec)
+    if spec.experiment == "measure":  # measuring is not a training grid; the same spec runs there
+        return cmd_measure(args)
     results = results_root(spec.resources, args.results)
     if results.exists() and not results.is_dir():
         raise UsageError(f"--results {results}: exists and is not a folder")

@@ -74,23 +74,27 @@ def _read(path: Path) -> pd.DataFrame:
         raise StoreError(f"{path}: not a readable Parquet file ({err})") from None
 
 
-def _sweep_dirs(root: Path, sweep: Optional[str]) -> list[Path]:
+def _is_sweep_folder(path: Path) -> bool:
+    return any((path / table).is_dir() for table in TABLES + ("ce", "spectra"))
+
+
+def sweep_folders(root: str | Path, sweep: Optional[str] = None) -> list[Path]:
+    """The sweep folders under a results root (or the root itself when it is one sweep's folder)."""
+    root = Path(root)
     if not root.exists():
         raise StoreError(f"{root}: results folder not found")
     if not root.is_dir():
         raise StoreError(f"{root}: not a folder")
     if sweep is not None:
-        folder = root / sweep
-        if not folder.is_dir():
-            # the root may itself be a sweep folder
-            if root.name == sweep and any((root / t).is_dir() for t in TABLES):
-                return [root]
-            known = sorted(p.name for p in root.iterdir() if (p / "trials").is_dir())
-            raise StoreError(f"{root}: no sweep named {sweep!r} (found: {', '.join(known) or 'none'})")
-        return [folder]
-    if (root / "trials").is_dir():  # a single sweep's folder
+        if _is_sweep_folder(root / sweep):
+            return [root / sweep]
+        if root.name == sweep and _is_sweep_folder(root):
+            return [root]
+        known = sorted(p.name for p in root.iterdir() if _is_sweep_folder(p))
+        raise StoreError(f"{root}: no sweep named {sweep!r} (found: {', '.join(known) or 'none'})")
+    if _is_sweep_folder(root):
         return [root]
-    return sorted(p for p in root.iterdir() if p.is_dir() and any((p / t).is_dir() for t in TABLES + ("ce",)))
+    return sorted(p for p in root.iterdir() if p.is_dir() and _is_sweep_folder(p))
 
 
 def load_results(root: str | Path, table: str = "trials", sweep: Optional[str] = None) -> pd.DataFrame:
@@ -104,7 +108,7 @@ def load_results(root: str | Path, table: str = "trials", sweep: Optional[str] =
     """
     root = Path(root)
     frames = []
-    for folder in _sweep_dirs(root, sweep):
+    for folder in sweep_folders(root, sweep):
         table_dir = folder / table
         if not table_dir.is_dir():
             continue
