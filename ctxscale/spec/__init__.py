@@ -24,7 +24,7 @@ __all__ = ["AnySpec", "EXPERIMENTS", "Grid", "Resources", "SpecError", "load_spe
 
 def _field_path(loc: tuple) -> str:
     # pydantic puts the model name of tagged unions / validators in loc; keep only real keys
-    return ".".join(str(part) for part in loc if not str(part).startswith("function-")) or "(top level)"
+    return ".".join(str(part) for part in loc if not str(part).startswith("function-"))
 
 
 def parse_spec(raw: object, source: str = "spec") -> AnySpec:
@@ -44,8 +44,9 @@ def parse_spec(raw: object, source: str = "spec") -> AnySpec:
         more = f" (and {err.error_count() - 1} more problems)" if err.error_count() > 1 else ""
         if first["type"] == "extra_forbidden":
             message = "unknown key"
-        return_path = _field_path(first["loc"])
-        raise SpecError(f"{source}: {return_path}: {message}{more}") from None
+        # cross-field checks have no location of their own; their message names the fields
+        where = _field_path(first["loc"])
+        raise SpecError(f"{source}: {where + ': ' if where else ''}{message}{more}") from None
 
 
 def load_spec(path: str | Path) -> AnySpec:
