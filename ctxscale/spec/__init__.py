@@ -12,12 +12,13 @@ import yaml
 from pydantic import ValidationError
 
 from .common import Grid, Resources, SpecError
+from .gpt import GPTSpec
 from .measure import MeasureSpec
 from .synthetic import SyntheticSpec
 
-EXPERIMENTS: dict[str, type] = {"synthetic": SyntheticSpec, "measure": MeasureSpec}
+EXPERIMENTS: dict[str, type] = {"synthetic": SyntheticSpec, "gpt": GPTSpec, "measure": MeasureSpec}
 
-AnySpec = Union[SyntheticSpec, MeasureSpec]
+AnySpec = Union[SyntheticSpec, GPTSpec, MeasureSpec]
 
 __all__ = ["AnySpec", "EXPERIMENTS", "Grid", "Resources", "SpecError", "load_spec", "parse_spec"]
 

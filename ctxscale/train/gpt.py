@@ -1,0 +1,359 @@
+"""The GPT-2 experiment's training loop: one model, one (context length, training subset, seed).
+
+Ray-agnostic: it takes the trial description and a `report(metrics, checkpoint_dir=None)`
+callable, and runs alone, in a Ray Tune trial or in every worker of a Ray Train DDP run (it only
+asks torch.distributed whether a process group exists). Every optimizer step sees the same number
+of tokens at every context length (`plan_batches`), so context lengths differ only in how the
+tokens are cut, not in how much is learned per step.
+"""
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from contextlib import ExitStack, nullcontext
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, ContextManager, Iterator, Optional
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from ..models.gpt import GPT, GPTConfig
+
+Report = Callable[..., None]
+CHECKPOINT_FILE = "state.pt"
+
+
+# --- Pure pieces: batch arithmetic and learning rate -------------------------------------------
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    context_length: int
+    micro_batch: int  # sequences per forward/backward pass on one worker
+    accumulation: int  # micro-steps per optimizer step
+    world_size: int
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.micro_batch * self.accumulation * self.world_size * self.context_length
+
+    @property
+    def micro_batch_tokens(self) -> int:
+        return self.micro_batch * self.context_length
+
+
+def plan_batches(tokens_per_step: int, context_length: int, micro_batch_tokens: int, world_size: int = 1) -> BatchPlan:
+    """Micro-batch and accumulation whose tokens per step are as close to the target as whole
+    sequences allow, with at most `micro_batch_tokens` per pass (one sequence if it is longer).
+
+    Unlike the study's micro-batch int(32 * 384 / l), which truncates (409,600 tokens per step at
+    l = 5,120; a micro-batch of 0 at 15,360), accumulation adapts so the product stays on target.
+    Among equally close plans the one with the fewest micro-steps (largest micro-batch) wins; a
+    context length that divides tokens_per_step / world_size gets the exact target.
+    """
+    if min(tokens_per_step, context_length, micro_batch_tokens, world_size) < 1:
+        raise ValueError("tokens_per_step, context_length, micro_batch_tokens and world_size must be positive")
+    max_micro = max(1, micro_batch_tokens // context_length)
+    per_worker = tokens_per_step / (context_length * world_size)  # sequences, ideally
+    fewest = max(1, math.ceil(per_worker / max_micro))
+    best = None
+    for accumulation in range(fewest, max(fewest, math.ceil(per_worker)) + 1):
+        micro = min(max_micro, max(1, round(per_worker / accumulation)))
+        key = (abs(micro * accumulation - per_worker), accumulation)
+        if best is None or key < best[0]:
+            best = (key, BatchPlan(context_length, micro, accumulation, world_size))
+    return best[1]
+
+
+def lr_at(step: int, *, lr: float, min_lr: float, warmup_steps: int, decay_steps: int) -> float:
+    """Learning rate for optimizer step `step` (0-based): linear warm-up to `lr` over
+    `warmup_steps`, cosine decay to `min_lr` at `decay_steps`, `min_lr` after (nanoGPT)."""
+    if step < warmup_steps:
+        return lr * (step + 1) / warmup_steps
+    if step >= decay_steps:
+        return min_lr
+    progress = (step - warmup_steps) / (decay_steps - warmup_steps)
+    return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (lr - min_lr)
+
+
+# --- Data: windows of the token memmaps ----------------------------------------------------------
+
+
+class TokenWindows:
+    """(input, target) windows of `context_length` tokens cut from a 1-D token array (a memmap)."""
+
+    def __init__(self, tokens: np.ndarray, context_length: int, device: torch.device):
+        if len(tokens) <= context_length:
+            raise ValueError(f"{len(tokens)} tokens cannot hold one window of {context_length} + 1")
+        self.tokens, self.context_length, self.device = tokens, context_length, device
+
+    def batch(self, starts: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        T = self.context_length
+        rows = np.stack([np.asarray(self.tokens[s:s + T + 1]) for s in starts]).astype(np.int64)
+        x, y = torch.from_numpy(rows[:, :-1].copy()), torch.from_numpy(rows[:, 1:].copy())
+        if self.device.type == "cuda":  # pinned + non_blocking: the copy overlaps the GPU's work
+            return x.pin_memory().to(self.device, non_blocking=True), y.pin_memory().to(self.device, non_blocking=True)
+        return x, y
+
+    def random_batches(self, rng: np.random.Generator, micro_batch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        high = len(self.tokens) - self.context_length  # last start whose target still fits, + 1
+        while True:
+            yield self.batch(rng.integers(0, high, size=micro_batch))
+
+    def fixed_starts(self, count: int) -> np.ndarray:
+        """`count` window starts spread evenly over the array: the same windows at every evaluation."""
+        return np.linspace(0, len(self.tokens) - self.context_length - 1, count).astype(np.int64)
+
+
+# --- Model, optimizer, one step ---------------------------------------------------------------
+
+
+def pick_device(requested: str) -> torch.device:
+    if requested == "cpu" or (requested == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise RuntimeError("training.device is 'cuda' but torch sees no CUDA device")
+    return torch.device("cuda", torch.cuda.current_device())  # DDP launchers bind each rank to its GPU
+
+
+ATTENTION_BACKENDS = {
+    "flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION,
+    "efficient": SDPBackend.EFFICIENT_ATTENTION, "math": SDPBackend.MATH,
+}
+
+
+def forward_context(device: torch.device, precision: str, attention: str = "auto") -> Callable[[], ContextManager]:
+    """A factory of the context every forward pass runs in: bf16 autocast on CUDA (CPUs train in
+    float32: bf16 matmuls are slow there) and, unless 'auto', one scaled-dot-product attention
+    kernel. A factory because sdpa_kernel contexts cannot be re-entered."""
+
+    def enter() -> ContextManager:
+        stack = ExitStack()
+        if device.type == "cuda" and precision == "bf16":
+            stack.enter_context(torch.autocast("cuda", dtype=torch.bfloat16))
+        if attention != "auto":
+            stack.enter_context(sdpa_kernel([ATTENTION_BACKENDS[attention]]))
+        return stack
+
+    return enter
+
+
+def make_optimizer(model: torch.nn.Module, *, lr: float, weight_decay: float, betas: tuple[float, float],
+                   device: torch.device) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices and embeddings only, not on norms and biases (GPT-2)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=device.type == "cuda")
+
+
+def train_step(net: torch.nn.Module, optimizer: torch.optim.Optimizer, batches: Iterator, plan: BatchPlan,
+               lr: float, grad_clip: float, forward_ctx: Callable[[], ContextManager]) -> torch.Tensor:
+    """One optimizer step over `plan.accumulation` micro-batches; returns the mean loss as a device
+    tensor (no host sync, so the next batch is cut while the GPU still works)."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    total = None
+    for micro in range(plan.accumulation):
+        x, y = next(batches)
+        last = micro == plan.accumulation - 1
+        # DDP: all-reduce gradients once per step, on the last micro-batch only
+        sync = net.no_sync() if isinstance(net, DDP) and not last else nullcontext()
+        with sync:
+            with forward_ctx():
+                loss = net(x, y)[1]  # drop the logits at once (memory)
+            (loss / plan.accumulation).backward()
+        total = loss.detach() if total is None else total + loss.detach()
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(net.parameters(), grad_clip)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return total / plan.accumulation
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, windows: TokenWindows, starts: np.ndarray, micro_batch: int,
+             forward_ctx: Callable[[], ContextManager]) -> tuple[float, int]:
+    """Summed cross-entropy and token count over the given windows (this rank's share)."""
+    model.eval()
+    total = torch.zeros((), dtype=torch.float64, device=windows.device)
+    for i in range(0, len(starts), micro_batch):
+        x, y = windows.batch(starts[i:i + micro_batch])
+        with forward_ctx():
+            loss = model(x, y)[1]
+        total += loss.double() * y.numel()
+    model.train()
+    return total.item(), len(starts) * windows.context_length
+
+
+# --- Distributed helpers -----------------------------------------------------------------------
+
+
+def _reduce(values: list[float], op, device: torch.device) -> list[float]:
+    if not dist.is_initialized():
+        return values
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(tensor, op=op)
+    return tensor.tolist()
+
+
+def _gather(obj, world: int) -> list:
+    if not dist.is_initialized():
+        return [obj]
+    out = [None] * world
+    dist.all_gather_object(out, obj)
+    return out
+
+
+# --- Checkpoints -------------------------------------------------------------------------------
+
+
+@dataclass
+class Progress:
+    """What a checkpoint must restore besides the weights and the optimizer."""
+
+    step: int = 0
+    tokens_seen: int = 0
+    best_val_loss: float = math.inf
+    best_step: int = 0
+    best_epoch: float = 0.0
+    evals_since_best: int = 0
+    wall_s: float = 0.0
+    done: bool = False
+
+
+def _rng_state(rng: np.random.Generator, device: torch.device) -> dict:
+    state = {"numpy": rng.bit_generator.state, "torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _save_checkpoint(path: Path, model, optimizer, progress: Progress, rng_states: list, metrics: dict) -> None:
+    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "progress": asdict(progress),
+                "rng": rng_states, "metrics": metrics}, path / CHECKPOINT_FILE)
+
+
+def _load_checkpoint(resume_dir: str, model, optimizer, rng: np.random.Generator, rank: int,
+                     device: torch.device) -> tuple[Progress, dict]:
+    state = torch.load(Path(resume_dir) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    if rank < len(state["rng"]):  # same world size: every rank continues its own batch stream
+        mine = state["rng"][rank]
+        rng.bit_generator.state = mine["numpy"]
+        torch.set_rng_state(mine["torch"])
+        if device.type == "cuda" and "cuda" in mine:
+            torch.cuda.set_rng_state(mine["cuda"], device)
+    return Progress(**state["progress"]), state["metrics"]
+
+
+# --- The loop ----------------------------------------------------------------------------------
+
+
+def run_gpt_trial(trial: dict, report: Report, resume_dir: Optional[str] = None) -> dict:
+    """Train one GPT-2 to its best validation loss; return the last reported metrics.
+
+    `trial`: {"spec": GPTSpec as a JSON dict, "context_length", "data_size" (training tokens),
+    "seed", "trial_id"}. The corpus is read from the spec's data section; see `train_gpt`.
+    """
+    from ..data.corpus import load_corpus
+    from ..spec.gpt import GPTSpec, resolve_corpus_path
+
+    spec = GPTSpec.model_validate(trial["spec"])
+    corpus = load_corpus(resolve_corpus_path(spec.data.corpus))
+    train_tokens = corpus.training_subset(tokens=trial["data_size"], offset_percent=spec.data.offset_percent)
+    return train_gpt(spec, trial["context_length"], trial["seed"], train_tokens, corpus.val_tokens,
+                     report, resume_dir=resume_dir)
+
+
+def train_gpt(spec, context_length: int, seed: int, train_tokens: np.ndarray, val_tokens: np.ndarray,
+              report: Report, resume_dir: Optional[str] = None) -> dict:
+    """The loop behind `run_gpt_trial`, on token arrays (memmaps or plain arrays).
+
+    `report(metrics, checkpoint_dir)` is called after every evaluation (every `eval_every` steps
+    and at the end) on every rank with the same all-reduced metrics; rank 0 passes a fresh folder
+    holding the checkpoint, deleted when `report` returns (Ray's report persists it before). The
+    last report has status "ok" (early stop or max_steps) or "diverged" (non-finite loss).
+    """
+    t = spec.training
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    device = pick_device(t.device)
+    plan = plan_batches(t.tokens_per_step, context_length, t.micro_batch_tokens, world)
+    data_size = len(train_tokens)
+
+    torch.manual_seed(seed)  # the same initial weights on every rank
+    model = GPT(GPTConfig(**spec.model.config_kwargs(), max_seq_len=context_length)).to(device)
+    optimizer = make_optimizer(model, lr=t.lr, weight_decay=t.weight_decay, betas=(t.beta1, t.beta2), device=device)
+    rng = np.random.default_rng([seed, rank])  # each rank its own windows
+    progress, metrics = Progress(), {}
+    if resume_dir:
+        progress, metrics = _load_checkpoint(resume_dir, model, optimizer, rng, rank, device)
+        if progress.done:  # the trial had finished: say so again and stop
+            report(metrics)
+            return metrics
+
+    compiled = torch.compile(model, dynamic=False) if t.compile else model  # static shapes: one T per trial
+    net = DDP(compiled, device_ids=[device.index] if device.type == "cuda" else None) if world > 1 else compiled
+    forward_ctx = forward_context(device, t.precision, t.attention)
+    train_windows = TokenWindows(train_tokens, context_length, device)
+    val_windows = TokenWindows(val_tokens, context_length, device)
+    per_eval = max(1, round(t.eval_tokens / (context_length * plan.micro_batch * world))) * plan.micro_batch * world
+    val_starts = val_windows.fixed_starts(per_eval)[rank::world]  # whole micro-batches per rank: no recompiles
+    batches = train_windows.random_batches(rng, plan.micro_batch)
+    flops_per_token = model.flops_per_token(context_length)
+    decay_steps = t.lr_decay_steps or t.max_steps
+    fixed = {"context_length": context_length, "data_size": data_size, "tokens_per_step": plan.tokens_per_step,
+             "micro_batch": plan.micro_batch, "accumulation": plan.accumulation, "world_size": world,
+             "num_params": model.num_params(non_embedding=False)}
+    started, wall_before = time.perf_counter(), progress.wall_s
+
+    while not progress.done:
+        interval_start, steps, loss_sum = time.perf_counter(), 0, torch.zeros((), device=device)
+        lr = math.nan  # set by the first step: an unfinished trial always has one to take
+        while progress.step < t.max_steps and (steps == 0 or progress.step % t.eval_every):
+            lr = lr_at(progress.step, lr=t.lr, min_lr=t.min_lr, warmup_steps=t.warmup_steps, decay_steps=decay_steps)
+            loss_sum += train_step(net, optimizer, batches, plan, lr, t.grad_clip, forward_ctx)
+            progress.step += 1
+            steps += 1
+        train_loss = loss_sum.item() / max(steps, 1)  # .item() waits for the GPU: the timing below is real
+        train_s = time.perf_counter() - interval_start
+        val_sum, val_count = evaluate(compiled, val_windows, val_starts, plan.micro_batch, forward_ctx)
+        train_loss, val_sum, val_count = _reduce([train_loss, val_sum, val_count], dist.ReduceOp.SUM, device)
+        train_s, wall_s = _reduce([train_s, wall_before + time.perf_counter() - started], dist.ReduceOp.MAX, device)
+        train_loss, val_loss = train_loss / world, val_sum / val_count
+        progress.tokens_seen += steps * plan.tokens_per_step
+        progress.wall_s = wall_s
+
+        diverged = not (math.isfinite(train_loss) and math.isfinite(val_loss))
+        if not diverged and val_loss < progress.best_val_loss:
+            progress.best_val_loss, progress.best_step = val_loss, progress.step
+            progress.best_epoch, progress.evals_since_best = progress.tokens_seen / data_size, 0
+        else:
+            progress.evals_since_best += 1
+        progress.done = diverged or progress.evals_since_best >= t.patience or progress.step >= t.max_steps
+        tokens_per_s = steps * plan.tokens_per_step / max(train_s, 1e-9)
+        metrics = {
+            "step": progress.step, "epoch": progress.tokens_seen / data_size, "tokens_seen": progress.tokens_seen,
+            "train_loss": train_loss, "val_loss": val_loss, "best_val_loss": progress.best_val_loss,
+            "best_epoch": progress.best_epoch, "best_step": progress.best_step, "lr": lr,
+            "tokens_per_s": tokens_per_s, "samples_per_s": tokens_per_s / context_length,
+            "mfu": tokens_per_s * flops_per_token / (t.peak_flops * world) if device.type == "cuda" else math.nan,
+            "wall_s": wall_s, "status": ("diverged" if diverged else "ok") if progress.done else "running",
+            "final_train_loss": train_loss if progress.done else math.nan, **fixed,
+        }
+        rng_states = _gather(_rng_state(rng, device), world)  # a collective: every rank takes part
+        if rank == 0:
+            with tempfile.TemporaryDirectory(prefix="ctxscale-gpt-") as checkpoint_dir:
+                _save_checkpoint(Path(checkpoint_dir), model, optimizer, progress, rng_states, metrics)
+                report(metrics, checkpoint_dir=checkpoint_dir)
+        else:
+            report(metrics, checkpoint_dir=None)
+    return metrics

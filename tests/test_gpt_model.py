@@ -1,0 +1,104 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from ctxscale.models.gpt import GPT, PRESETS, GPTConfig, apply_rope, rope_angles
+
+TINY = GPTConfig(**PRESETS["tiny"], vocab_size=256)
+
+
+def reference_rope(x: np.ndarray, base: float) -> np.ndarray:
+    """Independent RoPE in float64 numpy: each pair (x[i], x[i + D/2]) is one complex number,
+    multiplied by e^{i * pos * base^(-2i/D)}, one position at a time."""
+    B, T, H, D = x.shape
+    half = D // 2
+    out = np.empty_like(x, dtype=np.float64)
+    for pos in range(T):
+        for i in range(half):
+            theta = pos / base ** (2 * i / D)
+            rot = complex(math.cos(theta), math.sin(theta))
+            z = (x[:, pos, :, i] + 1j * x[:, pos, :, i + half]) * rot
+            out[:, pos, :, i], out[:, pos, :, i + half] = z.real, z.imag
+    return out
+
+
+def test_rope_matches_independent_complex_rotation():
+    torch.manual_seed(0)
+    x = torch.randn(2, 9, 3, 8, dtype=torch.float64)
+    cos, sin = rope_angles(9, 8, base=100.0)
+    got = apply_rope(x, cos, sin).numpy()
+    np.testing.assert_allclose(got, reference_rope(x.numpy(), 100.0), rtol=1e-5, atol=1e-6)
+
+
+def test_rope_scores_depend_only_on_relative_position():
+    torch.manual_seed(0)
+    q, k = torch.randn(1, 1, 1, 16), torch.randn(1, 1, 1, 16)
+    cos, sin = rope_angles(40, 16, base=10000.0)
+
+    def score(m, n):
+        qm = apply_rope(q.expand(1, 40, 1, 16).contiguous(), cos, sin)[0, m, 0]
+        kn = apply_rope(k.expand(1, 40, 1, 16).contiguous(), cos, sin)[0, n, 0]
+        return float(qm @ kn)
+
+    assert score(5, 2) == pytest.approx(score(33, 30), rel=1e-4, abs=1e-5)
+    assert score(0, 0) == pytest.approx(float(q.flatten() @ k.flatten()), rel=1e-5)  # position 0: identity
+    assert score(7, 2) != pytest.approx(score(7, 6), rel=1e-3)
+
+
+def test_forward_shapes_and_loss_at_init_is_log_vocab():
+    torch.manual_seed(0)
+    model = GPT(TINY)
+    idx, targets = torch.randint(0, 256, (4, 32)), torch.randint(0, 256, (4, 32))
+    logits, loss = model(idx, targets)
+    assert logits.shape == (4, 32, 256)
+    assert loss.shape == ()
+    # small init: near-uniform predictions over the vocabulary
+    assert loss.item() == pytest.approx(math.log(256), abs=0.1)
+    assert model(idx)[1] is None
+
+
+def test_model_is_causal():
+    torch.manual_seed(0)
+    model = GPT(TINY).eval()
+    idx = torch.randint(0, 256, (2, 24))
+    changed = idx.clone()
+    changed[:, 15] = (changed[:, 15] + 1) % 256
+    with torch.no_grad():
+        a, b = model(idx)[0], model(changed)[0]
+    torch.testing.assert_close(a[:, :15], b[:, :15])
+    assert (a[:, 15:] - b[:, 15:]).abs().amax() > 1e-4
+
+
+def test_any_context_length_runs_with_the_same_weights():
+    # no learned position table: weights trained at one T load into a model for another T
+    short = GPT(GPTConfig(**PRESETS["tiny"], vocab_size=256, max_seq_len=8)).eval()
+    long = GPT(GPTConfig(**PRESETS["tiny"], vocab_size=256, max_seq_len=100)).eval()
+    long.load_state_dict(short.state_dict())
+    idx = torch.randint(0, 256, (1, 8))
+    with torch.no_grad():
+        torch.testing.assert_close(short(idx)[0], long(idx)[0])
+        assert long(torch.zeros(1, 100, dtype=torch.long))[0].shape == (1, 100, 256)
+    with pytest.raises(ValueError, match="max_seq_len"):
+        short(torch.zeros(1, 9, dtype=torch.long))
+
+
+def test_tied_embedding_and_parameter_counts():
+    with torch.device("meta"):  # shapes only: no 81 M-parameter init on the CPU
+        model = GPT(GPTConfig(**PRESETS["study"]))
+    assert model.lm_head.weight is model.wte.weight
+    emb = 50304 * 768
+    assert model.num_params(non_embedding=False) == 81_110_784
+    assert model.num_params() == 81_110_784 - emb
+    # gpu.md anchors: ~0.54, 0.71 and 1.39 GFLOP per token
+    for T, gflop in ((1024, 0.543), (4096, 0.713), (16384, 1.393)):
+        assert model.flops_per_token(T) / 1e9 == pytest.approx(gflop, abs=1e-3)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message", [(dict(n_embd=100, n_head=3), "divisible"), (dict(n_embd=12, n_head=4), "even")]
+)
+def test_config_rejects_bad_shapes(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        GPTConfig(n_layer=1, **kwargs)

@@ -1,0 +1,290 @@
+"""The GPT-2 loop (no Ray): LR schedule, tokens-per-step arithmetic, training, early stopping,
+checkpoint + resume, 2-process gloo DDP; and the GPT spec and its sweep files."""
+import json
+import re
+import math
+import shutil
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+import yaml
+
+from ctxscale.spec import SpecError, parse_spec
+from ctxscale.spec.gpt import GPTSpec, check_against_corpus
+from ctxscale.train import gpt as loop
+from ctxscale.train.gpt import lr_at, plan_batches, run_gpt_trial, train_gpt
+
+SWEEPS = Path(__file__).resolve().parents[1] / "sweeps"
+V, T = 64, 32
+DOCUMENTED_KEYS = {
+    "step", "epoch", "tokens_seen", "train_loss", "val_loss", "best_val_loss", "best_epoch", "best_step",
+    "tokens_per_s", "mfu", "samples_per_s", "wall_s", "status", "final_train_loss",
+}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # tiny models on 2 shared cores: a second intra-op thread only adds spin-waiting
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def markov_tokens(n: int, seed: int) -> np.ndarray:
+    """Random tokens from a sparse first-order Markov chain (2 successors per token): learnable,
+    with entropy ln 2 against ln 64 for a model that has learnt nothing."""
+    rng = np.random.default_rng(seed)
+    successors = rng.integers(0, V, size=(V, 2))
+    choice = rng.integers(0, 2, size=n)
+    out = np.empty(n, dtype=np.uint16)
+    out[0] = 0
+    for i in range(1, n):
+        out[i] = successors[out[i - 1], choice[i]]
+    return out
+
+
+TRAIN, VAL = markov_tokens(20_000, 0), markov_tokens(4_000, 0)
+
+
+def tiny_spec(grid=None, **training) -> GPTSpec:
+    settings = dict(tokens_per_step=512, micro_batch_tokens=256, lr=3e-3, min_lr=3e-4, warmup_steps=2,
+                    max_steps=20, eval_every=5, eval_tokens=512, patience=100, compile=False, device="cpu")
+    settings.update(training)
+    return GPTSpec.model_validate({
+        "name": "tiny", "experiment": "gpt",
+        "grid": grid or {"context_length": [T], "data_size": [len(TRAIN)]},
+        "model": {"preset": "tiny", "vocab_size": V}, "training": settings,
+    })
+
+
+class Recorder:
+    """A `report` that keeps the metrics and copies each checkpoint (the loop deletes its folder)."""
+
+    def __init__(self, keep_in: Path | None = None):
+        self.metrics, self.checkpoints, self.keep_in = [], [], keep_in
+
+    def __call__(self, metrics, checkpoint_dir=None):
+        self.metrics.append(dict(metrics))
+        if checkpoint_dir is not None and self.keep_in is not None:
+            kept = self.keep_in / f"step{metrics['step']}"
+            shutil.copytree(checkpoint_dir, kept)
+            self.checkpoints.append(kept)
+        elif checkpoint_dir is not None:
+            assert (Path(checkpoint_dir) / loop.CHECKPOINT_FILE).is_file()
+            self.checkpoints.append(checkpoint_dir)
+
+
+# --- pure pieces --------------------------------------------------------------------------------
+
+
+def test_lr_schedule_warms_up_then_decays_to_min():
+    kw = dict(lr=1.0, min_lr=0.1, warmup_steps=10, decay_steps=110)
+    assert lr_at(0, **kw) == pytest.approx(0.1)
+    assert lr_at(9, **kw) == pytest.approx(1.0)
+    assert lr_at(10, **kw) == pytest.approx(1.0)
+    assert lr_at(60, **kw) == pytest.approx(0.55)  # half-way down the cosine
+    assert lr_at(110, **kw) == pytest.approx(0.1) and lr_at(10_000, **kw) == pytest.approx(0.1)
+    rates = [lr_at(s, **kw) for s in range(10, 111)]
+    assert all(a >= b for a, b in zip(rates, rates[1:]))
+
+
+@pytest.mark.parametrize("context_length", [128, 256, 1024, 4096, 5120, 7680, 10240, 15360, 16384])
+@pytest.mark.parametrize("world", [1, 2, 8])
+def test_tokens_per_step_is_constant_across_context_lengths(context_length, world):
+    if 491_520 % (context_length * world):
+        pytest.skip("30 sequences of 16,384 tokens do not split over 8 workers (the spec rejects it)")
+    plan = plan_batches(491_520, context_length, 32_768, world)
+    assert plan.tokens_per_step == 491_520  # the study's int(32*384/l) gives 409,600 at 5,120 and 0 at 15,360
+    assert plan.micro_batch_tokens <= 32_768 and plan.micro_batch >= 1
+
+
+def test_tokens_per_step_near_target_when_lengths_do_not_divide_it():
+    for context_length in (300, 1000, 3000, 6000):
+        plan = plan_batches(491_520, context_length, 32_768)
+        assert abs(plan.tokens_per_step - 491_520) <= 0.01 * 491_520
+        assert plan.micro_batch_tokens <= 32_768
+
+
+def test_sequence_longer_than_the_micro_batch_bound_runs_alone():
+    plan = plan_batches(65_536, 16_384, 8_192)
+    assert (plan.micro_batch, plan.accumulation, plan.tokens_per_step) == (1, 4, 65_536)
+
+
+# --- the loop ---------------------------------------------------------------------------------
+
+
+def test_tiny_run_lowers_the_loss_and_reports_documented_keys():
+    report = Recorder()
+    last = train_gpt(tiny_spec(), T, 0, TRAIN, VAL, report)
+    assert [m["step"] for m in report.metrics] == [5, 10, 15, 20]
+    assert len(report.checkpoints) == 4
+    for m in report.metrics:
+        assert DOCUMENTED_KEYS <= set(m)
+        assert math.isnan(m["mfu"])  # CPU: no meaningful peak
+    assert [m["status"] for m in report.metrics] == ["running"] * 3 + ["ok"]
+    assert last == report.metrics[-1]
+    first_val = report.metrics[0]["val_loss"]
+    assert last["best_val_loss"] < first_val - 0.5 and last["best_val_loss"] < math.log(V) - 1.0
+    assert last["final_train_loss"] == last["train_loss"] and math.isfinite(last["final_train_loss"])
+    assert last["tokens_seen"] == 20 * 512 and last["epoch"] == pytest.approx(20 * 512 / len(TRAIN))
+    assert last["tokens_per_s"] > 0 and last["samples_per_s"] == pytest.approx(last["tokens_per_s"] / T)
+
+
+def test_early_stopping_after_patience_evaluations():
+    # validation text from another chain: fitting the training chain stops helping it quickly
+    report = Recorder()
+    last = train_gpt(tiny_spec(max_steps=400, eval_every=2, patience=2, lr=1e-2), T, 0, TRAIN,
+                     markov_tokens(4_000, seed=1), report)
+    best = min(range(len(report.metrics)), key=lambda i: report.metrics[i]["val_loss"])
+    assert last["status"] == "ok" and last["step"] < 400
+    assert len(report.metrics) == best + 1 + 2  # two evaluations without improvement, then stop
+    assert last["best_step"] == report.metrics[best]["step"]
+    assert last["best_val_loss"] == report.metrics[best]["val_loss"]
+
+
+def test_non_finite_loss_stops_as_diverged():
+    report = Recorder()
+    last = train_gpt(tiny_spec(lr=1e30, min_lr=1e29, warmup_steps=0), T, 0, TRAIN, VAL, report)
+    assert last["status"] == "diverged" and len(report.metrics) == 1
+
+
+def test_resume_continues_at_the_saved_step(tmp_path):
+    spec = tiny_spec(max_steps=15)
+    full = Recorder(tmp_path)
+    train_gpt(spec, T, 0, TRAIN, VAL, full)
+    resumed = Recorder()
+    last = train_gpt(spec, T, 0, TRAIN, VAL, resumed, resume_dir=str(tmp_path / "step5"))
+    assert [m["step"] for m in resumed.metrics] == [10, 15]
+    for a, b in zip(full.metrics[1:], resumed.metrics):  # same batches, same weights: same numbers
+        for key in ("val_loss", "train_loss", "best_val_loss", "tokens_seen", "best_step"):
+            assert b[key] == pytest.approx(a[key], rel=1e-5), key
+    assert last["status"] == "ok"
+    # resuming a finished trial reports its final metrics again and trains no further
+    again = Recorder()
+    assert train_gpt(spec, T, 0, TRAIN, VAL, again, resume_dir=str(tmp_path / "step15"))["step"] == 15
+    assert len(again.metrics) == 1
+
+
+def _ddp_worker(rank: int, world: int, port: int, out_dir: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        reports = []
+        train_gpt(tiny_spec(max_steps=6, eval_every=3), T, 0, TRAIN, VAL,
+                  lambda m, checkpoint_dir=None: reports.append({**m, "had_checkpoint": checkpoint_dir is not None}))
+        Path(out_dir, f"rank{rank}.json").write_text(json.dumps(reports))
+    finally:
+        dist.destroy_process_group()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_process_gloo_ddp_reports_the_same_metrics_on_both_ranks(tmp_path):
+    mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    rank0, rank1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert len(rank0) == len(rank1) == 2  # the same number of report calls (Ray Train's barrier)
+    assert [m["had_checkpoint"] for m in rank0] == [True, True]
+    assert [m["had_checkpoint"] for m in rank1] == [False, False]
+    for a, b in zip(rank0, rank1):
+        a.pop("had_checkpoint"), b.pop("had_checkpoint")
+        assert a == b
+    assert rank0[-1]["world_size"] == 2
+    assert rank0[-1]["tokens_seen"] == 6 * 512  # tokens per step stay the target with 2 workers
+    assert (rank0[-1]["micro_batch"], rank0[-1]["accumulation"]) == (8, 1)
+
+
+def test_run_gpt_trial_reads_the_corpus_the_spec_names(monkeypatch):
+    class FakeCorpus:
+        manifest = {"tokenizer": {"n_vocab": V}}
+        train_tokens, val_tokens = TRAIN, VAL
+
+        def training_subset(self, *, tokens, offset_percent=0.0):
+            assert offset_percent == 0.0
+            return self.train_tokens[:tokens]
+
+    opened = []
+    monkeypatch.setattr("ctxscale.data.corpus.load_corpus", lambda path: opened.append(path) or FakeCorpus())
+    spec = tiny_spec(max_steps=5)
+    spec = GPTSpec.model_validate({**spec.model_dump(mode="json"), "data": {"corpus": "/somewhere/corpus"}})
+    report = Recorder()
+    trial = {"spec": spec.model_dump(mode="json"), "context_length": T, "data_size": 10_000, "seed": 3,
+             "trial_id": "l32_d10000_s3_x"}
+    last = run_gpt_trial(trial, report)
+    assert str(opened[0]) == "/somewhere/corpus"
+    assert last["data_size"] == 10_000 and last["status"] == "ok"
+
+
+# --- spec ---------------------------------------------------------------------------------------
+
+
+def _spec_dict(**sections) -> dict:
+    raw = {"name": "x", "experiment": "gpt", "grid": {"context_length": [128, 1024], "data_size": [10_000_000]}}
+    raw.update(sections)
+    return raw
+
+
+@pytest.mark.parametrize("path", sorted(SWEEPS.glob("gpt2-*.yaml")), ids=lambda p: p.name)
+def test_gpt_sweep_files_load(path):
+    spec = parse_spec(yaml.safe_load(path.read_text()), str(path))
+    assert isinstance(spec, GPTSpec)
+    for length in spec.grid.context_length:
+        plan = plan_batches(spec.training.tokens_per_step, length, spec.training.micro_batch_tokens, spec.world_size)
+        assert plan.tokens_per_step == spec.training.tokens_per_step
+
+
+def test_study_spec_is_the_study_grid():
+    spec = parse_spec(yaml.safe_load((SWEEPS / "gpt2-owt.yaml").read_text()))
+    assert spec.model.config_kwargs()["n_layer"] == 6 and spec.model.config_kwargs()["n_embd"] == 768
+    assert min(spec.grid.context_length) == 128 and max(spec.grid.context_length) == 15_360
+    assert spec.training.tokens_per_step == 491_520 and spec.resources.gpus_per_trial == 1
+
+
+@pytest.mark.parametrize("sections, field", [
+    ({"model": {"preset": None, "n_layer": 2, "n_head": 3, "n_embd": 64}}, "model: n_embd (64) must be divisible"),
+    ({"model": {"preset": "tiny", "n_head": 64}}, "model: head dimension"),
+    ({"model": {"preset": "huge"}}, "model: preset 'huge' is unknown"),
+    ({"training": {"min_lr": 1.0}}, "training: min_lr"),
+    ({"training": {"tokens_per_step": 512}}, "grid.context_length 1024"),
+    ({"grid": {"context_length": [4096], "data_size": [4000]}}, "grid.data_size [4000]"),
+    ({"grid": {"context_length": [16384], "data_size": [10**8]}, "resources": {"num_workers": 8}},
+     "grid.context_length 16384: whole sequences give 524288 tokens per step"),
+])
+def test_bad_gpt_specs_name_the_field(sections, field):
+    with pytest.raises(SpecError, match=re.escape(field)):
+        parse_spec(_spec_dict(**sections), "s.yaml")
+
+
+def test_check_against_corpus_names_data_size():
+    class SmallCorpus:
+        manifest = {"tokenizer": {"n_vocab": 50257}}
+        train_tokens, val_tokens = np.zeros(5_000_000, np.uint16), np.zeros(100_000, np.uint16)
+
+        def training_subset(self, *, tokens, offset_percent=0.0):
+            if tokens > len(self.train_tokens):
+                raise ValueError(f"tokens={tokens} exceeds the {len(self.train_tokens)} training tokens")
+            return self.train_tokens[:tokens]
+
+    spec = parse_spec(_spec_dict())
+    with pytest.raises(SpecError, match="grid.data_size"):
+        check_against_corpus(spec, SmallCorpus())
+    fits = parse_spec(_spec_dict(grid={"context_length": [128], "data_size": [1_000_000]}))
+    check_against_corpus(fits, SmallCorpus())
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_run_with_bf16_compile_and_mfu():
+    report = Recorder()
+    last = train_gpt(tiny_spec(device="cuda", compile=True, max_steps=20), T, 0, TRAIN, VAL, report)
+    assert last["status"] == "ok" and last["best_val_loss"] < report.metrics[0]["val_loss"]
+    assert 0 < last["mfu"] < 1 and last["tokens_per_s"] > 0
