@@ -4,7 +4,6 @@ import json
 import re
 import math
 import shutil
-import socket
 from pathlib import Path
 
 import numpy as np
@@ -171,26 +170,22 @@ def test_resume_continues_at_the_saved_step(tmp_path):
     assert len(again.metrics) == 1
 
 
-def _ddp_worker(rank: int, world: int, port: int, out_dir: str) -> None:
+def _ddp_worker(rank: int, world: int, out_dir: str) -> None:
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    # a file rendezvous: no port to race for
+    dist.init_process_group("gloo", init_method=f"file://{out_dir}/rendezvous", rank=rank, world_size=world)
     try:
         reports = []
         train_gpt(tiny_spec(max_steps=6, eval_every=3), T, 0, TRAIN, VAL,
                   lambda m, checkpoint_dir=None: reports.append({**m, "had_checkpoint": checkpoint_dir is not None}))
         Path(out_dir, f"rank{rank}.json").write_text(json.dumps(reports))
+        dist.barrier()  # leaving while the peer still talks to gloo aborts the process
     finally:
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_process_gloo_ddp_reports_the_same_metrics_on_both_ranks(tmp_path):
-    mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_ddp_worker, args=(2, str(tmp_path)), nprocs=2, join=True)
     rank0, rank1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
     assert len(rank0) == len(rank1) == 2  # the same number of report calls (Ray Train's barrier)
     assert [m["had_checkpoint"] for m in rank0] == [True, True]
