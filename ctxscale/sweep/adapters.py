@@ -6,6 +6,7 @@ driver builds the TorchTrainer; `runner.run_sweep` builds the Tuner. Ray calls s
 """
 from __future__ import annotations
 
+import os
 import shutil
 from typing import Any, Optional
 
@@ -49,6 +50,8 @@ def plain_trial(config: dict, trials: dict, data: Any = None) -> None:
 def _ddp_worker(loop_config: dict) -> None:
     """What every Ray Train worker runs: the same loop, with the process group already set up."""
     data = ray.get(loop_config["data"]) if loop_config["data"] is not None else None
+    # Train workers start elsewhere than the sweep: relative paths in the spec keep their meaning
+    os.environ.setdefault("TUNE_ORIG_WORKING_DIR", loop_config["launch_dir"])
     rank = ray.train.get_context().get_world_rank()
 
     def report(metrics: dict, checkpoint_dir: Optional[str] = None) -> None:
@@ -73,12 +76,15 @@ def ddp_trial(config: dict, trials: dict, storage_path: str, data: Any = None) -
     per_worker = {"CPU": resources["cpus_per_trial"]} | ({"GPU": 1} if use_gpu else {})
     trainer = TorchTrainer(
         _ddp_worker,
-        train_loop_config={"trial": trial, "data": ray.put(data) if data is not None else None},
+        train_loop_config={"trial": trial, "data": ray.put(data) if data is not None else None,
+                           "launch_dir": os.environ.get("TUNE_ORIG_WORKING_DIR", os.getcwd())},
         scaling_config=ray.train.ScalingConfig(
             num_workers=resources["num_workers"], use_gpu=use_gpu, resources_per_worker=per_worker),
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         # named after the trial so that a retried trial resumes from its own checkpoint
         run_config=ray.train.RunConfig(
-            name=trial["trial_id"], storage_path=storage_path, callbacks=[TuneReportCallback()]),
+            name=trial["trial_id"], storage_path=storage_path, callbacks=[TuneReportCallback()],
+            # resuming needs only the latest checkpoint (the study model's is ~1 GB)
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1)),
     )
     trainer.fit()

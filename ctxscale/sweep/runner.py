@@ -171,6 +171,7 @@ def run_sweep(spec, results_dir: str | Path, *, data: Any = None, verbose: int =
             name=spec.name, storage_path=storage, verbose=verbose,
             callbacks=[StoreCallback(results_dir, by_id)],
             failure_config=tune.FailureConfig(max_failures=resources.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         ),
     )
     tuner.fit()
