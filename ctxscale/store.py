@@ -23,11 +23,13 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .errors import UserError
+
 TABLES = ("trials", "history")
 _TMP_MARK = ".tmp-"
 
 
-class StoreError(ValueError):
+class StoreError(UserError, ValueError):
     """A results folder or file is missing or unreadable; the message names it."""
 
 

@@ -106,3 +106,11 @@ def test_cli_error_is_one_line_without_traceback(tmp_path):
 def test_every_shipped_spec_loads(path):
     spec = load_spec(path)
     assert spec.name and spec.grid.size >= 1
+
+
+def test_cli_data_commands(tmp_path, capsys):
+    assert main(["data", "synthetic", "--rows", "600", "--out", str(tmp_path / "syn"), "--tasks", "study50"]) == 0
+    assert "rows=600" in capsys.readouterr().out
+    assert main(["data", "corpus", "--source", str(tmp_path / "missing"), "--out", str(tmp_path / "c")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ctxscale: error:") and "missing" in err and not (tmp_path / "c").exists()

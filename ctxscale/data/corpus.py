@@ -31,6 +31,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ctxscale.errors import UserError
 from ctxscale.data.tokenizer import (
     bpe_sha256,
     cache_dir as ctxscale_cache_dir,
@@ -51,7 +52,7 @@ _TABULAR_SUFFIXES = {".jsonl": "json", ".parquet": "parquet"}
 _TEXT_COLUMN = "text"
 
 
-class CorpusError(RuntimeError):
+class CorpusError(UserError, RuntimeError):
     """A prepared corpus is missing, incomplete, corrupt, or was prepared differently."""
 
 

@@ -28,6 +28,8 @@ from pathlib import Path
 
 import tiktoken
 
+from ..errors import UserError
+
 log = logging.getLogger(__name__)
 
 GPT2_BPE_SHA256 = "306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930"
@@ -52,7 +54,7 @@ _TIKTOKEN_GPT2_URLS = (
 _PROBE_TIMEOUT_S = 5.0
 
 
-class TokenizerUnavailableError(RuntimeError):
+class TokenizerUnavailableError(UserError, RuntimeError):
     """No source of the GPT-2 BPE ranks worked."""
 
 

@@ -6,8 +6,10 @@ from typing import Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ..errors import UserError
 
-class SpecError(ValueError):
+
+class SpecError(UserError, ValueError):
     """A spec (or a file it names) is unusable. The message names the file and the field."""
 
 

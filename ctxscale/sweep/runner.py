@@ -20,6 +20,7 @@ from ray import tune
 from ray.tune.result import AUTO_RESULT_KEYS
 
 from .. import store
+from ..errors import UserError
 from ..provenance import provenance, versions
 from .adapters import ddp_trial, plain_trial
 from .grid import expand_grid
@@ -30,7 +31,7 @@ _TUNE_KEYS = set(AUTO_RESULT_KEYS) | {"trial_id", "done", "should_checkpoint", "
 _PROVENANCE_KEYS = set(provenance())
 
 
-class SweepError(RuntimeError):
+class SweepError(UserError, RuntimeError):
     """The sweep cannot run as asked (e.g. one trial needs more than the cluster has)."""
 
 
