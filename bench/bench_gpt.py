@@ -49,6 +49,8 @@ import time
 
 import numpy as np
 import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
 
 from ctxscale.models.gpt import GPT, PRESETS, GPTConfig
 from ctxscale.train.gpt import TokenWindows, forward_context, make_optimizer, plan_batches, train_step
@@ -69,8 +71,11 @@ def bench_variant(context_length: int, attention: str, micro_batch_tokens: int, 
     torch.manual_seed(0)
     model = GPT(GPTConfig(**PRESETS[preset], max_seq_len=context_length)).to(device)
     optimizer = make_optimizer(model, lr=6e-4, weight_decay=0.1, betas=(0.9, 0.95), device=device)
-    net = torch.compile(model, dynamic=False) if compile else model
-    plan = plan_batches(tokens_per_step, context_length, micro_batch_tokens, 1)
+    world = dist.get_world_size() if dist.is_initialized() else 1
+    net = DDP(model, device_ids=[device.index] if cuda else None) if world > 1 else model
+    net = torch.compile(net, dynamic=False) if compile else net
+    # under DDP the plan splits the same global tokens per step over the ranks
+    plan = plan_batches(tokens_per_step, context_length, micro_batch_tokens, world)
     ctx = forward_context(device, "bf16", attention)
     batches = TokenWindows(tokens, context_length, device).random_batches(np.random.default_rng(0), plan.micro_batch)
     if cuda:
@@ -96,14 +101,16 @@ def bench_variant(context_length: int, attention: str, micro_batch_tokens: int, 
         with open(profile_to, "a") as f:
             f.write(f"== {context_length}:{attention}:{micro_batch_tokens}\n{table}\n")
 
-    tokens_per_s = plan.tokens_per_step / step_s
+    tokens_per_s = plan.tokens_per_step / step_s  # global: all ranks together
     flops = model.flops_per_token(context_length)
+    peak = peak * world
     row = {
         "context_length": context_length, "attention": attention, "micro_batch_tokens": micro_batch_tokens,
         "micro_batch": plan.micro_batch, "accumulation": plan.accumulation, "tokens_per_step": plan.tokens_per_step,
         "step_s": step_s, "tokens_per_s": tokens_per_s, "tflops": tokens_per_s * flops / 1e12,
         "mfu": tokens_per_s * flops / peak, "peak_mem_gib": torch.cuda.max_memory_allocated(device) / 2**30 if cuda else float("nan"),
         "warmup_s": warmup_s, "loss_first": first_loss, "loss_last": last_loss, "compile": compile,
+        "world_size": world, "tokens_per_s_per_gpu": tokens_per_s / world,
     }
     del model, optimizer, net, batches
     if cuda:
