@@ -21,6 +21,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..device import pick_device
+
 RANDOM_PREFIX = "random:"
 # Randomly initialised models that need no download, saved once into the ctxscale cache.
 # n_positions covers the study's 2,048-token chunks (GPT-2's learned positions stop there).
@@ -29,14 +31,6 @@ RANDOM_MODELS: dict[str, dict] = {
     "gpt2-small": dict(n_layer=4, n_head=4, n_embd=256, n_positions=2048, vocab_size=50257),
 }
 _DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
-
-
-def pick_device(requested: str = "auto") -> torch.device:
-    if requested == "cpu" or (requested == "auto" and not torch.cuda.is_available()):
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise RuntimeError("device is 'cuda' but torch sees no CUDA device (gpus_per_trial 0?)")
-    return torch.device("cuda", torch.cuda.current_device())
 
 
 def pick_dtype(requested: str, device: torch.device) -> torch.dtype:

@@ -23,6 +23,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from ..models.gpt import GPT, GPTConfig
+from ..device import pick_device
 
 Report = Callable[..., None]
 CHECKPOINT_FILE = "state.pt"
@@ -111,14 +112,6 @@ class TokenWindows:
 
 
 # --- Model, optimizer, one step ---------------------------------------------------------------
-
-
-def pick_device(requested: str) -> torch.device:
-    if requested == "cpu" or (requested == "auto" and not torch.cuda.is_available()):
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise RuntimeError("training.device is 'cuda' but torch sees no CUDA device")
-    return torch.device("cuda", torch.cuda.current_device())  # DDP launchers bind each rank to its GPU
 
 
 ATTENTION_BACKENDS = {

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from ..data.synthetic import SyntheticSet, bayes_risk, unpack_bits
 from ..models.mlp import build_model
 from ..spec.synthetic import SyntheticModel, SyntheticTraining
+from ..device import pick_device
 
 Report = Callable[..., None]
 
@@ -27,15 +28,6 @@ Report = Callable[..., None]
 def bce_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Mean binary cross-entropy in nats, computed from logits (log-sum-exp safe for any logit)."""
     return F.binary_cross_entropy_with_logits(logits, labels)
-
-
-def pick_device(requested: str) -> torch.device:
-    if requested == "cpu" or (requested == "auto" and not torch.cuda.is_available()):
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise RuntimeError("training.device is 'cuda' but torch sees no CUDA device")
-    # under DDP the launcher has already bound this process to its GPU
-    return torch.device("cuda", torch.cuda.current_device())
 
 
 class _Split:
