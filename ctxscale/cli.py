@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 
 
 from .errors import UserError
@@ -18,6 +17,8 @@ class UsageError(UserError):
 def _start_ray(address: str | None) -> None:
     """Connect to `address` (or RAY_ADDRESS), else start a local Ray in this process."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    # keeping one checkpoint per trial makes Tune snapshot often, and warn each time; it is by design
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     import ray
 
     # NVLink multicast off in every process, Ray workers included (see the GPU notes)

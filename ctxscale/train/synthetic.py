@@ -10,7 +10,7 @@ import copy
 import json
 import math
 import time
-from typing import Callable, Optional
+from typing import Callable
 
 import numpy as np
 import torch
