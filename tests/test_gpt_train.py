@@ -283,3 +283,45 @@ def test_cuda_run_with_bf16_compile_and_mfu():
     last = train_gpt(tiny_spec(device="cuda", compile=True, max_steps=20), T, 0, TRAIN, VAL, report)
     assert last["status"] == "ok" and last["best_val_loss"] < report.metrics[0]["val_loss"]
     assert 0 < last["mfu"] < 1 and last["tokens_per_s"] > 0
+
+
+def _one_step(rank: int, world: int, out_dir: str) -> None:
+    """One optimizer step on the same 8 sequences: alone, or split over `world` gloo ranks."""
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    from ctxscale.models.gpt import GPT, PRESETS, GPTConfig
+
+    torch.set_num_threads(1)
+    if world > 1:
+        dist.init_process_group("gloo", init_method=f"file://{out_dir}/rendezvous-step", rank=rank, world_size=world)
+    try:
+        torch.manual_seed(0)
+        model = GPT(GPTConfig(**PRESETS["tiny"], vocab_size=V, max_seq_len=T))
+        net = DDP(model) if world > 1 else model
+        optimizer = loop.make_optimizer(model, lr=1e-2, weight_decay=0.1, betas=(0.9, 0.95), device=torch.device("cpu"))
+        starts = np.arange(8) * 100
+        x, y = loop.TokenWindows(TRAIN, T, torch.device("cpu")).batch(starts)
+        share = slice(rank * 8 // world, (rank + 1) * 8 // world)
+        plan = plan_batches(8 * T, T, 8 * T, world)
+        assert plan.micro_batch * world == 8 and plan.accumulation == 1
+        loss = loop.train_step(net, optimizer, iter([(x[share], y[share])]), plan, 1e-2, 1.0,
+                               loop.forward_context(torch.device("cpu"), "bf16"))
+        if world > 1:
+            dist.all_reduce(loss)
+            loss /= world
+        if rank == 0:
+            torch.save({"loss": loss.item(), "params": model.state_dict()}, Path(out_dir, f"step-{world}.pt"))
+        if world > 1:
+            dist.barrier()
+    finally:
+        if world > 1:
+            dist.destroy_process_group()
+
+
+def test_one_ddp_step_on_two_gloo_workers_equals_one_process(tmp_path):
+    _one_step(0, 1, str(tmp_path))
+    mp.spawn(_one_step, args=(2, str(tmp_path)), nprocs=2, join=True)
+    alone, split = (torch.load(tmp_path / f"step-{w}.pt") for w in (1, 2))
+    assert split["loss"] == pytest.approx(alone["loss"], rel=1e-6)
+    for name, value in alone["params"].items():
+        torch.testing.assert_close(split["params"][name], value, rtol=1e-5, atol=1e-6, msg=name)

@@ -107,3 +107,37 @@ def test_results_cli_prints_stored_rows(synthetic_results, capsys):
     assert len(rows) == 12 and {"context_length", "best_val_loss"} <= set(rows[0])
     assert main(["results", str(synthetic_results), "--sweep", "nope"]) == 2
     assert "no sweep named 'nope'" in capsys.readouterr().err
+
+
+def test_tiny_gpt_sweep_end_to_end(tmp_path, ray_cluster):
+    """2 context lengths x 2 training sizes of a tiny GPT on a corpus prepared from local text."""
+    import numpy as np
+
+    from ctxscale.data.corpus import prepare_corpus
+
+    rng = np.random.default_rng(0)
+    words = np.array("the of and to in a is that for it as was with be by on not he this are or".split())
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for i in range(8):
+        (docs / f"doc{i}.txt").write_text(" ".join(rng.choice(words, size=1500)))
+    prepare_corpus(docs, tmp_path / "corpus", min_doc_tokens=500, val_fraction=0.25, num_proc=1)
+    raw = {
+        "name": "gpt-tiny", "experiment": "gpt",
+        "grid": {"context_length": [16, 64], "data_size": [2000, 8000], "seed": [0]},
+        "data": {"corpus": str(tmp_path / "corpus")},
+        "model": {"preset": "tiny"},
+        "training": {"tokens_per_step": 512, "micro_batch_tokens": 512, "warmup_steps": 2, "max_steps": 6,
+                     "eval_every": 3, "eval_tokens": 512, "patience": 5, "compile": False, "device": "cpu"},
+    }
+    spec = parse_spec(raw)
+    run_sweep(spec, tmp_path / "results", data=prepare_data(spec), verbose=0)
+    trials = store.load_results(tmp_path / "results", sweep="gpt-tiny")
+    assert len(trials) == 4 and set(trials["status"]) == {"ok"}, trials["error"].tolist()
+    assert {"tokens_per_s", "mfu", "best_val_loss"} <= set(trials.columns)
+    assert (trials["tokens_per_s"] > 0).all()
+    assert sorted(zip(trials["context_length"], trials["data_size"])) == [(16, 2000), (16, 8000), (64, 2000), (64, 8000)]
+    history = store.load_results(tmp_path / "results", "history", sweep="gpt-tiny")
+    assert set(history["step"]) == {3, 6}
+    # the same spec again runs nothing
+    assert run_sweep(spec, tmp_path / "results", data=prepare_data(spec), verbose=0).ran == []
