@@ -230,8 +230,9 @@ def _rng_state(rng: np.random.Generator, device: torch.device) -> dict:
 
 
 def _save_checkpoint(path: Path, model, optimizer, progress: Progress, rng_states: list, metrics: dict) -> None:
-    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "progress": asdict(progress),
-                "rng": rng_states, "metrics": metrics}, path / CHECKPOINT_FILE)
+    # the model's shape travels with its weights, so an export needs nothing else
+    torch.save({"model": model.state_dict(), "model_config": asdict(model.config), "optimizer": optimizer.state_dict(),
+                "progress": asdict(progress), "rng": rng_states, "metrics": metrics}, path / CHECKPOINT_FILE)
 
 
 def _load_checkpoint(resume_dir: str, model, optimizer, rng: np.random.Generator, rank: int,
