@@ -14,7 +14,7 @@ class UsageError(UserError):
     pass
 
 
-def _start_ray(address: str | None) -> None:
+def _start_ray(address: str | None, quiet: bool = False) -> None:
     """Connect to `address` (or RAY_ADDRESS), else start a local Ray in this process."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     # keeping one checkpoint per trial makes Tune snapshot often, and warn each time; it is by design
@@ -25,7 +25,8 @@ def _start_ray(address: str | None) -> None:
     os.environ.setdefault("NCCL_NVLS_ENABLE", "0")
     context = ray.init(address=address or os.environ.get("RAY_ADDRESS") or None,
                        runtime_env={"env_vars": {"NCCL_NVLS_ENABLE": "0"}},
-                       logging_level="WARNING", configure_logging=True)
+                       logging_level="WARNING", configure_logging=True,
+                       log_to_driver=not quiet)  # failed trials keep their error in the store either way
     where = f"cluster at {context.address_info.get('gcs_address', address)}" if address or \
         os.environ.get("RAY_ADDRESS") else "local Ray started in this process"
     print(f"ctxscale: running on {where}; resources {ray.cluster_resources()}", flush=True)
@@ -51,7 +52,7 @@ def cmd_sweep(args) -> int:
 
     data = prepare_data(spec)
     if pending_trials(spec, results):
-        _start_ray(args.address)
+        _start_ray(args.address, args.quiet)
 
     outcome = run_sweep(spec, results, data=data, verbose=0 if args.quiet else 1)
     trials = store.load_results(results, "trials", sweep=spec.name)
@@ -83,7 +84,7 @@ def cmd_measure(args) -> int:
     import ray
 
     if pending_measurements(spec, results, corpus) and not ray.is_initialized():
-        _start_ray(args.address)
+        _start_ray(args.address, args.quiet)
     outcome = run_measure(spec, results, corpus_path=corpus, verbose=0 if args.quiet else 1)
     print(f"\nmeasure {spec.name}: {len(outcome.ran)} measured, {len(outcome.skipped)} already stored, "
           f"{len(outcome.failed)} model(s) failed; results in {results / spec.name}")
