@@ -140,9 +140,9 @@ class GPTSpec(Section):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Sweep name; its results folder.")
     experiment: Literal["gpt"]
     grid: Grid
-    data: GPTData = GPTData()
-    model: GPTModel = GPTModel()
-    training: GPTTraining = GPTTraining()
+    data: GPTData = Field(default_factory=GPTData)
+    model: GPTModel = Field(default_factory=GPTModel)  # built on use: its checks import torch
+    training: GPTTraining = Field(default_factory=GPTTraining)
     resources: Resources = Resources()
 
     @model_validator(mode="after")
