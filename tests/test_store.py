@@ -56,3 +56,14 @@ def test_corrupt_file_is_named_and_nothing_is_touched(tmp_path, capsys):
 def test_missing_results_folder(tmp_path):
     with pytest.raises(store.StoreError, match="results folder not found"):
         store.load_results(tmp_path / "nope")
+
+
+def test_a_retried_trial_keeps_one_row_per_evaluation():
+    from ctxscale.sweep.runner import _one_row_per_evaluation
+
+    first_try = [{"step": 10, "val_loss": 5.0}, {"step": 20, "val_loss": 4.0}, {"step": 30, "val_loss": 3.9}]
+    resumed_from_step_20 = [{"step": 30, "val_loss": 3.5}, {"step": 40, "val_loss": 3.2}]
+    rows = _one_row_per_evaluation(first_try + resumed_from_step_20)
+    assert [(r["step"], r["val_loss"]) for r in rows] == [(10, 5.0), (20, 4.0), (30, 3.5), (40, 3.2)]
+    epochs = _one_row_per_evaluation([{"epoch": 1}, {"epoch": 2}])
+    assert [r["epoch"] for r in epochs] == [1, 2]

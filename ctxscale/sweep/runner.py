@@ -122,8 +122,16 @@ class StoreCallback(tune.Callback):
             "config": json.dumps(spec, sort_keys=True),
         }
         row = {k: (json.dumps(v) if isinstance(v, (list, dict)) else v) for k, v in row.items()}
-        history = [h for h in self.history.get(spec_trial["trial_id"], [])]
+        history = _one_row_per_evaluation(self.history.get(spec_trial["trial_id"], []))
         store.write_trial(self.results_dir, spec["name"], spec_trial["trial_id"], row, history)
+
+
+def _one_row_per_evaluation(history: list[dict]) -> list[dict]:
+    """A retried trial resumes from its checkpoint and reports some evaluations again: keep the
+    latest report of each step (GPT) or epoch (synthetic), in order."""
+    key = "step" if any("step" in h for h in history) else "epoch"
+    latest = {h.get(key, i): h for i, h in enumerate(history)}
+    return [latest[k] for k in sorted(latest)]
 
 
 def pending_trials(spec, results_dir: str | Path) -> list[dict]:
@@ -148,8 +156,9 @@ def run_sweep(spec, results_dir: str | Path, *, data: Any = None, verbose: int =
         raise SweepError("Ray is not initialised: call ray.init() (or use the ctxscale CLI) first")
 
     resources = spec.resources
-    storage = str(Path(resources.storage_path or results_dir / spec.name / "_ray").absolute()) \
-        if "://" not in (resources.storage_path or "") else resources.storage_path
+    storage = resources.storage_path or str(results_dir / spec.name / "_ray")
+    if "://" not in storage:  # s3://, gs://, ... stay as they are; local paths must be absolute for Ray
+        storage = str(Path(storage).absolute())
     by_id = {t["trial_id"]: t for t in pending}
     if resources.use_ddp:
         trainable = tune.with_parameters(ddp_trial, trials=by_id, storage_path=storage, data=data)
