@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 
 from .errors import UserError
@@ -23,10 +24,16 @@ def _start_ray(address: str | None, quiet: bool = False) -> None:
 
     # NVLink multicast off in every process, Ray workers included (see the GPU notes)
     os.environ.setdefault("NCCL_NVLS_ENABLE", "0")
-    context = ray.init(address=address or os.environ.get("RAY_ADDRESS") or None,
-                       runtime_env={"env_vars": {"NCCL_NVLS_ENABLE": "0"}},
-                       logging_level="WARNING", configure_logging=True,
-                       log_to_driver=not quiet)  # failed trials keep their error in the store either way
+    try:
+        context = ray.init(address=address or os.environ.get("RAY_ADDRESS") or None,
+                           runtime_env={"env_vars": {"NCCL_NVLS_ENABLE": "0"}},
+                           logging_level="WARNING", configure_logging=True,
+                           log_to_driver=not quiet)  # failed trials keep their error in the store either way
+    except (ConnectionError, RuntimeError) as err:
+        detail = str(err).strip().splitlines()[-1][:300]
+        raise UsageError(f"--address {address or os.environ.get('RAY_ADDRESS')}: cannot connect to the Ray cluster "
+                         f"({detail}). A cluster started with `ray start` uses token authentication: "
+                         "set RAY_AUTH_MODE=token and give its token (~/.ray/auth_token or RAY_AUTH_TOKEN)") from None
     where = f"cluster at {context.address_info.get('gcs_address', address)}" if address or \
         os.environ.get("RAY_ADDRESS") else "local Ray started in this process"
     print(f"ctxscale: running on {where}; resources {ray.cluster_resources()}", flush=True)
@@ -209,8 +216,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _cluster_auth(address: str | None) -> None:
+    """Ray >= 2.59 clusters from `ray start` want a token, and read RAY_AUTH_MODE when Ray is
+    imported: where a cluster address and a token are at hand, say so before anything imports Ray."""
+    has_token = os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH") or \
+        Path("~/.ray/auth_token").expanduser().is_file()
+    if (address or os.environ.get("RAY_ADDRESS")) and has_token:
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _cluster_auth(getattr(args, "address", None))
     try:
         return args.func(args)
     except (UserError, FileNotFoundError, ValueError) as err:

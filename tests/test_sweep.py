@@ -141,3 +141,25 @@ def test_tiny_gpt_sweep_end_to_end(tmp_path, ray_cluster):
     assert set(history["step"]) == {3, 6}
     # the same spec again runs nothing
     assert run_sweep(spec, tmp_path / "results", data=prepare_data(spec), verbose=0).ran == []
+
+
+def test_cli_sweep_on_an_existing_cluster(ray_cluster, tmp_path):
+    """`ctxscale sweep --address` runs the grid on a cluster it did not start, and prints the table."""
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    raw = TINY_SPEC | {"name": "remote", "grid": {"context_length": [8, 16], "data_size": [1000], "seed": [0]}}
+    path = tmp_path / "remote.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    address = ray_cluster.get_runtime_context().gcs_address
+    command = [sys.executable, "-m", "ctxscale.cli", "sweep", str(path), "--address", address,
+               "--results", str(tmp_path / "results"), "--quiet"]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=300,
+                          env=os.environ | {"RAY_AUTH_MODE": "disabled"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"running on cluster at {address}" in proc.stdout
+    assert "D=1,000" in proc.stdout and "*" in proc.stdout
+    assert len(store.load_results(tmp_path / "results", sweep="remote")) == 2
