@@ -41,14 +41,25 @@ def _start_ray(address: str | None, quiet: bool = False) -> None:
         print(f"ctxscale: Ray dashboard at http://{context.dashboard_url}", flush=True)
 
 
-def cmd_sweep(args) -> int:
+def _load(args):
     from .spec import load_spec
+
+    spec = load_spec(args.spec)
+    if args.smoke:
+        from .spec.smoke import smoke
+
+        spec = smoke(spec)
+        print(f"ctxscale: --smoke: {spec.name}, grid {spec.grid.model_dump()}, CPU only", flush=True)
+    return spec
+
+
+def cmd_sweep(args) -> int:
     from .spec.common import results_root
     from . import store
 
-    spec = load_spec(args.spec)
+    spec = _load(args)
     if spec.experiment == "measure":  # measuring is not a training grid; the same spec runs there
-        return cmd_measure(args)
+        return cmd_measure(args, spec)
     results = results_root(spec.resources, args.results)
     if results.exists() and not results.is_dir():
         raise UsageError(f"--results {results}: exists and is not a folder")
@@ -73,13 +84,12 @@ def cmd_sweep(args) -> int:
     return 0 if (trials["status"] != "failed").all() else 1
 
 
-def cmd_measure(args) -> int:
+def cmd_measure(args, spec=None) -> int:
     from .measure.runner import ce_table, pending_measurements, prepare_measure, run_measure
-    from .spec import load_spec
     from .spec.common import results_root
     from . import store
 
-    spec = load_spec(args.spec)
+    spec = spec or _load(args)
     if spec.experiment != "measure":
         raise UsageError(f"{args.spec}: experiment is {spec.experiment!r}; `ctxscale measure` runs measure specs "
                          "(use `ctxscale sweep` for the others)")
@@ -167,6 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
     sweep.add_argument("--results", help="results folder (overrides resources.results_dir)")
     sweep.add_argument("--quiet", action="store_true", help="no Ray Tune progress tables")
+    sweep.add_argument("--smoke", action="store_true",
+                       help="a corner of the grid, a few steps, CPU only: a pipeline check in about a minute")
     sweep.set_defaults(func=cmd_sweep)
 
     measure = commands.add_parser("measure", help="measure a pretrained LM's final-token cross-entropy and "
@@ -175,6 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     measure.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
     measure.add_argument("--results", help="results folder (overrides resources.results_dir)")
     measure.add_argument("--quiet", action="store_true", help="no line per measured context length")
+    measure.add_argument("--smoke", action="store_true", help="8 chunks, 3 context lengths, CPU only")
     measure.set_defaults(func=cmd_measure)
 
     data = commands.add_parser("data", help="prepare data sets").add_subparsers(dest="kind", required=True)

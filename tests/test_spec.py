@@ -114,3 +114,17 @@ def test_cli_data_commands(tmp_path, capsys):
     assert main(["data", "corpus", "--source", str(tmp_path / "missing"), "--out", str(tmp_path / "c")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("ctxscale: error:") and "missing" in err and not (tmp_path / "c").exists()
+
+
+@pytest.mark.parametrize("path", sorted(Path(__file__).parent.parent.glob("sweeps/*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_spec_has_a_cpu_smoke_version(path):
+    from ctxscale.spec.smoke import smoke
+
+    spec = load_spec(path)
+    small = smoke(spec)
+    assert small.name == f"{spec.name}-smoke" and small.experiment == spec.experiment
+    assert set(small.grid.context_length) <= set(spec.grid.context_length) and len(small.grid.context_length) <= 3
+    if spec.experiment != "measure":
+        assert small.grid.data_size == sorted(spec.grid.data_size)[:2] and len(small.grid.seed) == 1
+        assert small.training.device == "cpu" and small.resources.num_workers == 0
+    assert small.resources.gpus_per_trial == 0
