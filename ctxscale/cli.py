@@ -7,7 +7,6 @@ import os
 import sys
 from pathlib import Path
 
-
 from .errors import UserError
 
 
@@ -53,17 +52,25 @@ def _load(args):
     return spec
 
 
-def cmd_sweep(args) -> int:
+def _results_dir(spec, args) -> Path:
+    """The results folder (--results over the spec), checked readable before any work starts."""
+    from . import store
     from .spec.common import results_root
+
+    results = results_root(spec.resources, args.results)
+    if results.exists() and not results.is_dir():
+        raise UsageError(f"--results {results}: exists and is not a folder")
+    store.check_readable(results, spec.name)  # a corrupt store stops us before any work
+    return results
+
+
+def cmd_sweep(args) -> int:
     from . import store
 
     spec = _load(args)
     if spec.experiment == "measure":  # measuring is not a training grid; the same spec runs there
         return cmd_measure(args, spec)
-    results = results_root(spec.resources, args.results)
-    if results.exists() and not results.is_dir():
-        raise UsageError(f"--results {results}: exists and is not a folder")
-    store.check_readable(results, spec.name)  # a corrupt store stops us before any work
+    results = _results_dir(spec, args)
 
     from .sweep.prepare import prepare_data
     from .sweep.runner import pending_trials, run_sweep
@@ -74,6 +81,8 @@ def cmd_sweep(args) -> int:
 
     outcome = run_sweep(spec, results, data=data, verbose=0 if args.quiet else 1)
     trials = store.load_results(results, "trials", sweep=spec.name)
+    if trials.empty:
+        raise UsageError(f"{results / spec.name}: no trial was stored (see Ray's output above)")
     trials = trials[trials["trial_id"].isin(outcome.trial_ids)]
     from .tables import best_loss_table, status_counts
 
@@ -86,17 +95,13 @@ def cmd_sweep(args) -> int:
 
 def cmd_measure(args, spec=None) -> int:
     from .measure.runner import ce_table, pending_measurements, prepare_measure, run_measure
-    from .spec.common import results_root
     from . import store
 
     spec = spec or _load(args)
     if spec.experiment != "measure":
         raise UsageError(f"{args.spec}: experiment is {spec.experiment!r}; `ctxscale measure` runs measure specs "
                          "(use `ctxscale sweep` for the others)")
-    results = results_root(spec.resources, args.results)
-    if results.exists() and not results.is_dir():
-        raise UsageError(f"--results {results}: exists and is not a folder")
-    store.check_readable(results, spec.name)
+    results = _results_dir(spec, args)
     corpus = prepare_measure(spec, args.spec)
     import ray
 
