@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import numpy as np
 
-LN2 = float(np.log(2.0))
 
 
 def power_law(x, coefficient, exponent):
@@ -119,14 +118,10 @@ def synthetic_bayes_risk(tasks, context_length, string_length=100):
         import json  # only a JSON string needs it
 
         tasks = json.loads(tasks)
-    pairs = np.asarray(tasks, dtype=float)
-    if pairs.ndim != 2 or pairs.shape[1] != 2 or len(pairs) == 0:
-        raise ValueError(f"tasks must be a non-empty list of [l, a] pairs, got shape {pairs.shape}")
-    reach = pairs.max(axis=1)  # the farther of the two bits a task needs
-    c = np.asarray(context_length, dtype=float)
-    visible = np.minimum(c, float(string_length))[..., None]
-    risk = (reach > visible).mean(axis=-1) * LN2
-    return float(risk) if np.ndim(risk) == 0 else risk
+    # one formula for the generator and the analysis (that module needs only numpy)
+    from ctxscale.data.synthetic import bayes_risk
+
+    return bayes_risk(tasks, context_length, string_length)
 
 
 def huber_loss(residual, delta=1e-3):

@@ -108,20 +108,10 @@ def load_results(root: str | Path, table: str = "trials", sweep: Optional[str] =
     >>> trials = load_results("results", sweep="synthetic")          # doctest: +SKIP
     >>> trials.pivot_table("best_val_loss", "context_length", "data_size")  # doctest: +SKIP
     """
-    root = Path(root)
-    frames = []
-    for folder in sweep_folders(root, sweep):
-        table_dir = folder / table
-        if not table_dir.is_dir():
-            continue
-        for path in sorted(table_dir.glob("*.parquet")):
-            frames.append(_read(path))
-    if not frames:
-        return pd.DataFrame()
+    frames = [_read(path) for folder in sweep_folders(root, sweep)
+              for path in sorted((folder / table).glob("*.parquet"))]
     frames = [f for f in frames if not f.empty]
-    if not frames:
-        return pd.DataFrame()
-    return pd.concat(frames, ignore_index=True)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
 def stored_trials(root: str | Path, sweep: str) -> dict[str, str]:

@@ -69,11 +69,15 @@ def concurrency(resources, cluster: dict, pending: int) -> int:
     return int(max(1, min(fits, pending)))
 
 
+def _loop_metrics(result: dict) -> dict:
+    """What the training loop reported, without the keys Tune adds to every result."""
+    return {k: v for k, v in result.items() if k not in _TUNE_KEYS and not k.startswith("config")}
+
+
 def _history_row(result: dict) -> dict:
     # the evaluation's own numbers; provenance goes once into the trial row, not into every evaluation
-    skip = _TUNE_KEYS | _PROVENANCE_KEYS
-    return {k: v for k, v in result.items()
-            if k not in skip and not k.startswith("config") and isinstance(v, (int, float, str, bool))}
+    return {k: v for k, v in _loop_metrics(result).items()
+            if k not in _PROVENANCE_KEYS and isinstance(v, (int, float, str, bool))}
 
 
 class StoreCallback(tune.Callback):
@@ -116,7 +120,7 @@ class StoreCallback(tune.Callback):
             "best_val_loss": math.nan, "best_epoch": -1, "final_train_loss": math.nan,
             "wall_s": math.nan, "samples_per_s": math.nan,
             **versions(),  # the driver's; the final report overrides them with the worker's
-            **{k: v for k, v in last.items() if k not in _TUNE_KEYS and not k.startswith("config")},
+            **_loop_metrics(last),
             "status": status,
             "error": error,
             "config": json.dumps(spec, sort_keys=True),
