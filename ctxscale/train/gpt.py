@@ -259,7 +259,8 @@ def run_gpt_trial(trial: dict, report: Report, resume_dir: Optional[str] = None)
     "seed", "trial_id"}. The corpus is read from the spec's data section; see `train_gpt`.
     """
     from ..data.corpus import load_corpus
-    from ..spec.gpt import GPTSpec, resolve_corpus_path
+    from ..spec.common import resolve_corpus_path
+    from ..spec.gpt import GPTSpec
 
     spec = GPTSpec.model_validate(trial["spec"])
     corpus = load_corpus(resolve_corpus_path(spec.data.corpus))
