@@ -1,6 +1,11 @@
 """Input checks shared by the analysis functions, kept in one place instead of repeated inline."""
 from __future__ import annotations
 
+import functools
+import inspect
+from dataclasses import dataclass
+from typing import Optional
+
 import numpy as np
 import pandas as pd
 
@@ -57,3 +62,123 @@ def positive_pairs(x, y, x_name: str, y_name: str) -> tuple[np.ndarray, np.ndarr
     if (xa <= 0).any():
         raise ValueError(f"{x_name} must be positive, got {xa[xa <= 0][:5].tolist()}")
     return xa, ya
+
+
+# --- One configuration per fit ------------------------------------------------------------------
+#
+# Every stored row carries `config_hash`, the hash of the spec sections that change its numbers. A
+# fit over rows of two configurations mixes two experiments (an edited spec's trials would pass for
+# extra seeds), so the fits refuse such frames, and the report picks one configuration first.
+# Frames without the column (hand-made ones, stores older than it) are taken as one configuration.
+
+CONFIG_COLUMN = "config_hash"
+_NO_HASH = "(no config_hash)"
+
+
+def _hash_labels(source) -> Optional[pd.Series]:
+    """The configuration of each row as strings (rows without one labelled _NO_HASH), or None
+    when `source` names no configuration at all (no column, or no row with a hash)."""
+    if source is None:
+        return None
+    if isinstance(source, pd.DataFrame):
+        if CONFIG_COLUMN not in source.columns:
+            return None
+        source = source[CONFIG_COLUMN]
+    values = pd.Series(np.asarray(source, dtype=object).ravel())
+    missing = values.isna() | values.astype(str).isin(("", "None", "nan"))
+    if missing.all():
+        return None
+    return values.astype(str).where(~missing, _NO_HASH)
+
+
+def stored_hashes(source) -> list[str]:
+    """The distinct config_hash values of a frame (or of an array of hashes), sorted."""
+    labels = _hash_labels(source)
+    return [] if labels is None else sorted(set(labels) - {_NO_HASH})
+
+
+def one_configuration(source, what: str) -> Optional[str]:
+    """The one config_hash of `source` (a frame, or an array with one hash per point); None when it
+    names none. Raises ValueError naming every hash, with its row count, when there are several or
+    when some rows have a hash and others do not."""
+    labels = _hash_labels(source)
+    if labels is None:
+        return None
+    counts = labels.value_counts()
+    if len(counts) == 1:
+        return str(counts.index[0])
+    listed = ", ".join(f"{h}: {n} rows" for h, n in sorted(counts.items()))
+    first = min(h for h in counts.index if h != _NO_HASH)
+    raise ValueError(f"{what}: the rows mix {len(counts)} configurations ({CONFIG_COLUMN} {listed}); fit one "
+                     f"configuration at a time, e.g. rows[rows.{CONFIG_COLUMN} == {first!r}]")
+
+
+def fits_one_configuration(fit):
+    """Decorator of a fit whose first argument is a frame: a frame that mixes configurations raises
+    ValueError (see `one_configuration`), and a DataFrame result (the optimal table) is labelled
+    with the one hash, so that a fit of that table can check it in turn."""
+    first = next(iter(inspect.signature(fit).parameters))
+
+    @functools.wraps(fit)
+    def checked(*args, **kwargs):
+        frame = args[0] if args else kwargs.get(first)
+        # anything but a frame is left to the fit, which says what it expected
+        digest = one_configuration(frame, fit.__name__) if isinstance(frame, pd.DataFrame) else None
+        result = fit(*args, **kwargs)
+        if digest is not None and isinstance(result, pd.DataFrame) and CONFIG_COLUMN not in result.columns:
+            result = result.assign(**{CONFIG_COLUMN: digest})
+        return result
+
+    return checked
+
+
+@dataclass(frozen=True)
+class Configuration:
+    """The rows of one configuration picked from a table, and the rows of the others it left out."""
+
+    rows: pd.DataFrame
+    config_hash: Optional[str]  # None: the table names no configuration
+    left_out: dict  # {other config_hash: rows}
+    newest: bool  # picked as the most recent one, not asked for
+
+    def summary(self) -> str:
+        """One line: the configuration used and how many rows of others were left out ('' without hashes)."""
+        if self.config_hash is None:
+            return ""
+        how = "the most recent" if self.newest else "as asked"
+        others = ", ".join(f"{h}: {n}" for h, n in sorted(self.left_out.items()))
+        return (f"configuration {self.config_hash} ({how}); {sum(self.left_out.values())} rows of other "
+                f"configurations left out" + (f" ({others})" if others else ""))
+
+
+def select_configuration(frame: pd.DataFrame, config_hash: Optional[str] = None) -> Configuration:
+    """The rows of `config_hash`, or by default of the most recent configuration.
+
+    Most recent: the configuration of the newest row by `finished_at` (written with every trial
+    row), or by `stored_at` (the file's time, `load_results(..., file_times=True)`) for rows
+    without one. A frame that names no configuration is returned whole. Raises ValueError naming
+    the stored hashes when `config_hash` is not one of them, or when no row tells its time.
+    """
+    labels = _hash_labels(frame)
+    if labels is None:
+        return Configuration(frame, None, {}, False)
+    labels.index = frame.index
+    known = stored_hashes(frame)
+    if config_hash is not None and config_hash not in known:
+        raise ValueError(f"config_hash {config_hash!r} is not stored; the stored ones are {', '.join(known)}")
+    newest = config_hash is None
+    if newest:
+        times = pd.Series(pd.NaT, index=frame.index, dtype="datetime64[ns, UTC]")
+        for column in ("stored_at", "finished_at"):  # finished_at wins where a row has both
+            if column in frame.columns:
+                stamped = pd.to_datetime(frame[column], utc=True, errors="coerce")
+                times = stamped.where(stamped.notna(), times)
+        hashed = labels != _NO_HASH
+        latest = times[hashed].groupby(labels[hashed]).max().dropna()
+        if latest.empty:
+            raise ValueError(f"cannot tell which configuration is the most recent (no finished_at or stored_at "
+                             f"times); pick one of {', '.join(known)}")
+        config_hash = str(latest.idxmax())
+    keep = labels == config_hash
+    left_out = {str(h): int(n) for h, n in labels[~keep].value_counts().items()}
+    return Configuration(frame.loc[keep].reset_index(drop=True), config_hash, left_out, newest)

@@ -14,7 +14,7 @@ from .results import BayesRiskFit
 _GAMMA_GRID = np.geomspace(1e-2, 10.0, 61)  # profile over gamma for the starting point
 
 
-def fit_bayes_risk(context_length, loss) -> BayesRiskFit:
+def fit_bayes_risk(context_length, loss, config_hash=None) -> BayesRiskFit:
     """Fit R_Bayes(l) = c0 + c / l ** gamma by least squares.
 
     For a fixed gamma the model is linear in (c0, c), so the start is the best gamma of a grid
@@ -27,6 +27,9 @@ def fit_bayes_risk(context_length, loss) -> BayesRiskFit:
         Context lengths l (positive).
     loss : array-like
         Cross-entropy (or any loss) at those lengths, e.g. a pretrained model's measured CE.
+    config_hash : array-like, optional
+        The configuration of each point, e.g. the `config_hash` column of the frame the points
+        come from: points of several configurations raise ValueError naming the hashes.
 
     Returns
     -------
@@ -42,6 +45,7 @@ def fit_bayes_risk(context_length, loss) -> BayesRiskFit:
     >>> round(fit.c0, 4), round(fit.c, 4), round(fit.gamma, 4)
     (1.5, 4.0, 0.6)
     """
+    _validate.one_configuration(config_hash, "fit_bayes_risk")
     l, y = _validate.positive_pairs(context_length, loss, "context_length", "loss")
     n = len(l)
     nan = math.nan

@@ -29,6 +29,8 @@ from ctxscale.measure.spectra import (DEFAULT_N_EIGENVALUES, DEFAULT_THRESHOLD, 
                                       measure_columns, spectrum_measures)
 from ctxscale.store import load_results
 
+from ._validate import select_configuration, stored_hashes
+
 MEASURES = {"intrinsic_dim": "intrinsic dimension (threshold t)", "sum_log_eig": "sum of log relative eigenvalues (first N)"}
 
 
@@ -111,9 +113,10 @@ def fit_linear(x, y) -> LinearFit:
 # --- Measured models ---------------------------------------------------------------------------
 
 
-def load_measurements(results_dir, sweep: Optional[str] = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The stored `ce` and `spectra` tables (empty DataFrames when the sweep has none)."""
-    return load_results(results_dir, "ce", sweep), load_results(results_dir, "spectra", sweep)
+def load_measurements(results_dir, sweep: Optional[str] = None, file_times: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The stored `ce` and `spectra` tables (empty DataFrames when the sweep has none); `file_times`
+    adds each ce row's file time (`stored_at`), which tells a model's most recent configuration."""
+    return load_results(results_dir, "ce", sweep, file_times=file_times), load_results(results_dir, "spectra", sweep)
 
 
 def _series_key(frame: pd.DataFrame) -> pd.Series:
@@ -138,12 +141,14 @@ def ce_law_fits(ce: pd.DataFrame) -> dict:
     except ImportError:  # an analysis package without the training fits: CE is still plotted
         return {}
     frame = ce.assign(series=_series_key(ce))
-    return {name: fit_bayes_risk(rows["context_length"], rows["ce"]) for name, rows in frame.groupby("series")}
+    return {name: fit_bayes_risk(rows["context_length"], rows["ce"], rows.get("config_hash"))
+            for name, rows in frame.groupby("series")}
 
 
 def merged_measurements(ce: pd.DataFrame, spectra: pd.DataFrame) -> pd.DataFrame:
     """One row per model and context length: ce, ce_se and every spectrum-measure column."""
-    keys = [k for k in ("sweep", "model", "context_length") if k in ce.columns and k in spectra.columns]
+    # a ce row pairs only with the spectrum of the same measurement configuration
+    keys = [k for k in ("sweep", "model", "context_length", "config_hash") if k in ce.columns and k in spectra.columns]
     columns = [c for pairs in measure_columns(spectra.columns).values() for _, c in pairs]
     merged = ce[keys + ["ce"] + (["ce_se"] if "ce_se" in ce.columns else [])].merge(
         spectra[keys + columns + ["eigenvalues"]], on=keys, how="inner")
@@ -230,6 +235,24 @@ def bimlp_dimension(spectra: pd.DataFrame, threshold: float = DEFAULT_THRESHOLD)
 # --- The report section -------------------------------------------------------------------------
 
 
+def one_configuration_per_model(ce: pd.DataFrame, config_hash: Optional[str] = None) -> tuple[pd.DataFrame, list[str]]:
+    """Each model's ce rows of one configuration, and a line per model that had others.
+
+    A measurement's config_hash covers the model itself, so every model has its own; a model
+    measured again with another protocol keeps stale rows at the context lengths the new grid
+    dropped. Each model keeps `config_hash` where it has it, else its most recent configuration.
+    """
+    if not stored_hashes(ce):
+        return ce, []
+    kept, lines = [], []
+    for series, rows in ce.groupby(_series_key(ce), sort=True):
+        choice = select_configuration(rows, config_hash if config_hash in stored_hashes(rows) else None)
+        kept.append(choice.rows)
+        if choice.left_out:
+            lines.append(f"{series}: {choice.summary()}")
+    return pd.concat(kept, ignore_index=True), lines
+
+
 def _num(value, digits=4) -> str:
     return "nan" if value is None or not np.isfinite(value) else f"{value:.{digits}g}"
 
@@ -292,7 +315,8 @@ def _table(frame: pd.DataFrame) -> str:
     return frame.to_html(index=False, border=0, float_format=lambda v: f"{v:.4g}", na_rep="–", classes="t")
 
 
-def entropy_report(results_dir, sweep: Optional[str] = None, out_dir=None) -> tuple[str, str]:
+def entropy_report(results_dir, sweep: Optional[str] = None, out_dir=None,
+                   config_hash: Optional[str] = None) -> tuple[str, str]:
     """The cross-entropy / intrinsic-entropy part of a sweep's report.
 
     Parameters
@@ -303,6 +327,9 @@ def entropy_report(results_dir, sweep: Optional[str] = None, out_dir=None) -> tu
         The sweep; by default everything under `results_dir`.
     out_dir : path, optional
         Where CSV / JSON / PNG files go (default `<results_dir>/<sweep>/report`).
+    config_hash : str, optional
+        The configuration to report: the trials' (Bi-MLP spectra) and each model's measurements
+        where they have it; by default the most recent of each.
 
     Returns
     -------
@@ -314,14 +341,16 @@ def entropy_report(results_dir, sweep: Optional[str] = None, out_dir=None) -> tu
     --------
     >>> text, fragment = entropy_report("results", sweep="measure-local")  # doctest: +SKIP
     """
-    ce, spectra = load_measurements(results_dir, sweep)
-    trials = load_results(results_dir, "trials", sweep)
+    ce, spectra = load_measurements(results_dir, sweep, file_times=True)
+    ce, config_lines = one_configuration_per_model(ce, config_hash)
+    trials = load_results(results_dir, "trials", sweep, file_times=True)
+    trials = select_configuration(trials, config_hash if config_hash in stored_hashes(trials) else None).rows
     has_bimlp = "feature_eigenvalues" in trials.columns and trials["feature_eigenvalues"].notna().any()
     if ce.empty and not has_bimlp:
         return "", ""
     out = Path(out_dir) if out_dir is not None else Path(results_dir) / (sweep or "") / "report"
     out.mkdir(parents=True, exist_ok=True)
-    lines, sections, figures = [], [], []
+    lines, sections, figures = config_lines, [], []
     if not ce.empty:
         more_lines, more_sections = _measured_section(ce, spectra, out, figures)
         lines += more_lines

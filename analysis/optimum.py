@@ -128,6 +128,7 @@ def _widening(dof: int, tail: float) -> float:
     return float(t.ppf(1 - tail, dof) / norm.ppf(1 - tail)) if dof > 0 else math.nan
 
 
+@_validate.fits_one_configuration
 def optimal_context_length(trials: pd.DataFrame, n_boot: int = 1000, seed: int = 0, window: int = 5,
                            confidence: float = 0.95) -> pd.DataFrame:
     """Optimal context length l* for every data size, with a bootstrap interval.
@@ -234,6 +235,7 @@ def optimal_context_length(trials: pd.DataFrame, n_boot: int = 1000, seed: int =
     return pd.DataFrame(rows, columns=OPTIMAL_COLUMNS)
 
 
+@_validate.fits_one_configuration
 def fit_optimal_context_law(optimal: pd.DataFrame, n_boot: int = 2000, seed: int = 0,
                             confidence: float = 0.95) -> OptimalLawFit:
     """Fit l* = k · D^β in log-log to the bracketed optima, with a bootstrap interval.

@@ -167,7 +167,7 @@ def _has_usable(rows: pd.DataFrame) -> bool:
 
 
 def run_report(results_dir, sweep: Optional[str] = None, out_dir=None, n_boot: int = 1000,
-               surface_boot: int = 100, seed: int = 0) -> str:
+               surface_boot: int = 100, seed: int = 0, config_hash: Optional[str] = None) -> str:
     """Analyse the sweep(s) stored under `results_dir` and write a report for each.
 
     Parameters
@@ -181,6 +181,10 @@ def run_report(results_dir, sweep: Optional[str] = None, out_dir=None, n_boot: i
         sub-folder per sweep under it.
     n_boot, surface_boot, seed
         Bootstrap sizes of the per-data-size optima and of the surface fit, and their seed.
+    config_hash : str, optional
+        The configuration to analyse (only sweeps that stored it are reported). By default each
+        sweep's most recent one: the configuration of its newest trial row (`finished_at`). The
+        text says which hash was used and how many rows of other configurations were left out.
 
     Returns
     -------
@@ -192,7 +196,8 @@ def run_report(results_dir, sweep: Optional[str] = None, out_dir=None, n_boot: i
     ------
     ValueError
         Naming the folder, when it holds no usable trials (ctxscale.store.StoreError, also a
-        ValueError, when the folder or sweep does not exist).
+        ValueError, when the folder or sweep does not exist); naming the stored hashes, when
+        `config_hash` is none of them.
 
     Examples
     --------
@@ -203,21 +208,33 @@ def run_report(results_dir, sweep: Optional[str] = None, out_dir=None, n_boot: i
     where = f"{root}" + (f" (sweep {sweep!r})" if sweep else "")
     if not folders:
         raise ValueError(f"{where}: no trials stored")
+    if config_hash is not None:  # only the sweeps that stored it; none: say which hashes there are
+        known = {f.name: _validate.stored_hashes(load_results(f, "trials")) + _validate.stored_hashes(
+            load_results(f, "ce")) for f in folders}
+        folders = [f for f in folders if config_hash in known[f.name]]
+        if not folders:
+            listed = "; ".join(f"sweep {n}: {', '.join(h) or 'none'}" for n, h in known.items())
+            raise ValueError(f"{where}: no configuration {config_hash!r} stored (config_hash values: {listed})")
     texts, skipped = [], []
     for folder in folders:
         name = folder.name
         target = folder / "report" if out_dir is None else (
             Path(out_dir) if len(folders) == 1 else Path(out_dir) / name)
-        trials = load_results(folder, "trials")
+        stored = load_results(folder, "trials", file_times=True)
+        asked = config_hash if config_hash in _validate.stored_hashes(stored) else None
+        chosen = _validate.select_configuration(stored, asked)  # one configuration per fit
+        trials = chosen.rows.drop(columns=["stored_at"], errors="ignore")
         # measurements (ce / spectra tables) and Bi-MLP spectra add their own section
-        entropy_text, entropy_html = entropy_report(folder, None, target)
+        entropy_text, entropy_html = entropy_report(folder, None, target, config_hash=chosen.config_hash or config_hash)
         if not trials.empty and _has_usable(trials):
-            texts.append(write_report(trials, target, name=name, n_boot=n_boot, surface_boot=surface_boot,
-                                      seed=seed, extra=(entropy_text, entropy_html)))
+            text = write_report(trials, target, name=name, n_boot=n_boot, surface_boot=surface_boot,
+                                seed=seed, extra=(entropy_text, entropy_html))
+            texts.append(f"sweep {name}: {chosen.summary()}\n{text}" if chosen.config_hash else text)
         elif entropy_text:
             texts.append(write_entropy_report(target, name, entropy_text, entropy_html))
         else:
-            skipped.append(f"sweep {name}: no usable trials ({len(trials)} stored, none with status 'ok' and a loss)")
+            skipped.append(f"sweep {name}: no usable trials ({len(trials)} stored, none with status 'ok' and a loss)"
+                           + (f"; {chosen.summary()}" if chosen.config_hash else ""))
     if not texts:
         raise ValueError(f"{where}: no usable trials or measurements; " + "; ".join(skipped))
     return "\n\n".join(texts + skipped)

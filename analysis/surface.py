@@ -109,6 +109,7 @@ def _implied_optima(thetas: np.ndarray, u_lo: float, u_hi: float, v_sizes: np.nd
     return u_star, side
 
 
+@_validate.fits_one_configuration
 def fit_loss_surface(trials: pd.DataFrame, n_boot: int = 100, seed: int = 0, huber_delta: float = 1e-3,
                      confidence: float = 0.95) -> SurfaceFit:
     """Fit loss(l, D) = c0 + c·l̃^-γ + a·l̃^κ·D^-(α0·l̃^-b) to all usable trials at once.

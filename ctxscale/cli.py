@@ -154,10 +154,16 @@ def cmd_results(args) -> int:
         return 0
     if args.table == "trials" and args.format == "table":
         frame = frame.drop(columns=[c for c in ("config", "tasks", "feature_eigenvalues") if c in frame])
+    if args.format == "table" and "config_hash" in frame:
+        # beside the row's name, where a reader tells the configurations of one sweep apart
+        after = next((c for c in ("trial_id", "model") if c in frame), None)
+        order = [c for c in frame.columns if c != "config_hash"]
+        order.insert(order.index(after) + 1 if after else 0, "config_hash")
+        frame = frame[order]
     if args.format == "csv":
         frame.to_csv(sys.stdout, index=False)
     elif args.format == "json":
-        print(frame.to_json(orient="records", indent=1))
+        print(frame.to_json(orient="records", indent=1, date_format="iso"))  # finished_at readable, not epoch ms
     else:
         import pandas as pd
 
@@ -169,7 +175,7 @@ def cmd_results(args) -> int:
 def cmd_analyze(args) -> int:
     import analysis
 
-    print(analysis.run_report(args.results_dir, sweep=args.sweep, out_dir=args.out))
+    print(analysis.run_report(args.results_dir, sweep=args.sweep, out_dir=args.out, config_hash=args.config_hash))
     return 0
 
 
@@ -230,6 +236,9 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("results_dir")
     analyze.add_argument("--sweep")
     analyze.add_argument("--out", help="report folder (default: <results>/<sweep>/report)")
+    analyze.add_argument("--config-hash", metavar="H",
+                         help="the configuration to analyse (a config_hash of `ctxscale results`); "
+                         "default: each sweep's most recent")
     analyze.set_defaults(func=cmd_analyze)
     return parser
 

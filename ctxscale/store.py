@@ -6,8 +6,10 @@ Layout, one folder per sweep under the results root::
     <root>/<sweep>/history/<trial_id>.parquet   one row per evaluation of that trial
     <root>/<sweep>/<table>/<key>.parquet        other tables (e.g. measurements) follow the same pattern
 
-Every file is written to a temporary name and renamed into place, so a reader never sees half a
-file and a crash never leaves a partial row. A trial's history is written before its trial row:
+Every trial and history row carries `config_hash`, the hash of the spec sections that change the
+numbers (the same hash ends every trial id); rows stored before that column existed get it back
+from their trial id when read. Every file is written to a temporary name and renamed into place,
+so a reader never sees half a file and a crash never leaves a partial row. A trial's history is written before its trial row:
 the trial row is the commit marker, and a trial without one counts as not run. Rewriting a trial
 (a failed trial run again) replaces its files whole, so no row is ever stored twice.
 This module imports neither Ray nor torch.
@@ -15,6 +17,7 @@ This module imports neither Ray nor torch.
 from __future__ import annotations
 
 import os
+import re
 import uuid
 from pathlib import Path
 from typing import Iterable, Optional
@@ -61,7 +64,9 @@ def write_rows(root: str | Path, sweep: str, table: str, key: str, rows: Iterabl
 
 def write_trial(root: str | Path, sweep: str, trial_id: str, row: dict, history: list[dict]) -> None:
     """Store one finished (or failed) trial: its history first, then its row, each atomically."""
-    history_rows = [{"sweep": sweep, "trial_id": trial_id, **h} for h in history]
+    # every evaluation names its configuration too, so a history table alone can be split by it
+    tag = {"config_hash": row["config_hash"]} if "config_hash" in row else {}
+    history_rows = [{"sweep": sweep, "trial_id": trial_id, **tag, **h} for h in history]
     if history_rows:
         write_rows(root, sweep, "history", trial_id, history_rows)
     else:
@@ -99,19 +104,47 @@ def sweep_folders(root: str | Path, sweep: Optional[str] = None) -> list[Path]:
     return sorted(p for p in root.iterdir() if p.is_dir() and _is_sweep_folder(p))
 
 
-def load_results(root: str | Path, table: str = "trials", sweep: Optional[str] = None) -> pd.DataFrame:
+def load_results(root: str | Path, table: str = "trials", sweep: Optional[str] = None,
+                 file_times: bool = False) -> pd.DataFrame:
     """Read one table of a results store as a pandas DataFrame.
 
     `root` is a results folder (all sweeps in it) or one sweep's folder; `sweep` picks one sweep.
     A table with no stored rows gives an empty DataFrame. An unreadable file raises StoreError.
+    Rows with a trial id carry `config_hash` (older rows get it from the id). `file_times` adds
+    `stored_at`, the modification time (UTC) of each row's file: when older rows lack
+    `finished_at`, it is the best sign of which configuration ran last.
 
     >>> trials = load_results("results", sweep="synthetic")          # doctest: +SKIP
     >>> trials.pivot_table("best_val_loss", "context_length", "data_size")  # doctest: +SKIP
     """
-    frames = [_read(path) for folder in sweep_folders(root, sweep)
-              for path in sorted((folder / table).glob("*.parquet"))]
-    frames = [f for f in frames if not f.empty]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    frames = []
+    for folder in sweep_folders(root, sweep):
+        for path in sorted((folder / table).glob("*.parquet")):
+            frame = _read(path)
+            if frame.empty:
+                continue
+            if file_times:
+                frame["stored_at"] = pd.Timestamp(path.stat().st_mtime, unit="s", tz="UTC")
+            frames.append(frame)
+    return _with_config_hash(pd.concat(frames, ignore_index=True)) if frames else pd.DataFrame()
+
+
+_TRIAL_ID = re.compile(r"^l\d+_d\d+_s\d+_([0-9a-f]{8})$")  # sweep.grid.expand_grid's ids
+
+
+def _with_config_hash(frame: pd.DataFrame) -> pd.DataFrame:
+    """Fill `config_hash` where a row lacks it and its trial id ends in one (rows stored before the
+    column existed); ids of any other form (hand-written stores) are left without a hash."""
+    if "trial_id" not in frame.columns:
+        return frame
+    stored = frame["config_hash"] if "config_hash" in frame.columns else pd.Series(None, frame.index, object)
+    missing = stored.isna()
+    if not missing.any():
+        return frame
+    from_id = frame["trial_id"].astype(str).str.extract(_TRIAL_ID, expand=False)
+    if not from_id[missing].notna().any():
+        return frame
+    return frame.assign(config_hash=stored.where(~missing, from_id))
 
 
 def stored_trials(root: str | Path, sweep: str) -> dict[str, str]:

@@ -21,6 +21,17 @@ def test_write_and_read_back(tmp_path):
     assert not [p for p in (tmp_path / "s").rglob("*") if ".tmp-" in p.name]
 
 
+def test_config_hash_reaches_the_history_and_older_rows_get_it_from_their_id(tmp_path):
+    store.write_trial(tmp_path, "s", "l8_d100_s0_0123abcd", _row(0.5) | {"config_hash": "0123abcd"},
+                      [{"epoch": 1, "val_loss": 0.5}])
+    store.write_trial(tmp_path, "s", "l8_d100_s1_4567cdef", _row(0.4), [{"epoch": 1, "val_loss": 0.4}])  # older row
+    store.write_trial(tmp_path, "s", "by-hand", _row(0.3), [{"epoch": 1, "val_loss": 0.3}])
+    for table in ("trials", "history"):
+        frame = store.load_results(tmp_path, table).set_index("trial_id")
+        assert frame["config_hash"].fillna("none").to_dict() == {
+            "l8_d100_s0_0123abcd": "0123abcd", "l8_d100_s1_4567cdef": "4567cdef", "by-hand": "none"}
+
+
 def test_rewriting_a_trial_replaces_it(tmp_path):
     store.write_trial(tmp_path, "s", "a", _row(float("nan"), "failed"), [])
     store.write_trial(tmp_path, "s", "a", _row(0.3), [{"epoch": 1, "val_loss": 0.3}])

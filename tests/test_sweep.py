@@ -8,7 +8,7 @@ import pytest
 from ctxscale import store
 from ctxscale.cli import main
 from ctxscale.spec import parse_spec
-from ctxscale.sweep.grid import expand_grid
+from ctxscale.sweep.grid import expand_grid, science_hash
 from ctxscale.sweep.prepare import prepare_data
 from ctxscale.sweep.runner import SweepError, concurrency, run_sweep
 
@@ -28,6 +28,10 @@ def test_sweep_stores_one_row_per_trial(synthetic_results):
     assert (trials["best_val_loss"] > 0).all() and (trials["best_epoch"] >= 1).all()
     config = json.loads(trials["config"].iloc[0])
     assert config["name"] == "tiny" and config["model"]["hidden"] == 16
+    # every row names its configuration: the science hash that also ends its trial id
+    digest = science_hash(parse_spec(TINY_SPEC))
+    assert set(trials["config_hash"]) == {digest} and trials["trial_id"].str.endswith(f"_{digest}").all()
+    assert str(trials["finished_at"].dtype) == "datetime64[us, UTC]" and trials["finished_at"].notna().all()
 
     history = store.load_results(synthetic_results, "history", sweep="tiny")
     per_trial = history.groupby("trial_id")
@@ -35,6 +39,7 @@ def test_sweep_stores_one_row_per_trial(synthetic_results):
     # the best loss stored for a trial is the minimum over its stored evaluations
     merged = trials.set_index("trial_id")["best_val_loss"]
     assert (per_trial["val_loss"].min() - merged).abs().max() < 1e-12
+    assert set(history["config_hash"]) == {digest}
     assert not any(str(p).endswith(".parquet") is False for p in (synthetic_results / "tiny" / "trials").iterdir())
 
 
@@ -65,6 +70,7 @@ def test_failed_trial_is_stored_with_its_error_and_rerun(tmp_path, ray_cluster):
     run_sweep(spec, tmp_path, data=data, verbose=0)
     trials = store.load_results(tmp_path, sweep="broken")
     assert list(trials["status"]) == ["failed"] and "CUDA" in trials["error"].iloc[0]
+    assert list(trials["config_hash"]) == [science_hash(spec)]  # failed trials name their configuration too
     outcome = run_sweep(spec, tmp_path, data=data, verbose=0)
     assert len(outcome.ran) == 1  # failed trials run again ...
     assert len(store.load_results(tmp_path, sweep="broken")) == 1  # ... and replace their row

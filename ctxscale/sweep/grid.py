@@ -2,7 +2,8 @@
 
 A trial id names its grid point and carries a hash of everything that changes the result
 (data, model and training sections), so re-running a spec skips what is stored, and an
-edited spec gets new ids instead of silently reusing old results.
+edited spec gets new ids instead of silently reusing old results. The same hash is stored in
+every row as `config_hash`, so that analysis can tell configurations apart and fit only one.
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ def expand_grid(spec) -> list[dict]:
             "context_length": context_length,
             "data_size": data_size,
             "seed": seed,
+            "config_hash": digest,
             "spec": spec_dict,
         })
     return trials

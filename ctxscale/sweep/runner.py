@@ -12,6 +12,7 @@ import math
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -123,7 +124,10 @@ class StoreCallback(tune.Callback):
             **_loop_metrics(last),
             "status": status,
             "error": error,
+            "config_hash": spec_trial["config_hash"],
             "config": json.dumps(spec, sort_keys=True),
+            # which configuration is a sweep's most recent: `ctxscale analyze` picks it by this
+            "finished_at": datetime.now(timezone.utc),
         }
         row = {k: (json.dumps(v) if isinstance(v, (list, dict)) else v) for k, v in row.items()}
         history = _one_row_per_evaluation(self.history.get(spec_trial["trial_id"], []))
