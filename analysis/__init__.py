@@ -12,9 +12,10 @@ from .optimum import fit_optimal_context_law, optimal_context_length
 from .report import run_report, write_report
 from .results import BayesRiskFit, OptimalLawFit, SurfaceFit
 from .surface import fit_loss_surface
+from .tasks import task_loss_table
 
 __all__ = [
     "optimal_context_length", "fit_optimal_context_law", "fit_loss_surface", "fit_bayes_risk",
-    "synthetic_bayes_risk", "synthetic_gap", "run_report", "write_report",
+    "synthetic_bayes_risk", "synthetic_gap", "task_loss_table", "run_report", "write_report",
     "OptimalLawFit", "BayesRiskFit", "SurfaceFit",
 ]

@@ -89,10 +89,14 @@ def synthetic_bayes_risk(tasks, context_length, string_length=100):
 
     A task (l, a) labels a string with bit[a-1] XOR bit[l-1]; a model that sees the first c bits
     predicts it perfectly when both bits are visible and is reduced to a fair coin otherwise
-    (also when a bit lies beyond the string, max(l, a) > string_length). Rows cycle through the
-    tasks evenly, so
+    (also when a bit lies beyond the string, max(l, a) > string_length). A task l == a inside the
+    string has the constant label 0 and costs nothing at any c. Rows cycle through the tasks
+    evenly, so
 
-        R_Bayes(c) = (fraction of tasks with max(l, a) > min(c, string_length)) · ln 2.
+        R_Bayes(c) = (fraction of tasks with max(l, a) > min(c, string_length), l == a <= string_length
+                      excepted) · ln 2.
+
+    This delegates to `ctxscale.data.synthetic.bayes_risk`, the formula the generator's labels obey.
 
     Parameters
     ----------

@@ -23,6 +23,8 @@ from .bayes import is_synthetic, synthetic_gap, synthetic_risk_curve
 from .entropy import entropy_report
 from .optimum import fit_optimal_context_law, optimal_context_length
 from .surface import fit_loss_surface, surface_residuals
+from .task_plots import write_task_excess
+from .tasks import has_task_losses
 
 
 def _num(value, digits=4) -> str:
@@ -88,7 +90,8 @@ def write_report(trials: pd.DataFrame, out_dir, name: str = "sweep", n_boot: int
     """Analyse one sweep's trials table, write its report into `out_dir`, return the summary text.
 
     Writes report.html (self-contained), optimal_context_length.csv, law.json, surface_fit.json,
-    surface_optima.csv, the PNG plots, and for synthetic sweeps synthetic_gap.csv.
+    surface_optima.csv, the PNG plots, and for synthetic sweeps synthetic_gap.csv (and task_excess.csv
+    when the trials carry per-task losses).
     Raises ValueError when no trial is usable.
     """
     out = Path(out_dir)
@@ -154,6 +157,10 @@ def write_report(trials: pd.DataFrame, out_dir, name: str = "sweep", n_boot: int
         wide = gap.pivot_table("gap", "context_length", "data_size")
         wide.columns = [f"D={c:,.0f}" for c in wide.columns]
         sections.append(("Synthetic: best loss − exact Bayes risk (nats)", _table(wide.reset_index())))
+    if synthetic and has_task_losses(trials):  # per-task losses stored: which tasks each cell learnt
+        heat_map = write_task_excess(trials, out)  # task_excess.csv and .png
+        sections.append(("Which tasks each cell learnt", _img(heat_map, "Task × context length: task loss − "
+                                                                   "its Bayes loss, per data size (task_excess.csv)")))
     sections.append(("Plots", "".join(_img(p, alt) for p, alt in figures)))
     if extra[1]:
         sections.append(("Cross-entropy and intrinsic entropy", extra[1]))

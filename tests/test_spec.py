@@ -45,6 +45,14 @@ BAD = [
     (_with("resources.gpus_per_trial", 0.5) | {"resources": {"num_workers": 2, "gpus_per_trial": 0.5}},
      "gpus_per_trial must be 0 or 1 when num_workers >= 1"),
     (_with("data.tasks", "/no/such/tasks.json"), "task list file '/no/such/tasks.json' does not exist"),
+    (_with("data.encoding", "gray"), "data.encoding: Input should be 'binary' or 'signed'"),
+    (_with("model.hidden", 1), "model.hidden: an int width h means [h, h // 2, h] and needs h >= 2, got 1"),
+    (_with("model.hidden", []), "model.hidden: must be an int h or a non-empty list of integer widths >= 1"),
+    (_with("model.hidden", [400, 0, 400]), "model.hidden: must be an int h or a non-empty list"),
+    (_with("model.hidden", "wide"), "model.hidden: must be an int h or a non-empty list"),
+    (_with("model.negative_slope", -0.1), "model.negative_slope"),
+    (_with("model.feature_activation", "relu"), "model.feature_activation: Input should be 'none' or 'leaky_relu'"),
+    (_with("training.grad_clip", 0), "training.grad_clip: Input should be greater than 0"),
     ({k: v for k, v in GOOD.items() if k != "grid"}, "grid: Field required"),
     ({k: v for k, v in GOOD.items() if k != "experiment"}, "experiment: required"),
 ]
@@ -128,3 +136,33 @@ def test_every_shipped_spec_has_a_cpu_smoke_version(path):
         assert small.grid.data_size == sorted(spec.grid.data_size)[:2] and len(small.grid.seed) == 1
         assert small.training.device == "cpu" and small.resources.num_workers == 0
     assert small.resources.gpus_per_trial == 0
+
+
+def test_a_task_list_with_a_constant_task_is_refused_naming_it(tmp_path, capsys):
+    tasks = tmp_path / "tasks.json"
+    tasks.write_text("[[3, 1], [5, 2], [7, 7], [9, 4]]")
+    with pytest.raises(SpecError) as err:
+        parse_spec(_with("data.tasks", str(tasks)), "x.yaml")
+    assert "entry 2 [7, 7] uses one bit twice (l == a)" in str(err.value)
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(_with("data.tasks", str(tasks))))
+    assert main(["sweep", str(path), "--results", str(tmp_path / "r")]) == 2
+    err_text = capsys.readouterr().err
+    assert err_text.count("\n") == 1 and "entry 2 [7, 7]" in err_text and not (tmp_path / "r").exists()
+
+
+def test_new_spec_defaults_are_the_study_settings():
+    spec = parse_spec(GOOD)
+    assert spec.data.encoding == "binary"
+    assert spec.model.hidden == [400, 200, 400] and spec.model.negative_slope == 0.0015
+    assert spec.model.feature_activation == "none"
+    assert spec.training.weight_decay == 8e-4 and spec.training.grad_clip == 1.0
+
+
+def test_earlier_choices_stay_expressible():
+    raw = _with("model.hidden", 128)
+    raw["data"]["encoding"] = "signed"
+    raw["model"] |= {"negative_slope": 0.01, "feature_activation": "leaky_relu"}
+    raw["training"] = {"grad_clip": None, "weight_decay": 1e-4}
+    spec = parse_spec(raw)
+    assert spec.model.hidden == 128 and spec.training.grad_clip is None and spec.data.encoding == "signed"

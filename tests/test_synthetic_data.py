@@ -139,6 +139,60 @@ def test_bayes_risk_by_hand():
     assert isinstance(S.bayes_risk(tasks, 5), float)
 
 
+def _brute_force_bayes_risk(tasks, context_length: int, length: int) -> float:
+    """Mean over tasks of H(label | first c bits, task) in nats, by enumerating all 2**length strings.
+
+    Written from the labelling rule alone: a task inside the string labels a string with the XOR of
+    its two bits, a task reaching beyond it is a fair coin independent of the bits (ln 2).
+    """
+    values = np.arange(2**length)
+    strings = (values[:, None] >> np.arange(length - 1, -1, -1)) & 1  # column k is bit k + 1
+    c = min(context_length, length)
+    prefix = values >> (length - c)  # strings sharing their first c bits share this number
+    entropies = []
+    for l, a in tasks:
+        if l > length or a > length:
+            entropies.append(math.log(2))
+            continue
+        labels = strings[:, l - 1] ^ strings[:, a - 1]
+        p_one = np.bincount(prefix, weights=labels) / np.bincount(prefix)  # every prefix equally likely
+        with np.errstate(divide="ignore", invalid="ignore"):
+            h = -np.nan_to_num(p_one * np.log(p_one)) - np.nan_to_num((1 - p_one) * np.log(1 - p_one))
+        entropies.append(float(h.mean()))
+    return float(np.mean(entropies))
+
+
+BRUTE_FORCE_TASKS = [
+    [[2, 1], [1, 2], [5, 3]],                      # both orders
+    [[3, 3], [6, 1], [1, 6]],                      # a constant label (l == a) inside the string
+    [[9, 2], [2, 9], [4, 12], [11, 11], [7, 5]],   # beyond the string through l, a, both, and l == a
+    [[8, 1], [1, 8], [7, 4], [4, 7], [2, 2]],      # the string's last bit, l == a at bit 2
+]
+
+
+@pytest.mark.parametrize("length", [6, 7, 8])
+@pytest.mark.parametrize("tasks", BRUTE_FORCE_TASKS, ids=lambda t: str(t))
+def test_bayes_risk_equals_brute_force_enumeration(tasks, length):
+    from analysis.forms import synthetic_bayes_risk
+
+    lengths = np.arange(0, length + 3)  # contexts up to beyond the string
+    expected = np.array([_brute_force_bayes_risk(tasks, c, length) for c in lengths])
+    np.testing.assert_allclose(S.bayes_risk(tasks, lengths, length), expected, atol=1e-12)
+    # the analysis package uses the same formula, JSON task lists included
+    np.testing.assert_allclose(synthetic_bayes_risk(json.dumps(tasks), lengths, length), expected, atol=1e-12)
+    per_task = S.task_bayes_risk(tasks, lengths, length)
+    assert per_task.shape == (len(lengths), len(tasks))
+    np.testing.assert_allclose(per_task.mean(axis=1), expected, atol=1e-12)
+
+
+def test_a_constant_task_costs_nothing_and_its_labels_are_zero():
+    # the generator's own labels agree: l == a inside the string is always 0, beyond it a coin
+    data = S.generate(400, 0, [[3, 3], [120, 120]], LENGTH, seed=2)
+    constant, coin = data.labels[0::2], data.labels[1::2]
+    assert not constant.any() and 0 < coin.mean() < 1
+    assert S.bayes_risk([[3, 3], [120, 120]], 1) == pytest.approx(math.log(2) / 2)
+
+
 def _assert_same(a: S.SyntheticSet, b: S.SyntheticSet) -> None:
     np.testing.assert_array_equal(a.bits, b.bits)
     np.testing.assert_array_equal(a.labels, b.labels)

@@ -36,6 +36,7 @@ __all__ = [
     "generate",
     "load",
     "save",
+    "task_bayes_risk",
     "unpack_bits",
     "write_cli",
 ]
@@ -353,21 +354,47 @@ def unpack_bits(bits: np.ndarray, context_length: int) -> np.ndarray:
     return np.unpackbits(bits[:, :needed], axis=1, count=context_length, bitorder="big")
 
 
+def task_bayes_risk(tasks: TaskList, context_length, string_length: int = 100) -> np.ndarray:
+    """Exact Bayes risk (nats) of each task at a context length: shape ``(..., T)``.
+
+    Follows the labelling rule of `generate` task by task:
+
+    - a bit beyond the string (``max(l, a) > L``): the label is a fair coin, risk ln 2 at every
+      context length;
+    - ``l == a <= L``: the label is bit XOR itself, always 0, so it is known without seeing a
+      single bit: risk 0 at every context length;
+    - otherwise the label is a deterministic function of the two bits, and it is independent of
+      every other bit unless both are visible (XOR with an unseen uniform bit is uniform): risk 0
+      when ``max(l, a) <= min(c, L)``, else ln 2.
+
+    Examples
+    --------
+    >>> task_bayes_risk([[3, 1], [4, 4], [120, 7]], [2, 3], string_length=100) / math.log(2)
+    array([[1., 0., 1.],
+           [0., 0., 1.]])
+    """
+    task_array = _as_tasks(tasks)
+    reach = task_array.max(axis=1)
+    constant = (task_array[:, 0] == task_array[:, 1]) & (reach <= string_length)
+    visible = np.minimum(np.asarray(context_length), string_length)
+    hidden = (reach > visible[..., None]) & ~constant
+    return hidden * np.log(2)
+
+
 def bayes_risk(tasks: TaskList, context_length, string_length: int = 100):
     """Exact Bayes risk (nats) of the task mixture at a context length.
 
-    ``risk(c) = ln 2 * mean_t [ max(l_t, a_t) > min(c, L) ]``: a task is a fair coin unless both
-    of its bits are inside the string and inside the context, and then it is deterministic.
-    Vectorised over ``context_length``; a scalar gives a float.
+    Rows cycle through the tasks evenly, so the risk is the mean over tasks of `task_bayes_risk`:
+    ``ln 2 * mean_t [ task t is a coin or has a bit beyond min(c, L) ]``, where a task ``l == a``
+    inside the string is never a coin (its label is always 0). Vectorised over
+    ``context_length``; a scalar gives a float.
 
     Examples
     --------
     >>> round(bayes_risk([[3, 1], [5, 4], [9, 2], [120, 7]], 5, string_length=100) / math.log(2), 3)
     0.5
     """
-    reach = _as_tasks(tasks).max(axis=1)
-    visible = np.minimum(np.asarray(context_length), string_length)
-    risk = (reach > visible[..., None]).mean(axis=-1) * np.log(2)
+    risk = task_bayes_risk(tasks, context_length, string_length).mean(axis=-1)
     return float(risk) if np.ndim(context_length) == 0 else risk
 
 

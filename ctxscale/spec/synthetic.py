@@ -4,9 +4,9 @@ from __future__ import annotations
 import json
 from importlib import resources as importlib_resources
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal, Optional, Union
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from .common import Grid, Resources, Section
 
@@ -17,7 +17,7 @@ class SyntheticData(Section):
     tasks: str = Field(
         default=STUDY_TASKS,
         description="JSON file with a list of [l, a] tasks (label = bit[a-1] XOR bit[l-1]); "
-        "'study50' is the study's list, shipped with ctxscale.",
+        "'study50' is the study's list, shipped with ctxscale. A task with l == a is refused.",
     )
     string_length: int = Field(default=100, ge=2, le=4096, description="Bits per random string (L_max).")
     train_rows: Optional[int] = Field(
@@ -25,19 +25,57 @@ class SyntheticData(Section):
     )
     val_rows: int = Field(default=50_000, gt=0, description="Validation rows, disjoint from the training pool.")
     seed: int = Field(default=0, description="Seed of the generated set (trial seeds vary the model, not the data).")
+    encoding: Literal["binary", "signed"] = Field(
+        default="binary",
+        description="How a model sees a bit: 'binary' as 0/1 (the study), 'signed' as -1/+1 (a zero bit then "
+        "also drives the first layer). Changes only the model's input, not the generated set.",
+    )
 
 
 class SyntheticModel(Section):
     kind: Literal["mlp", "bimlp"] = Field(default="mlp", description="'mlp' or 'bimlp' (bits and control apart).")
-    hidden: int = Field(default=512, ge=2, description="MLP width h: in -> h -> h/2 -> h -> 1.")
+    hidden: Union[int, list[int]] = Field(
+        default=[400, 200, 400],
+        description="MLP hidden widths, input side first: [400, 200, 400] is the study's. An int h means "
+        "[h, h // 2, h]. A hidden layer narrower than both hidden layers beside it is a linear bottleneck, "
+        "with no activation after it (the study's 200 layer): the two maps around it act as one "
+        "low-rank linear map. Every other hidden layer is followed by LeakyReLU.",
+    )
+    negative_slope: float = Field(
+        default=0.0015, ge=0, lt=1,
+        description="LeakyReLU slope for negative inputs, in every activation of both models "
+        "(the study: 0.0015; torch's default: 0.01).",
+    )
     bits_hidden: int = Field(default=400, ge=1, description="Bi-MLP: width of the bits branch.")
     feature_dim: int = Field(default=80, ge=1, description="Bi-MLP: dimension of the bits feature.")
+    feature_activation: Literal["none", "leaky_relu"] = Field(
+        default="none",
+        description="Bi-MLP: what follows the bits feature layer: 'none' (a linear feature, the study's) or "
+        "'leaky_relu'. The feature's PCA spectrum is the intrinsic-dimension probe.",
+    )
     head_hidden: int = Field(default=200, ge=1, description="Bi-MLP: width of the head over feature + control.")
+
+    @field_validator("hidden", mode="before")
+    @classmethod
+    def _usable_widths(cls, hidden):
+        # checked before pydantic's union so that a bad value gives one message, not one per type
+        def is_int(value):
+            return isinstance(value, int) and not isinstance(value, bool)
+
+        if is_int(hidden):
+            if hidden < 2:
+                raise ValueError(f"an int width h means [h, h // 2, h] and needs h >= 2, got {hidden}")
+        elif not (isinstance(hidden, list) and hidden and all(is_int(w) and w >= 1 for w in hidden)):
+            raise ValueError(f"must be an int h or a non-empty list of integer widths >= 1, got {hidden!r}")
+        return hidden
 
 
 class SyntheticTraining(Section):
     lr: float = Field(default=1e-3, gt=0, description="AdamW learning rate.")
-    weight_decay: float = Field(default=1e-4, ge=0, description="AdamW weight decay (the study: 1e-4 .. 8e-4).")
+    weight_decay: float = Field(default=8e-4, ge=0, description="AdamW weight decay (the study's code: 8e-4).")
+    grad_clip: Optional[float] = Field(
+        default=1.0, gt=0, description="Clip the gradient's global norm to this value (the study: 1.0); null: no clipping."
+    )
     batch_size: int = Field(default=10_000, gt=0, description="Rows per optimizer step.")
     max_epochs: int = Field(default=200, gt=0, description="Upper bound on passes over the training rows.")
     patience: int = Field(default=25, gt=0, description="Stop after this many epochs without a better val loss.")
@@ -45,7 +83,10 @@ class SyntheticTraining(Section):
 
 
 def load_task_list(tasks: str) -> list[tuple[int, int]]:
-    """Read a task list ([[l, a], ...]); 'study50' names the packaged list of the study."""
+    """Read a task list ([[l, a], ...]); 'study50' names the packaged list of the study.
+
+    Refuses a task with l == a (a constant label), naming its entry.
+    """
     if tasks == STUDY_TASKS:
         text = importlib_resources.files("ctxscale.data").joinpath("tasks_study50.json").read_text()
         source = "the packaged study50 task list"
@@ -67,6 +108,9 @@ def load_task_list(tasks: str) -> list[tuple[int, int]]:
             or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in pair)
         ):
             raise ValueError(f"{source}: entry {i} must be [l, a] with positive integers, got {pair!r}")
+        if pair[0] == pair[1]:
+            # bit XOR itself is always 0: such a task teaches nothing about context length
+            raise ValueError(f"{source}: entry {i} {pair!r} uses one bit twice (l == a), so its label is always 0")
         out.append((pair[0], pair[1]))
     return out
 

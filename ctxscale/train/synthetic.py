@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from ..data.synthetic import SyntheticSet, bayes_risk, unpack_bits
 from ..models.mlp import build_model
-from ..spec.synthetic import SyntheticModel, SyntheticTraining
+from ..spec.synthetic import SyntheticData, SyntheticModel, SyntheticTraining
 from ..device import pick_device
 
 Report = Callable[..., None]
@@ -31,20 +31,29 @@ def bce_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 class _Split:
-    """One split's rows on the device: bits as uint8, the task index, the labels."""
+    """One split's rows on the device: bits as uint8, the task index, the labels.
+
+    `encoding` is the spec's `data.encoding`: 'binary' feeds the bits as 0/1 (the study),
+    'signed' as -1/+1.
+    """
 
     def __init__(self, bits: np.ndarray, labels: np.ndarray, task_index: np.ndarray,
-                 context_length: int, num_tasks: int, device: torch.device):
+                 context_length: int, num_tasks: int, device: torch.device, encoding: str = "binary"):
+        if encoding not in ("binary", "signed"):
+            raise ValueError(f"encoding must be 'binary' or 'signed', got {encoding!r}")
         self.bits = torch.from_numpy(unpack_bits(bits, context_length)).to(device)
         self.labels = torch.from_numpy(np.asarray(labels, dtype=np.float32)).to(device)
         self.task_index = torch.from_numpy(np.asarray(task_index, dtype=np.int64)).to(device)
         self.num_tasks = num_tasks
+        self.signed = encoding == "signed"
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def batch(self, rows: torch.Tensor):
-        bits = self.bits[rows].float().mul_(2.0).sub_(1.0)  # bits as +-1 so a zero bit still carries signal
+        bits = self.bits[rows].float()
+        if self.signed:
+            bits = bits.mul_(2.0).sub_(1.0)
         control = F.one_hot(self.task_index[rows], self.num_tasks).float()
         return bits, control, self.labels[rows]
 
@@ -58,17 +67,30 @@ def _all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
 
 
 @torch.no_grad()
-def _evaluate(model, split: _Split, rank: int, world: int, device, chunk: int = 65_536) -> float:
+def _evaluate(model, split: _Split, rank: int, world: int, device,
+              chunk: int = 65_536) -> tuple[float, list[float]]:
+    """Mean BCE over the split, and the mean BCE of each task (in the task list's order).
+
+    Each rank evaluates every world-th row; the per-task sums and counts are summed over ranks,
+    so the result is the whole split's whatever the world size.
+    """
     model.eval()
-    total, count = 0.0, 0
+    task_sum = torch.zeros(split.num_tasks, dtype=torch.float64, device=device)
+    task_count = torch.zeros(split.num_tasks, dtype=torch.float64, device=device)
     rows = torch.arange(rank, len(split), world, device=device)
     for start in range(0, len(rows), chunk):
-        bits, control, labels = split.batch(rows[start:start + chunk])
-        total += F.binary_cross_entropy_with_logits(model(bits, control), labels, reduction="sum").item()
-        count += len(labels)
+        chunk_rows = rows[start:start + chunk]
+        bits, control, labels = split.batch(chunk_rows)
+        losses = F.binary_cross_entropy_with_logits(model(bits, control), labels, reduction="none")
+        tasks = split.task_index[chunk_rows]
+        task_sum.index_add_(0, tasks, losses.double())
+        task_count.index_add_(0, tasks, torch.ones_like(losses, dtype=torch.float64))
     model.train()
-    total, count = _all_reduce_sum([total, count], device)
-    return total / count
+    summed = _all_reduce_sum(task_sum.tolist() + task_count.tolist(), device)
+    sums, counts = summed[:split.num_tasks], summed[split.num_tasks:]
+    # a task with no validation row (fewer rows than tasks) has no loss of its own
+    per_task = [total / count if count else math.nan for total, count in zip(sums, counts)]
+    return sum(sums) / sum(counts), per_task
 
 
 @torch.no_grad()
@@ -96,11 +118,13 @@ def run_synthetic_trial(trial: dict, report: Report, data: SyntheticSet) -> dict
     torch.manual_seed(seed)
     num_tasks = len(data.tasks)
 
-    train = _Split(*data.train(data_size), context_length, num_tasks, device)
-    val = _Split(*data.val(), context_length, num_tasks, device)
+    encoding = SyntheticData.model_validate(trial["spec"]["data"]).encoding
+    train = _Split(*data.train(data_size), context_length, num_tasks, device, encoding)
+    val = _Split(*data.val(), context_length, num_tasks, device, encoding)
     model = build_model(model_cfg.kind, context_length, num_tasks, hidden=model_cfg.hidden,
-                        bits_hidden=model_cfg.bits_hidden, feature_dim=model_cfg.feature_dim,
-                        head_hidden=model_cfg.head_hidden).to(device)
+                        negative_slope=model_cfg.negative_slope, bits_hidden=model_cfg.bits_hidden,
+                        feature_dim=model_cfg.feature_dim, head_hidden=model_cfg.head_hidden,
+                        feature_activation=model_cfg.feature_activation).to(device)
     net = model
     if dist.is_initialized():
         net = torch.nn.parallel.DistributedDataParallel(
@@ -110,6 +134,7 @@ def run_synthetic_trial(trial: dict, report: Report, data: SyntheticSet) -> dict
 
     steps_per_epoch = math.ceil(data_size / training.batch_size)
     best_val_loss, best_epoch, best_state, since_best = math.inf, 0, None, 0
+    best_task_losses: list[float] = [math.nan] * num_tasks
     started, train_seconds, rows_seen = time.perf_counter(), 0.0, 0
     metrics: dict = {}
     for epoch in range(1, training.max_epochs + 1):
@@ -123,6 +148,9 @@ def run_synthetic_trial(trial: dict, report: Report, data: SyntheticSet) -> dict
             loss = bce_loss(net(bits, control), labels)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if training.grad_clip is not None:
+                # under DDP the gradients are already averaged over ranks: every rank clips alike
+                torch.nn.utils.clip_grad_norm_(model.parameters(), training.grad_clip)
             optimizer.step()
             loss_sum += loss.detach() * len(rows)
             loss_rows += len(rows)
@@ -130,10 +158,12 @@ def run_synthetic_trial(trial: dict, report: Report, data: SyntheticSet) -> dict
         loss_sum, loss_rows, rows_epoch = _all_reduce_sum([loss_sum.item(), loss_rows, loss_rows], device)
         rows_seen += rows_epoch
         train_loss = loss_sum / loss_rows
-        val_loss = _evaluate(model, val, rank, world, device)
+        val_loss, task_losses = _evaluate(model, val, rank, world, device)
         diverged = not (math.isfinite(train_loss) and math.isfinite(val_loss))
         if not diverged and val_loss < best_val_loss:
             best_val_loss, best_epoch, since_best = val_loss, epoch, 0
+            # the per-task losses of the kept weights come with the evaluation that chose them
+            best_task_losses = task_losses
             best_state = copy.deepcopy(model.state_dict())
         else:
             since_best += 1
@@ -152,6 +182,8 @@ def run_synthetic_trial(trial: dict, report: Report, data: SyntheticSet) -> dict
             metrics["bayes_risk"] = float(bayes_risk(data.tasks, context_length, data.string_length))
             metrics["string_length"] = data.string_length
             metrics["tasks"] = json.dumps(np.asarray(data.tasks).tolist())
+            # which tasks the best weights learnt: validation BCE per task, in the task list's order
+            metrics["task_val_loss"] = best_task_losses
             if model_cfg.kind == "bimlp" and best_state is not None:
                 model.load_state_dict(best_state)
                 metrics["feature_eigenvalues"] = feature_spectrum(model, val)
