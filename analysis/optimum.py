@@ -128,10 +128,22 @@ def _widening(dof: int, tail: float) -> float:
     return float(t.ppf(1 - tail, dof) / norm.ppf(1 - tail)) if dof > 0 else math.nan
 
 
+def _has_exact_risk(trials: pd.DataFrame) -> bool:
+    """A synthetic sweep's trials: they carry the exact Bayes risk (a task list or a bayes_risk column)."""
+    return isinstance(trials, pd.DataFrame) and any(
+        c in trials.columns and trials[c].notna().any() for c in ("tasks", "bayes_risk"))
+
+
 @_validate.fits_one_configuration
 def optimal_context_length(trials: pd.DataFrame, n_boot: int = 1000, seed: int = 0, window: int = 5,
                            confidence: float = 0.95) -> pd.DataFrame:
     """Optimal context length l* for every data size, with a bootstrap interval.
+
+    Which estimator runs: trials that carry the exact Bayes risk (a synthetic sweep's `tasks` or
+    `bayes_risk` column) go to `analysis.step_optimum.step_optimum`, whose l* is one of the lengths
+    where that risk steps (its table has the columns below plus `learnt`, `top_candidates` and
+    `estimator`). All other trials (GPT sweeps, measured curves) get the smooth estimator described
+    here. Raises ValueError when the trials mix several configurations (`config_hash`).
 
     Parameters
     ----------
@@ -172,6 +184,10 @@ def optimal_context_length(trials: pd.DataFrame, n_boot: int = 1000, seed: int =
     """
     if window < 3:
         raise ValueError(f"window must be at least 3 grid points, got {window}")
+    if _has_exact_risk(trials):
+        from .step_optimum import step_optimum
+
+        return step_optimum(trials, n_boot=n_boot, seed=seed, confidence=confidence).table
     ok, excluded = _validate.split_trials(trials)
     rng = np.random.default_rng(seed)
     sizes = sorted(set(ok["data_size"]) | set(excluded["data_size"]))

@@ -21,7 +21,8 @@ from ctxscale.store import load_results, sweep_folders
 from . import _validate, plots
 from .bayes import is_synthetic, synthetic_gap, synthetic_risk_curve
 from .entropy import entropy_report
-from .optimum import fit_optimal_context_law, optimal_context_length
+from .optimum import _has_exact_risk, fit_optimal_context_law, optimal_context_length
+from .step_optimum import step_optimum
 from .surface import fit_loss_surface, surface_residuals
 from .task_plots import write_task_excess
 from .tasks import has_task_losses
@@ -99,12 +100,16 @@ def write_report(trials: pd.DataFrame, out_dir, name: str = "sweep", n_boot: int
     if ok.empty:
         raise ValueError(f"sweep {name!r}: no usable trials ({len(trials)} stored, all failed, diverged or without a loss)")
     out.mkdir(parents=True, exist_ok=True)
-    optimal = optimal_context_length(trials, n_boot=n_boot, seed=seed)
+    # synthetic sweeps: l* from the exact Bayes risk (step estimator); others: the smooth estimator
+    step = step_optimum(trials, n_boot=n_boot, seed=seed) if _has_exact_risk(trials) else None
+    optimal = step.table if step is not None else optimal_context_length(trials, n_boot=n_boot, seed=seed)
     law = fit_optimal_context_law(optimal, seed=seed)
     surface = fit_loss_surface(trials, n_boot=surface_boot, seed=seed)
     surface_optima = surface.optima_frame()
 
     optimal.to_csv(out / "optimal_context_length.csv", index=False)
+    if step is not None:
+        step.increase.to_csv(out / "optimum_increase.csv", index=False)
     (out / "law.json").write_text(json.dumps({"sweep": name, **law.to_dict()}, indent=2))
     (out / "surface_fit.json").write_text(json.dumps({"sweep": name, **surface.to_dict()}, indent=2))
     comparison = optimal[["data_size", "l_star", "l_star_low", "l_star_high", "bracketed"]].merge(
@@ -134,7 +139,7 @@ def write_report(trials: pd.DataFrame, out_dir, name: str = "sweep", n_boot: int
     excl = ", ".join(f"{k} {v}" for k, v in counts.items())
     lines = [f"sweep {name}: {len(trials)} trials, {len(ok)} used, {len(excluded)} excluded"
              + (f" ({excl})" if excl else "")]
-    lines += _optimum_lines(optimal, surface_optima)
+    lines += step.summary().splitlines() if step is not None else _optimum_lines(optimal, surface_optima)
     lines.append(law.summary())
     lines.append(surface.summary() if not surface.success else
                  f"surface fit: R²(log loss) = {_num(surface.r2)}, {surface.n} trials; optima beside the per-D "
@@ -149,7 +154,8 @@ def write_report(trials: pd.DataFrame, out_dir, name: str = "sweep", n_boot: int
     lines.append(f"report: {report_path}")
     text = "\n".join(lines)
 
-    sections = [("Optimal context length per data size", _table(optimal.drop(columns=["note"]))),
+    sections = [("Optimal context length per data size", _table(optimal.drop(columns=["note"]))
+                 + (f"<pre>{html.escape(step.summary())}</pre>" if step is not None else "")),
                 ("Law l*(D) = k · D^β", f"<pre>{html.escape(law.summary())}</pre>"),
                 ("Surface fit", f"<pre>{html.escape(surface.summary())}</pre>"
                                 "<p>Per-data-size estimates beside the optima the surface implies:</p>" + _table(comparison))]

@@ -43,7 +43,7 @@ def test_bayes_risk_law_exact_and_degenerate_inputs():
 
 
 def _synthetic_trials():
-    tasks = json.dumps([[3, 1], [2, 5], [7, 7], [120, 4]])  # reaches 3, 5, 7, 120
+    tasks = json.dumps([[3, 1], [2, 5], [7, 6], [120, 4]])  # reaches 3, 5, 7, 120
     rows = []
     for d, excess in ((1000, 0.05), (10000, 0.01)):
         for l in (2, 4, 6, 8):

@@ -34,12 +34,12 @@ def _store(root, sweep, sizes, statuses=None, synthetic=True):
 
 
 def test_report_files_and_text(tmp_path):
-    _store(tmp_path, "gen", [1e3, 1e4, 1e5, 3e5], statuses={0: "failed", 5: "diverged"})
+    # smooth curves without a Bayes-risk column: the smooth estimator (a GPT-like sweep)
+    _store(tmp_path, "gen", [1e3, 1e4, 1e5, 3e5], statuses={0: "failed", 5: "diverged"}, synthetic=False)
     text = run_report(tmp_path, sweep="gen", **FAST)
     out = tmp_path / "gen" / "report"
     for name in ("report.html", "optimal_context_length.csv", "law.json", "surface_fit.json", "surface_optima.csv",
-                 "synthetic_gap.csv", "loss_vs_context.png", "optimal_law.png", "surface_residuals.png",
-                 "synthetic_bayes_risk.png"):
+                 "loss_vs_context.png", "optimal_law.png", "surface_residuals.png"):
         assert (out / name).stat().st_size > 0, name
     lines = text.splitlines()
     assert lines[0] == "sweep gen: 72 trials, 70 used, 2 excluded (diverged 1, failed 1)"
@@ -54,7 +54,27 @@ def test_report_files_and_text(tmp_path):
     law = json.loads((out / "law.json").read_text())
     assert law["sweep"] == "gen" and law["success"] and law["exponent_low"] < law["exponent"] < law["exponent_high"]
     html = (out / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 4 and "<table" in html and "src=\"http" not in html
+    assert html.count("data:image/png;base64,") == 3 and "<table" in html and "src=\"http" not in html
+
+
+def test_synthetic_report_uses_the_step_estimator(tmp_path):
+    from analysis.calibration import simulate_step_sweep
+
+    trials, truth = simulate_step_sweep("own", [20, 24, 32, 48, 64, 80], [50_000, 100_000, 200_000], 2, 0.002,
+                                        np.random.default_rng(5))
+    for i, r in trials.iterrows():
+        write_trial(tmp_path, "syn", f"t{i:03d}", dict(r, experiment="synthetic"), [])
+    text = run_report(tmp_path, sweep="syn", **FAST)
+    out = tmp_path / "syn" / "report"
+    for name in ("synthetic_gap.csv", "synthetic_bayes_risk.png", "optimum_increase.csv"):
+        assert (out / name).stat().st_size > 0, name
+    assert "step estimator" in text and "P(l* rises)" in text
+    opt = pd.read_csv(out / "optimal_context_length.csv")
+    assert (opt["estimator"] == "step").all()
+    for _, r in opt.iterrows():  # the printed optimum is a candidate length, the truth inside its interval
+        assert r["l_star_low"] <= truth[r["data_size"]] <= r["l_star_high"]
+        assert not r["bracketed"] or float(r["l_star"]).is_integer()
+    assert opt["bracketed"].any()
 
 
 def test_every_sweep_in_the_folder_and_out_dir(tmp_path):
