@@ -32,13 +32,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from . import _validate, forms
-from .results import _Result, json_safe
+from .results import StepOptimum
 
 LN2 = math.log(2.0)
 MISFIT_P = 0.05  # below this p-value a data size's cells disagree with the smooth excess
@@ -141,65 +140,6 @@ def _plausible(grid_x: np.ndarray, grid_excess: np.ndarray, cand_x: np.ndarray, 
     lower = np.minimum(lower, np.maximum(upper, e_lo))  # noise can cross the two; keep lower <= upper
     best_upper = (cand_risk + upper).min(axis=1, keepdims=True)
     return cand_risk + lower <= best_upper + 1e-12
-
-
-# --------------------------------------------------------------------------------------------------
-# the result
-
-
-@dataclass(frozen=True)
-class StepOptimum(_Result):
-    """Optimal context lengths of a synthetic sweep (see the module's docstring).
-
-    `table`: one row per data size (columns OPTIMAL_COLUMNS); `increase`: per pair of consecutive
-    learnt data sizes, the bootstrap probabilities that l* does not fall / strictly rises;
-    `candidates`: the lengths l* can take; `terms` and `theta`: the excess model.
-    """
-
-    table: pd.DataFrame
-    increase: pd.DataFrame
-    candidates: tuple
-    terms: tuple
-    theta: tuple
-    confidence: float
-    n_boot: int
-    message: str = ""
-    boot: np.ndarray = field(default=None, repr=False)  # (n_boot, learnt sizes) bootstrap l*
-
-    def summary(self) -> str:
-        lines = [f"optimal context length per data size ({self.confidence:.0%} interval; step estimator: "
-                 f"exact Bayes risk + a smooth excess; candidates {_short(self.candidates)})"]
-        for _, r in self.table.iterrows():
-            lines.append(f"  D = {r['data_size']:>12,.0f}: " + _row_text(r))
-        for _, r in self.increase.iterrows():
-            lines.append(f"  D {r['data_size']:,.0f} -> {r['next_data_size']:,.0f}: P(l* does not fall) = "
-                         f"{r['p_not_lower']:.2f}, P(l* rises) = {r['p_higher']:.2f}")
-        if self.message:
-            lines.append("  " + self.message)
-        return "\n".join(lines)
-
-    def to_dict(self) -> dict:
-        return json_safe({
-            "estimator": "step", "confidence": self.confidence, "n_boot": self.n_boot, "message": self.message,
-            "candidates": list(self.candidates), "terms": list(self.terms), "theta": list(self.theta),
-            "table": self.table.to_dict(orient="records"), "increase": self.increase.to_dict(orient="records"),
-        })
-
-
-def _short(values) -> str:
-    values = [int(v) for v in values]
-    return ", ".join(map(str, values)) if len(values) <= 12 else f"{values[0]}, {values[1]}, ..., {values[-1]} ({len(values)})"
-
-
-def _row_text(r) -> str:
-    if not r["learnt"]:
-        return r["note"]
-    if r["bracketed"]:
-        text = f"l* = {r['l_star']:g} [{r['l_star_low']:g}, {r['l_star_high']:g}]"
-    else:
-        text = f"optimum at the grid's {'lower' if r['outside'] == 'below' else 'upper'} end (l* {'<=' if r['outside'] == 'below' else '>='} {r['l_star_low' if r['outside'] == 'below' else 'l_star_high']:g})"
-    text += f"  grid best {r['grid_l_best']:g}, {r['n_seeds']} seed(s); top candidates {r['top_candidates']}"
-    return text + (f"  ({r['note']})" if r["note"] else "")
 
 
 # --------------------------------------------------------------------------------------------------
