@@ -8,17 +8,15 @@ Layout, one folder per sweep under the results root::
 
 Every trial and history row carries `config_hash`, the hash of the spec sections that change the
 numbers (the same hash ends every trial id); rows stored before that column existed get it back
-from their trial id when read. Every file is written to a temporary name and renamed into place,
-so a reader never sees half a file and a crash never leaves a partial row. A trial's history is written before its trial row:
-the trial row is the commit marker, and a trial without one counts as not run. Rewriting a trial
-(a failed trial run again) replaces its files whole, so no row is ever stored twice.
-This module imports neither Ray nor torch.
+from their trial id when read. Every file is written through `ctxscale.files` (a temporary name
+renamed into place), so a reader never sees half a file and a crash never leaves a partial row.
+A trial's history is written before its trial row: the trial row is the commit marker, and a
+trial without one counts as not run. Rewriting a trial (a failed trial run again) replaces its
+files whole, so no row is ever stored twice. This module imports neither Ray nor torch.
 """
 from __future__ import annotations
 
-import os
 import re
-import uuid
 from pathlib import Path
 from typing import Iterable, Optional
 
@@ -26,10 +24,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from . import files
 from .errors import UserError
 
 TABLES = ("trials", "history")
-_TMP_MARK = ".tmp-"
 
 
 class StoreError(UserError, ValueError):
@@ -41,25 +39,14 @@ def sweep_dir(root: str | Path, sweep: str) -> Path:
 
 
 def atomic_write_parquet(frame: pd.DataFrame, path: Path) -> Path:
-    """Write `frame` to `path` so that the file appears whole or not at all."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}{_TMP_MARK}{uuid.uuid4().hex}")
-    try:
-        table = pa.Table.from_pandas(frame, preserve_index=False)
-        with open(tmp, "wb") as handle:
-            pq.write_table(table, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    """Write `frame` to `path` so that the file appears whole or not at all (`files.write_parquet`)."""
+    return files.write_parquet(path, frame)
 
 
 def write_rows(root: str | Path, sweep: str, table: str, key: str, rows: Iterable[dict]) -> Path:
     """Store `rows` as the file `<root>/<sweep>/<table>/<key>.parquet`, replacing any earlier one."""
     frame = pd.DataFrame(list(rows))
-    return atomic_write_parquet(frame, sweep_dir(root, sweep) / table / f"{key}.parquet")
+    return files.write_parquet(sweep_dir(root, sweep) / table / f"{key}.parquet", frame)
 
 
 def write_trial(root: str | Path, sweep: str, trial_id: str, row: dict, history: list[dict]) -> None:

@@ -9,8 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ctxscale.data import corpus as corpus_mod
+from ctxscale.data.corpus import preparation
 from ctxscale.data.corpus import (
+    FORMAT_VERSION,
     Corpus,
     CorpusError,
     default_local_corpus,
@@ -75,7 +76,7 @@ def test_manifest_content(tmp_path, enc):
     manifest = prepare_corpus(src, tmp_path / "c", min_doc_tokens=MIN, num_proc=1)
     assert manifest == json.loads((tmp_path / "c" / "manifest.json").read_text())
 
-    assert manifest["format_version"] == corpus_mod.FORMAT_VERSION
+    assert manifest["format_version"] == FORMAT_VERSION
     assert manifest["tokenizer"]["bpe_sha256"] == GPT2_BPE_SHA256
     assert manifest["tokenizer"]["eot_token"] == 50256
     assert manifest["tokenizer"]["dtype"] == "uint16"
@@ -161,7 +162,7 @@ def test_rerun_is_a_noop_and_changed_settings_an_error(tmp_path, enc, monkeypatc
     first = prepare_corpus(src, out, min_doc_tokens=MIN)
     stamp = (out / "train.bin").stat().st_mtime_ns
 
-    monkeypatch.setattr(corpus_mod, "_build", lambda *a: pytest.fail("retokenized"))
+    monkeypatch.setattr(preparation, "_build", lambda *a: pytest.fail("retokenized"))
     assert prepare_corpus(src, out, min_doc_tokens=MIN, num_proc=2) == first
     assert (out / "train.bin").stat().st_mtime_ns == stamp
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from ctxscale.data import synthetic as S
+from ctxscale.data.synthetic import distinct, storage
 
 # Positions on both sides of byte boundaries, the last bit of the string, and tasks whose bits
 # lie beyond it (through l, through a, through both).
@@ -78,8 +79,8 @@ def _distinct(bits: np.ndarray) -> bool:
     [(5_000, 1_000, 100), (150, 50, 8), (200, 56, 8), (3, 1, 2), (60_000, 5_000, 16), (60_000, 5_000, 26)],
 )
 def test_no_string_repeats_within_or_across_splits(train_rows, val_rows, length, monkeypatch):
-    found, check = [], S._duplicate_rows
-    monkeypatch.setattr(S, "_duplicate_rows", lambda bits: found.append(check(bits)) or found[-1])
+    found, check = [], distinct.duplicate_rows
+    monkeypatch.setattr(distinct, "duplicate_rows", lambda bits: found.append(check(bits)) or found[-1])
     data = S.generate(train_rows, val_rows, [[1, 2]], length, seed=0)
     assert _distinct(data.bits)
     assert found and found[-1].size == 0  # the last full check passed
@@ -97,8 +98,8 @@ def test_duplicate_check_compares_whole_rows_not_prefixes():
     rows[4] = rows[1]          # exact copy: a duplicate
     rows[5, :8] = rows[3, :8]  # same 64-bit prefix, different tail: not a duplicate
     rows[5, 12] = rows[3, 12] ^ 0x10
-    np.testing.assert_array_equal(S._duplicate_rows(rows), [2, 4])
-    np.testing.assert_array_equal(S._duplicate_rows(np.asfortranarray(rows)), [2, 4])
+    np.testing.assert_array_equal(distinct.duplicate_rows(rows), [2, 4])
+    np.testing.assert_array_equal(distinct.duplicate_rows(np.asfortranarray(rows)), [2, 4])
 
 
 def test_more_rows_than_strings_is_refused():
@@ -239,7 +240,7 @@ def test_cached_losing_a_race_uses_the_winners_copy(tmp_path, monkeypatch):
             S.cached(*args, cache_dir=tmp_path)
         return generate(*args)
 
-    monkeypatch.setattr(S, "generate", other_process_finishes_first)
+    monkeypatch.setattr(storage, "generate", other_process_finishes_first)
     data = S.cached(50, 10, TASKS, 100, 0, cache_dir=tmp_path)
     monkeypatch.undo()
     assert isinstance(data.bits, np.memmap)  # loaded from the winner's folder

