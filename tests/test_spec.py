@@ -113,7 +113,11 @@ def test_cli_error_is_one_line_without_traceback(tmp_path):
 @pytest.mark.parametrize("path", sorted(Path(__file__).parent.parent.glob("sweeps/*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_spec_loads(path):
     spec = load_spec(path)
-    assert spec.name and spec.grid.size >= 1
+    raw = yaml.safe_load(path.read_text())
+    assert spec.name == path.stem  # the results folder is named after the file
+    for axis, values in raw["grid"].items():  # the grid is what the file says, in its order
+        assert getattr(spec.grid, axis) == values, axis
+    assert parse_spec(spec.model_dump(mode="json")) == spec  # what is stored with the results loads back
 
 
 def test_cli_data_commands(tmp_path, capsys):
