@@ -1,6 +1,7 @@
 """Input checks shared by the analysis functions, kept in one place instead of repeated inline."""
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 from dataclasses import dataclass
@@ -8,6 +9,8 @@ from typing import Optional
 
 import numpy as np
 import pandas as pd
+
+from .results import OptimumResult
 
 TRIAL_COLUMNS = ("context_length", "data_size", "best_val_loss")
 
@@ -51,14 +54,19 @@ def exclusion_counts(excluded: pd.DataFrame) -> dict:
     return {str(k): int(v) for k, v in status.value_counts().sort_index().items()}
 
 
-def positive_pairs(x, y, x_name: str, y_name: str) -> tuple[np.ndarray, np.ndarray]:
-    """Two equal-length 1-D float arrays; x must be positive, both finite."""
+def finite_pairs(x, y, x_name: str, y_name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Two equal-length 1-D float arrays, without the pairs where either value is not finite."""
     xa = np.asarray(x, dtype=float).ravel()
     ya = np.asarray(y, dtype=float).ravel()
     if xa.shape != ya.shape:
         raise ValueError(f"{x_name} and {y_name} differ in length ({xa.size} vs {ya.size})")
     keep = np.isfinite(xa) & np.isfinite(ya)
-    xa, ya = xa[keep], ya[keep]
+    return xa[keep], ya[keep]
+
+
+def positive_pairs(x, y, x_name: str, y_name: str) -> tuple[np.ndarray, np.ndarray]:
+    """finite_pairs whose x must be positive."""
+    xa, ya = finite_pairs(x, y, x_name, y_name)
     if (xa <= 0).any():
         raise ValueError(f"{x_name} must be positive, got {xa[xa <= 0][:5].tolist()}")
     return xa, ya
@@ -114,19 +122,21 @@ def one_configuration(source, what: str) -> Optional[str]:
 
 
 def fits_one_configuration(fit):
-    """Decorator of a fit whose first argument is a frame: a frame that mixes configurations raises
-    ValueError (see `one_configuration`), and a DataFrame result (the optimal table) is labelled
-    with the one hash, so that a fit of that table can check it in turn."""
+    """Decorator of a fit whose first argument is a frame (or an optimum result, read as its
+    table): a frame that mixes configurations raises ValueError (see `one_configuration`), and an
+    optimum result's table is labelled with the one hash, so that a fit of that table (the law)
+    can check it in turn."""
     first = next(iter(inspect.signature(fit).parameters))
 
     @functools.wraps(fit)
     def checked(*args, **kwargs):
         frame = args[0] if args else kwargs.get(first)
+        frame = frame.table if isinstance(frame, OptimumResult) else frame
         # anything but a frame is left to the fit, which says what it expected
         digest = one_configuration(frame, fit.__name__) if isinstance(frame, pd.DataFrame) else None
         result = fit(*args, **kwargs)
-        if digest is not None and isinstance(result, pd.DataFrame) and CONFIG_COLUMN not in result.columns:
-            result = result.assign(**{CONFIG_COLUMN: digest})
+        if digest is not None and isinstance(result, OptimumResult) and CONFIG_COLUMN not in result.columns:
+            result = dataclasses.replace(result, table=result.table.assign(**{CONFIG_COLUMN: digest}))
         return result
 
     return checked

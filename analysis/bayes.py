@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import OptimizeWarning, curve_fit
 
-from . import _validate, forms
+from . import _validate, forms, stats
 from .results import BayesRiskFit
 
 _GAMMA_GRID = np.geomspace(1e-2, 10.0, 61)  # profile over gamma for the starting point
@@ -52,12 +52,10 @@ def fit_bayes_risk(context_length, loss, config_hash=None) -> BayesRiskFit:
     if n < 3 or len(np.unique(l)) < 3:
         return BayesRiskFit(nan, nan, nan, nan, nan, nan, nan, nan, n, False,
                             f"needs at least 3 distinct context lengths, got {len(np.unique(l))}")
-    sse = []
-    for gamma in _GAMMA_GRID:
-        design = np.column_stack([np.ones(n), l**-gamma])
-        coef, *_ = np.linalg.lstsq(design, y, rcond=None)
-        sse.append((float(((design @ coef - y) ** 2).sum()), coef, gamma))
-    _, (c0, c), gamma = min(sse, key=lambda s: s[0])
+    # at a fixed gamma, c0 + c · l^-gamma is a line in x = l^-gamma: one line fit per grid gamma
+    profile = stats.least_squares(stats.line_design(l[None, :] ** -_GAMMA_GRID[:, None]), y)
+    best = int(np.argmin(profile.sse))
+    (c0, c), gamma = profile.coef[best], _GAMMA_GRID[best]
     message = ""
     try:
         with warnings.catch_warnings():
@@ -68,25 +66,30 @@ def fit_bayes_risk(context_length, loss, config_hash=None) -> BayesRiskFit:
         success = True
     except RuntimeError as err:  # no convergence: keep the profile start, say so
         popt, pcov, success, message = np.array([c0, c, gamma]), np.full((3, 3), np.inf), False, str(err)
-    pred = forms.bayes_risk_law(l, *popt)
-    ss_res = float(((y - pred) ** 2).sum())
-    ss_tot = float(((y - y.mean()) ** 2).sum())
+    ss_res = float(((y - forms.bayes_risk_law(l, *popt)) ** 2).sum())
     se = np.sqrt(np.diag(pcov)) if n > 3 else np.full(3, nan)
     se = np.where(np.isfinite(se), se, nan)
     if n == 3:
         message = "3 points: the curve passes through them, no standard errors"
     return BayesRiskFit(
         c0=float(popt[0]), c=float(popt[1]), gamma=float(popt[2]), c0_se=float(se[0]), c_se=float(se[1]),
-        gamma_se=float(se[2]), r2=1.0 - ss_res / ss_tot if ss_tot > 0 else nan, rmse=math.sqrt(ss_res / n), n=n,
+        gamma_se=float(se[2]), r2=stats.r_squared(y, ss_res), rmse=math.sqrt(ss_res / n), n=n,
         success=success, message=message,
     )
 
 
 def is_synthetic(trials: pd.DataFrame) -> bool:
-    """True for a synthetic sweep: experiment 'synthetic', or a task list / Bayes risk stored."""
-    if "experiment" in trials.columns and (trials["experiment"].astype(str) == "synthetic").any():
-        return True
-    return any(c in trials.columns and trials[c].notna().any() for c in ("tasks", "bayes_risk"))
+    """True for a synthetic sweep's trials: they carry the exact Bayes risk (a task list or a
+    stored bayes_risk), which the step estimator and the synthetic plots need."""
+    return isinstance(trials, pd.DataFrame) and any(
+        c in trials.columns and trials[c].notna().any() for c in ("tasks", "bayes_risk"))
+
+
+def with_exact_risk(rows: pd.DataFrame, who: str) -> pd.DataFrame:
+    """`rows` with their exact Bayes risk in `bayes_risk`; ValueError naming `who` when they carry none."""
+    if not ({"tasks", "bayes_risk"} & set(rows.columns)):
+        raise ValueError(f"{who} needs the exact Bayes risk: a 'tasks' or 'bayes_risk' column (a synthetic sweep's trials)")
+    return rows.assign(bayes_risk=_exact_risk(rows))
 
 
 def _exact_risk(rows: pd.DataFrame) -> np.ndarray:
@@ -127,10 +130,7 @@ def synthetic_gap(trials: pd.DataFrame) -> pd.DataFrame:
     >>> synthetic_gap(trials)[["bayes_risk", "gap"]].round(4).values.tolist()
     [[0.4621, 0.0379], [0.231, 0.069]]
     """
-    ok, _ = _validate.split_trials(trials)
-    if not ({"tasks", "bayes_risk"} & set(ok.columns)):
-        raise ValueError("synthetic_gap needs a 'tasks' or 'bayes_risk' column (a synthetic sweep's trials)")
-    ok = ok.assign(bayes_risk=_exact_risk(ok))
+    ok = with_exact_risk(_validate.split_trials(trials)[0], "synthetic_gap")
     grouped = ok.groupby(["context_length", "data_size"])
     table = grouped.agg(best_loss=("best_val_loss", "mean"), best_loss_sd=("best_val_loss", "std"),
                         n_seeds=("best_val_loss", "size"), bayes_risk=("bayes_risk", "mean")).reset_index()

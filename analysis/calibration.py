@@ -45,7 +45,8 @@ def _excess(family: str, lengths: np.ndarray, size: float, p: dict, risk: np.nda
 def _raw_excess(family: str, lengths: np.ndarray, size: float, p: dict, risk: np.ndarray) -> np.ndarray:
     x, y = np.log(lengths / 40.0), np.log(size / 1e5)
     if family == "own":
-        return np.exp(p["a"] + p["kappa"] * x + p["curv"] * x * x - p["alpha"] * y + p["cross"] * x * y)
+        theta = np.array([p["a"], p["kappa"], p["curv"], -p["alpha"], p["cross"]])
+        return forms.smooth_excess(forms.excess_design(x, y), theta)
     if family == "power":
         return p["floor"] + np.exp(p["a"] + p["kappa"] * x - p["alpha"] * y)
     if family == "logistic":
@@ -117,7 +118,7 @@ def simulate_smooth_sweep(grid, sizes, n_seeds: int, noise: float, rng: np.rando
     rows, truth = [], {}
     for size in sizes:
         truth[float(size)] = float(forms.surface_optimum_b0(size, c, gamma, a, kappa, alpha))
-        loss = c0 + c * grid**-gamma + a * grid**kappa * size**-alpha
+        loss = forms.loss_surface(grid, size, c0, c, gamma, a, kappa, alpha, 0.0)
         for s in range(n_seeds):
             noisy = loss * (1.0 + noise * rng.standard_normal(len(grid)))
             rows += [{"context_length": int(l), "data_size": size, "seed": s, "best_val_loss": v, "status": "ok"}

@@ -8,17 +8,15 @@ of Bi-MLP trials of a synthetic sweep. The study's claims (../shared/notes/paper
   intrinsic dimension (every threshold) and in the sum of log relative eigenvalues (every N);
   reported as linear fits with R² and Pearson r (the study: |r| ≈ 0.99).
 
-Fitting only; plots live in `analysis.entropy_plots`, and `entropy_report` puts both together.
+Fitting only; `entropy_report` draws with `analysis.plots` and writes the report section.
 Pandas / NumPy only (no Ray, no torch): the spectrum measures come from the pure-NumPy
 `ctxscale.measure.spectra`.
 """
 from __future__ import annotations
 
 import dataclasses
-import html
 import json
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -26,45 +24,14 @@ import numpy as np
 import pandas as pd
 
 from ctxscale.measure.spectra import (DEFAULT_N_EIGENVALUES, DEFAULT_THRESHOLD, DEFAULT_THRESHOLDS,
-                                      measure_columns, spectrum_measures)
+                                      measure_columns, spectrum_measures, threshold_column)
 from ctxscale.store import load_results
 
-from ._validate import select_configuration, stored_hashes
+from . import _validate, stats
+from .present import data_size, html_figure, html_sections, html_table, number
+from .results import LinearFit
 
 MEASURES = {"intrinsic_dim": "intrinsic dimension (threshold t)", "sum_log_eig": "sum of log relative eigenvalues (first N)"}
-
-
-def _finite(value) -> Optional[float]:
-    return float(value) if value is not None and np.isfinite(value) else None
-
-
-@dataclass(frozen=True)
-class LinearFit:
-    """y = intercept + slope · x by least squares, with standard errors, Pearson r and R²."""
-
-    slope: float
-    intercept: float
-    slope_se: float
-    intercept_se: float
-    r: float
-    r2: float
-    n: int
-    success: bool
-    message: str
-
-    def predict(self, x):
-        """intercept + slope · x."""
-        return self.intercept + self.slope * np.asarray(x, dtype=float)
-
-    def summary(self) -> str:
-        if not self.success:
-            return f"linear fit: not fitted ({self.message})"
-        return (f"y = {self.intercept:.4g} + {self.slope:.4g}·x (± {self.slope_se:.2g}), r = {self.r:.4f}, "
-                f"R² = {self.r2:.4f}, {self.n} points")
-
-    def to_dict(self) -> dict:
-        """All fields as plain JSON values (NaN → None)."""
-        return {k: (_finite(v) if isinstance(v, float) else v) for k, v in dataclasses.asdict(self).items()}
 
 
 def fit_linear(x, y) -> LinearFit:
@@ -87,25 +54,15 @@ def fit_linear(x, y) -> LinearFit:
     >>> round(fit.slope, 6), round(fit.intercept, 6), round(fit.r2, 6)
     (2.0, 1.0, 1.0)
     """
-    xa, ya = np.asarray(x, dtype=float).ravel(), np.asarray(y, dtype=float).ravel()
-    if xa.shape != ya.shape:
-        raise ValueError(f"x and y differ in length ({xa.size} vs {ya.size})")
-    keep = np.isfinite(xa) & np.isfinite(ya)
-    xa, ya = xa[keep], ya[keep]
+    xa, ya = _validate.finite_pairs(x, y, "x", "y")
     n, nan = len(xa), math.nan
     if n < 3:
         return LinearFit(nan, nan, nan, nan, nan, nan, n, False, f"needs at least 3 points, got {n}")
-    sxx = float(((xa - xa.mean()) ** 2).sum())
-    if sxx == 0:
+    line = stats.least_squares(stats.line_design(xa), ya)
+    if line.rank < 2:
         return LinearFit(nan, nan, nan, nan, nan, nan, n, False, f"x is constant ({xa[0]:g})")
-    slope = float(((xa - xa.mean()) * (ya - ya.mean())).sum() / sxx)
-    intercept = float(ya.mean() - slope * xa.mean())
-    residual = ya - (intercept + slope * xa)
-    ss_res, ss_tot = float((residual**2).sum()), float(((ya - ya.mean()) ** 2).sum())
-    sigma2 = ss_res / (n - 2)
-    slope_se = math.sqrt(sigma2 / sxx)
-    intercept_se = math.sqrt(sigma2 * (1.0 / n + xa.mean() ** 2 / sxx))
-    r2 = 1.0 - ss_res / ss_tot if ss_tot > 0 else nan
+    (intercept, slope), (intercept_se, slope_se) = line.coef.tolist(), line.se.tolist()
+    r2 = stats.r_squared(ya, line.sse)
     r = math.copysign(math.sqrt(max(r2, 0.0)), slope) if np.isfinite(r2) else nan
     return LinearFit(slope, intercept, slope_se, intercept_se, r, r2, n, True, "")
 
@@ -228,7 +185,7 @@ def bimlp_spectra(trials: pd.DataFrame, thresholds=DEFAULT_THRESHOLDS, n_values=
 
 def bimlp_dimension(spectra: pd.DataFrame, threshold: float = DEFAULT_THRESHOLD) -> pd.DataFrame:
     """Intrinsic dimension at `threshold` per context length (rows) and data size (columns), mean over seeds."""
-    column = f"intrinsic_dim_{threshold:g}"
+    column = threshold_column(threshold)
     return spectra.pivot_table(index="context_length", columns="data_size", values=column, aggfunc="mean")
 
 
@@ -242,23 +199,20 @@ def one_configuration_per_model(ce: pd.DataFrame, config_hash: Optional[str] = N
     measured again with another protocol keeps stale rows at the context lengths the new grid
     dropped. Each model keeps `config_hash` where it has it, else its most recent configuration.
     """
-    if not stored_hashes(ce):
+    if not _validate.stored_hashes(ce):
         return ce, []
     kept, lines = [], []
     for series, rows in ce.groupby(_series_key(ce), sort=True):
-        choice = select_configuration(rows, config_hash if config_hash in stored_hashes(rows) else None)
+        asked = config_hash if config_hash in _validate.stored_hashes(rows) else None
+        choice = _validate.select_configuration(rows, asked)
         kept.append(choice.rows)
         if choice.left_out:
             lines.append(f"{series}: {choice.summary()}")
     return pd.concat(kept, ignore_index=True), lines
 
 
-def _num(value, digits=4) -> str:
-    return "nan" if value is None or not np.isfinite(value) else f"{value:.{digits}g}"
-
-
 def _measured_section(ce, spectra, out: Path, figures: list) -> tuple[list[str], list[tuple[str, str]]]:
-    from . import entropy_plots as plots
+    from . import plots  # matplotlib only once something is drawn
 
     lines, sections = [], []
     laws = ce_law_fits(ce)
@@ -277,9 +231,9 @@ def _measured_section(ce, spectra, out: Path, figures: list) -> tuple[list[str],
         for measure, sub in group.groupby("measure"):
             best = sub.loc[sub["r2"].idxmax()]
             label = "t" if measure == "intrinsic_dim" else "N"
-            lines.append(f"{series}: CE vs {MEASURES[measure]}: best R² = {_num(best['r2'])} (r = {_num(best['r'])}) "
+            lines.append(f"{series}: CE vs {MEASURES[measure]}: best R² = {number(best['r2'])} (r = {number(best['r'])}) "
                          f"at {label} = {best['parameter']:g}; R² over {label}: "
-                         + ", ".join(f"{p:g}: {_num(r, 3)}" for p, r in zip(sub["parameter"], sub["r2"])))
+                         + ", ".join(f"{p:g}: {number(r, 3)}" for p, r in zip(sub["parameter"], sub["r2"])))
     if not fits["success"].any():
         lines.append("CE vs spectra: no linear fit possible (fewer than 3 context lengths, or constant measures)")
     figures.append((plots.plot_ce_vs_measures(merged, fits, out / "ce_vs_entropy.png"),
@@ -289,12 +243,12 @@ def _measured_section(ce, spectra, out: Path, figures: list) -> tuple[list[str],
     figures.append((plots.plot_spectra(merged, out / "spectra.png"),
                     "PCA spectra of the hidden state (eigenvalue / largest) per context length"))
     wide = fits.pivot_table(index=["measure", "parameter"], columns="series", values="r2").reset_index()
-    sections.append(("CE vs intrinsic entropy: R² of the linear fits", _table(wide)))
+    sections.append(("CE vs intrinsic entropy: R² of the linear fits", html_table(wide)))
     return lines, sections
 
 
 def _bimlp_section(trials, out: Path, figures: list) -> tuple[list[str], list[tuple[str, str]]]:
-    from . import entropy_plots as plots
+    from . import plots
 
     spectra = bimlp_spectra(trials)
     if spectra.empty:
@@ -302,17 +256,13 @@ def _bimlp_section(trials, out: Path, figures: list) -> tuple[list[str], list[tu
     spectra.to_csv(out / "bimlp_spectra.csv", index=False)
     table = bimlp_dimension(spectra)
     largest = table.columns.max()
-    lines = [f"Bi-MLP feature intrinsic dimension (t = {DEFAULT_THRESHOLD:g}) at D = {largest:,.0f}: "
-             + ", ".join(f"l={l:g}: {_num(v, 3)}" for l, v in table[largest].items())]
+    lines = [f"Bi-MLP feature intrinsic dimension (t = {DEFAULT_THRESHOLD:g}) at D = {data_size(largest)}: "
+             + ", ".join(f"l={l:g}: {number(v, 3)}" for l, v in table[largest].items())]
     figures.append((plots.plot_bimlp_dimension(spectra, out / "bimlp_intrinsic_dim.png"),
                     "Bi-MLP: intrinsic dimension of the feature vs context length, per data size"))
     shown = table.copy()
-    shown.columns = [f"D={c:,.0f}" for c in shown.columns]
-    return lines, [(f"Bi-MLP feature: intrinsic dimension (t = {DEFAULT_THRESHOLD:g})", _table(shown.reset_index()))]
-
-
-def _table(frame: pd.DataFrame) -> str:
-    return frame.to_html(index=False, border=0, float_format=lambda v: f"{v:.4g}", na_rep="–", classes="t")
+    shown.columns = [f"D={data_size(c)}" for c in shown.columns]
+    return lines, [(f"Bi-MLP feature: intrinsic dimension (t = {DEFAULT_THRESHOLD:g})", html_table(shown.reset_index()))]
 
 
 def entropy_report(results_dir, sweep: Optional[str] = None, out_dir=None,
@@ -344,7 +294,8 @@ def entropy_report(results_dir, sweep: Optional[str] = None, out_dir=None,
     ce, spectra = load_measurements(results_dir, sweep, file_times=True)
     ce, config_lines = one_configuration_per_model(ce, config_hash)
     trials = load_results(results_dir, "trials", sweep, file_times=True)
-    trials = select_configuration(trials, config_hash if config_hash in stored_hashes(trials) else None).rows
+    asked = config_hash if config_hash in _validate.stored_hashes(trials) else None
+    trials = _validate.select_configuration(trials, asked).rows
     has_bimlp = "feature_eigenvalues" in trials.columns and trials["feature_eigenvalues"].notna().any()
     if ce.empty and not has_bimlp:
         return "", ""
@@ -359,8 +310,5 @@ def entropy_report(results_dir, sweep: Optional[str] = None, out_dir=None,
         more_lines, more_sections = _bimlp_section(trials, out, figures)
         lines += more_lines
         sections += more_sections
-    from .entropy_plots import inline_png
-
-    sections.append(("Intrinsic entropy plots", "".join(inline_png(path, alt) for path, alt in figures)))
-    fragment = "".join(f"<h2>{html.escape(title)}</h2>{content}" for title, content in sections)
-    return "\n".join(lines), fragment
+    sections.append(("Intrinsic entropy plots", "".join(html_figure(path, alt) for path, alt in figures)))
+    return "\n".join(lines), html_sections(sections)

@@ -54,19 +54,31 @@ def approximation_loss(context_length, data_size, a, kappa, alpha0, b, l_ref=1.0
     return a * l_rel**kappa * d_rel ** (-data_exponent(l_rel, alpha0, b))
 
 
+def loss_surface_terms(context_length, data_size, c0, c, gamma, a, kappa, alpha0, b, l_ref=1.0, d_ref=1.0):
+    """The three terms of loss_surface, stacked on a new first axis: c0, c·l̃^-γ, a·l̃^κ·D̃^-α(l).
+
+    Their sum is the loss; the surface fit also needs each term's share of it (its gradient).
+    Parameters broadcast with l and D, so one call evaluates many parameter sets.
+
+    >>> loss_surface_terms(1.0, 1.0, 0.5, 1.0, 0.5, 2.0, 0.5, 0.3, 0.0).tolist()
+    [0.5, 1.0, 2.0]
+    """
+    l_rel = np.asarray(context_length, dtype=float) / l_ref
+    return np.stack(np.broadcast_arrays(
+        c0, bayes_risk_law(l_rel, 0.0, c, gamma), approximation_loss(context_length, data_size, a, kappa, alpha0, b,
+                                                                     l_ref, d_ref)))
+
+
 def loss_surface(context_length, data_size, c0, c, gamma, a, kappa, alpha0, b, l_ref=1.0, d_ref=1.0):
     """loss(l, D) = c0 + c · (l/l_ref)^(-gamma) + a · (l/l_ref)^kappa · (D/d_ref)^(-alpha(l)).
 
-    R_Bayes(l) + L_Approx(l, D) of the paper, with alpha(l) = alpha0 · (l/l_ref)^(-b). With
-    b = 0 the optimum is exactly a power law in D (see surface_optimum_b0).
+    R_Bayes(l) + L_Approx(l, D) of the paper, with alpha(l) = alpha0 · (l/l_ref)^(-b): the sum of
+    loss_surface_terms. With b = 0 the optimum is exactly a power law in D (see surface_optimum_b0).
 
     >>> float(loss_surface(1.0, 1.0, 0.5, 1.0, 0.5, 2.0, 0.5, 0.3, 0.0))
     3.5
     """
-    l_rel = np.asarray(context_length, dtype=float) / l_ref
-    return bayes_risk_law(l_rel, c0, c, gamma) + approximation_loss(
-        context_length, data_size, a, kappa, alpha0, b, l_ref, d_ref
-    )
+    return loss_surface_terms(context_length, data_size, c0, c, gamma, a, kappa, alpha0, b, l_ref, d_ref).sum(axis=0)
 
 
 def surface_optimum_b0(data_size, c, gamma, a, kappa, alpha0, l_ref=1.0, d_ref=1.0):
@@ -126,6 +138,33 @@ def synthetic_bayes_risk(tasks, context_length, string_length=100):
     from ctxscale.data.synthetic import bayes_risk
 
     return bayes_risk(tasks, context_length, string_length)
+
+
+EXCESS_TERMS = ("1", "x", "x2", "y", "xy")
+
+
+def excess_design(x, y, terms=EXCESS_TERMS):
+    """The columns of log E of smooth_excess: 1, x, x², y, x·y (those named in `terms`, in their
+    order) for x = log l and y = log D, both centred by the caller.
+
+    >>> excess_design(np.array([1.0, 2.0]), 3.0, ("1", "x2", "xy")).tolist()
+    [[1.0, 1.0, 3.0], [1.0, 4.0, 6.0]]
+    """
+    x, y = np.broadcast_arrays(np.asarray(x, dtype=float), np.asarray(y, dtype=float))
+    columns = {"1": np.ones_like(x), "x": x, "x2": x * x, "y": y, "xy": x * y}
+    return np.column_stack([columns[t] for t in terms])
+
+
+def smooth_excess(design, theta):
+    """E = exp(design · θ): what training adds to a synthetic sweep's exact Bayes risk, smooth in
+    log l and log D (the step estimator's model; design from excess_design). theta (P,) or
+    (B, P) gives (n,) or (B, n). The exponent is clipped to [-40, 5], so that a wild step of the
+    fit neither overflows nor underflows to an excess of exactly 0.
+
+    >>> smooth_excess(excess_design(np.array([0.0, 1.0]), 0.0, ("1", "x")), np.array([np.log(0.01), 1.0])).round(5).tolist()
+    [0.01, 0.02718]
+    """
+    return np.exp(np.clip(theta @ design.T, -40, 5))
 
 
 def huber_loss(residual, delta=1e-3):

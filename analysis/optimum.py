@@ -17,13 +17,15 @@ import math
 import numpy as np
 import pandas as pd
 
-from . import _validate
-from .results import OptimalLawFit, failed_law
+from . import _validate, stats
+from .bayes import is_synthetic
+from .results import OptimalContextLength, OptimalLawFit, OptimumResult, failed_law
+from .step_optimum import step_optimum
 
 OPTIMAL_COLUMNS = [
     "data_size", "l_star", "l_star_low", "l_star_high", "bracketed", "outside", "best_loss", "grid_l_best",
     "loss_at_l_star", "n_trials", "n_excluded", "n_seeds", "n_fit_points", "interval_method",
-    "boot_unbracketed", "note",
+    "boot_unbracketed", "estimator", "note",
 ]
 
 
@@ -35,7 +37,7 @@ def _window(k: int, n: int, window: int) -> tuple[int, int]:
 def _poly_coefficients(offset: np.ndarray, curves: np.ndarray) -> np.ndarray:
     """Least-squares (c3, c2, c1, c0) of each row of `curves` over `offset`; c3 = 0 below 5 points."""
     degree = 3 if len(offset) >= 5 else 2
-    coef = curves @ np.linalg.pinv(np.vander(offset, degree + 1)).T
+    coef = stats.least_squares(np.vander(offset, degree + 1), curves).coef
     return coef if degree == 3 else np.column_stack([np.zeros(len(coef)), coef])
 
 
@@ -89,16 +91,6 @@ def _window_residuals(x: np.ndarray, means: np.ndarray, window: int) -> tuple[np
     return (means[lo:hi] - fitted) / fitted * math.sqrt((hi - lo) / dof), dof
 
 
-def _seed_deviations(cells) -> tuple[np.ndarray, int]:
-    """Seed-to-seed deviations relative to their grid point's mean, pooled over a curve, and their dof.
-
-    sqrt(m/(m-1)) undoes the shrinkage of deviations from a mean of m values.
-    """
-    used = [v for v in cells if len(v) > 1 and v.mean() > 0]  # a zero loss has no relative spread
-    devs = [(v / v.mean() - 1.0) * math.sqrt(len(v) / (len(v) - 1)) for v in used]
-    return (np.concatenate(devs) if devs else np.empty(0)), sum(len(v) - 1 for v in used)
-
-
 def _bootstrap_curves(cells, means, x, window, mode, pool, n_boot, rng):
     """(n_boot, n) bootstrap curves: every grid point's seeds redrawn from the pooled seed
     deviations ('seeds'), or the window's fitted values plus pooled residuals ('residuals').
@@ -119,31 +111,17 @@ def _bootstrap_curves(cells, means, x, window, mode, pool, n_boot, rng):
     return curves
 
 
-def _widening(dof: int, tail: float) -> float:
-    """t(dof) / z quantile ratio: the bootstrap treats the estimated noise as known; with few
-    degrees of freedom that alone costs ~10 points of coverage (measured: 82 % for a nominal
-    95 % with 2 seeds on 9 grid points), which Student's t gives back."""
-    from scipy.stats import norm, t
-
-    return float(t.ppf(1 - tail, dof) / norm.ppf(1 - tail)) if dof > 0 else math.nan
-
-
-def _has_exact_risk(trials: pd.DataFrame) -> bool:
-    """A synthetic sweep's trials: they carry the exact Bayes risk (a task list or a bayes_risk column)."""
-    return isinstance(trials, pd.DataFrame) and any(
-        c in trials.columns and trials[c].notna().any() for c in ("tasks", "bayes_risk"))
-
-
 @_validate.fits_one_configuration
 def optimal_context_length(trials: pd.DataFrame, n_boot: int = 1000, seed: int = 0, window: int = 5,
-                           confidence: float = 0.95) -> pd.DataFrame:
+                           confidence: float = 0.95) -> OptimumResult:
     """Optimal context length l* for every data size, with a bootstrap interval.
 
     Which estimator runs: trials that carry the exact Bayes risk (a synthetic sweep's `tasks` or
     `bayes_risk` column) go to `analysis.step_optimum.step_optimum`, whose l* is one of the lengths
-    where that risk steps (its table has the columns below plus `learnt`, `top_candidates` and
-    `estimator`). All other trials (GPT sweeps, measured curves) get the smooth estimator described
-    here. Raises ValueError when the trials mix several configurations (`config_hash`).
+    where that risk steps; it returns a `StepOptimum` (its table has the columns below plus
+    `learnt` and `top_candidates`, and `.increase`). All other trials (GPT sweeps, measured
+    curves) get the smooth estimator described here. Raises ValueError when the trials mix several
+    configurations (`config_hash`); the table carries the one `config_hash` when the trials do.
 
     Parameters
     ----------
@@ -162,15 +140,15 @@ def optimal_context_length(trials: pd.DataFrame, n_boot: int = 1000, seed: int =
 
     Returns
     -------
-    DataFrame
-        One row per data size, columns OPTIMAL_COLUMNS: `l_star` with `l_star_low/high`;
+    OptimalContextLength (or StepOptimum, see above)
+        `.table` has one row per data size, columns OPTIMAL_COLUMNS: `l_star` with `l_star_low/high`;
         `bracketed` False when the grid minimum sits at an end of the grid, and then `l_star` is
         NaN and `outside` says 'below' or 'above'; `best_loss` and `grid_l_best` at the grid
         minimum (seed means); `interval_method` 'seeds' (every grid point in the window has
         several seeds: bootstrap of the seed-to-seed deviations), 'residuals' (relative
         residuals of the window fits, pooled over data sizes) or 'none' (no noise estimate: interval NaN);
         `boot_unbracketed` the share of bootstrap curves whose minimum moved to a grid end
-        (counted at that end).
+        (counted at that end); `estimator` 'smooth'. `summary()` says it line by line.
 
     Examples
     --------
@@ -178,16 +156,18 @@ def optimal_context_length(trials: pd.DataFrame, n_boot: int = 1000, seed: int =
     >>> trials = pd.DataFrame({"context_length": grid * 2, "data_size": 1000,
     ...                        "seed": [0] * 5 + [1] * 5,
     ...                        "best_val_loss": [(np.log(l) - np.log(30)) ** 2 + 1 for l in grid] * 2})
-    >>> row = optimal_context_length(trials, n_boot=100).iloc[0]
+    >>> result = optimal_context_length(trials, n_boot=100)
+    >>> row = result.table.iloc[0]
     >>> bool(row.bracketed), round(float(row.l_star), 1)
     (True, 30.0)
+    >>> print(result.summary())  # doctest: +ELLIPSIS
+    optimal context length per data size (95 % interval; smooth estimator: ...)
+      D =        1,000: l* = 30 [30, 30]  grid best 32, 2 seed(s)
     """
     if window < 3:
         raise ValueError(f"window must be at least 3 grid points, got {window}")
-    if _has_exact_risk(trials):
-        from .step_optimum import step_optimum
-
-        return step_optimum(trials, n_boot=n_boot, seed=seed, confidence=confidence).table
+    if is_synthetic(trials):
+        return step_optimum(trials, n_boot=n_boot, seed=seed, confidence=confidence)
     ok, excluded = _validate.split_trials(trials)
     rng = np.random.default_rng(seed)
     sizes = sorted(set(ok["data_size"]) | set(excluded["data_size"]))
@@ -212,7 +192,8 @@ def optimal_context_length(trials: pd.DataFrame, n_boot: int = 1000, seed: int =
         n_excl = int((excluded["data_size"] == size).sum())
         row = dict.fromkeys(OPTIMAL_COLUMNS, math.nan)
         row.update(data_size=size, bracketed=False, outside="", n_trials=len(sub), n_excluded=n_excl,
-                   n_seeds=max((len(c) for c in cells), default=0), n_fit_points=0, interval_method="none", note="")
+                   n_seeds=max((len(c) for c in cells), default=0), n_fit_points=0, interval_method="none",
+                   estimator="smooth", note="")
         if len(grid) == 0:
             row["note"] = "no usable trials"
             rows.append(row)
@@ -232,7 +213,7 @@ def optimal_context_length(trials: pd.DataFrame, n_boot: int = 1000, seed: int =
         lo, hi = _window(k, len(grid), window)
         x_star, loss_at, _ = _vertices(x, means[None, :], window)
         row.update(bracketed=True, l_star=math.exp(x_star[0]), loss_at_l_star=loss_at[0], n_fit_points=hi - lo)
-        seed_noise, seed_dof = _seed_deviations(cells)
+        seed_noise, seed_dof = stats.seed_deviations(cells)
         if all(len(c) >= 2 for c in cells[lo:hi]) and seed_dof:
             mode, noise, dof = "seeds", seed_noise, seed_dof
         elif residuals.size:
@@ -241,18 +222,18 @@ def optimal_context_length(trials: pd.DataFrame, n_boot: int = 1000, seed: int =
             row["note"] = "one seed and windows without spare points: no noise estimate, no interval"
             rows.append(row)
             continue
-        noise = noise * _widening(dof, tail)
+        noise = noise * stats.t_widening(dof, tail)
         curves = _bootstrap_curves(cells, means, x, window, mode, noise, n_boot, rng)
         boot_x, _, side = _vertices(x, curves, window)
         low, high = np.quantile(boot_x, [tail, 1 - tail])
         row.update(l_star_low=math.exp(low), l_star_high=math.exp(high), interval_method=mode,
                    boot_unbracketed=float(np.mean(side != 0)))
         rows.append(row)
-    return pd.DataFrame(rows, columns=OPTIMAL_COLUMNS)
+    return OptimalContextLength(pd.DataFrame(rows, columns=OPTIMAL_COLUMNS), confidence, n_boot, window)
 
 
 @_validate.fits_one_configuration
-def fit_optimal_context_law(optimal: pd.DataFrame, n_boot: int = 2000, seed: int = 0,
+def fit_optimal_context_law(optimal, n_boot: int = 2000, seed: int = 0,
                             confidence: float = 0.95) -> OptimalLawFit:
     """Fit l* = k · D^β in log-log to the bracketed optima, with a bootstrap interval.
 
@@ -262,8 +243,9 @@ def fit_optimal_context_law(optimal: pd.DataFrame, n_boot: int = 2000, seed: int
 
     Parameters
     ----------
-    optimal : DataFrame
-        The table of `optimal_context_length` (rows not bracketed, or without l_star, are skipped).
+    optimal : OptimalContextLength, StepOptimum or DataFrame
+        What `optimal_context_length` returned, or its table (rows not bracketed, or without
+        l_star, are skipped).
     n_boot : int, default 2000
         Bootstrap fits.
     seed : int, default 0
@@ -285,10 +267,10 @@ def fit_optimal_context_law(optimal: pd.DataFrame, n_boot: int = 2000, seed: int
     >>> round(law.exponent, 3)
     0.301
     """
-    missing = [c for c in ("data_size", "l_star") if c not in optimal.columns]
+    use = optimal.table if isinstance(optimal, OptimumResult) else optimal
+    missing = [c for c in ("data_size", "l_star") if c not in use.columns]
     if missing:
         raise ValueError(f"optimal table lacks column(s) {missing}")
-    use = optimal
     if "bracketed" in use.columns:
         use = use[use["bracketed"].astype(bool)]
     use = use[np.isfinite(use["l_star"].astype(float)) & (use["l_star"].astype(float) > 0)]
@@ -297,26 +279,20 @@ def fit_optimal_context_law(optimal: pd.DataFrame, n_boot: int = 2000, seed: int
     n = len(use)
     if n < 2 or len(np.unique(d)) < 2:
         return failed_law(f"needs at least 2 bracketed optima at different data sizes, got {n}", n, d, l_star, confidence)
-    z = _z(confidence)
+    z = stats.z_quantile(confidence)
     sigma = np.zeros(n)
     if {"l_star_low", "l_star_high"} <= set(use.columns):
         width = np.log(use["l_star_high"].to_numpy(float)) - np.log(use["l_star_low"].to_numpy(float))
         sigma = np.where(np.isfinite(width), width / (2 * z), 0.0)
     xs, ys = np.log(d), np.log(l_star)
-    slope, intercept = _ols(xs[None, :], ys[None, :])
-    slope, intercept = float(slope[0]), float(intercept[0])
-    resid = ys - (intercept + slope * xs)
-    ss_tot = float(((ys - ys.mean()) ** 2).sum())
-    r2 = 1.0 - float((resid**2).sum()) / ss_tot if ss_tot > 0 else math.nan
-    se = math.nan
-    if n > 2:
-        se = math.sqrt(float((resid**2).sum()) / (n - 2) / float(((xs - xs.mean()) ** 2).sum()))
+    line = stats.least_squares(stats.line_design(xs), ys)
+    intercept, slope = (float(v) for v in line.coef)
 
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, n, (n_boot, n)) if n >= 4 else np.tile(np.arange(n), (n_boot, 1))
-    boot_slope, boot_icpt = _ols(xs[idx], ys[idx] + sigma[idx] * rng.standard_normal((n_boot, n)))
-    good = np.isfinite(boot_slope)  # a resample with one distinct D has no slope
-    boot_slope, boot_icpt = boot_slope[good], boot_icpt[good]
+    boot = stats.least_squares(stats.line_design(xs[idx]), ys[idx] + sigma[idx] * rng.standard_normal((n_boot, n)))
+    good = boot.rank == 2  # a resample with one distinct D has no slope
+    boot_icpt, boot_slope = boot.coef[good].T
     tail = (1.0 - confidence) / 2
     b_low, b_high = np.quantile(boot_slope, [tail, 1 - tail])
     k_low, k_high = np.exp(np.quantile(boot_icpt, [tail, 1 - tail]))
@@ -328,22 +304,8 @@ def fit_optimal_context_law(optimal: pd.DataFrame, n_boot: int = 2000, seed: int
         notes.append("the optima carry no intervals: the law's interval ignores their uncertainty")
     return OptimalLawFit(
         coefficient=math.exp(intercept), exponent=slope, exponent_low=float(b_low), exponent_high=float(b_high),
-        coefficient_low=float(k_low), coefficient_high=float(k_high), exponent_se=se, r2=r2, n=n, success=True,
-        message="; ".join(notes), confidence=confidence, n_boot=int(good.sum()), data_size=tuple(d.tolist()),
+        coefficient_low=float(k_low), coefficient_high=float(k_high), exponent_se=float(line.se[1]),
+        r2=stats.r_squared(ys, line.sse), n=n, success=True, message="; ".join(notes), confidence=confidence, n_boot=int(good.sum()), data_size=tuple(d.tolist()),
         l_star=tuple(l_star.tolist()), cov_log=(float(cov[0, 0]), float(cov[0, 1]), float(cov[1, 1])),
     )
 
-
-def _ols(x: np.ndarray, y: np.ndarray):
-    """Row-wise least-squares line y = intercept + slope · x for (B, n) arrays; NaN slope if x is constant."""
-    xm, ym = x.mean(axis=1, keepdims=True), y.mean(axis=1, keepdims=True)
-    sxx = ((x - xm) ** 2).sum(axis=1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        slope = np.where(sxx > 0, ((x - xm) * (y - ym)).sum(axis=1) / sxx, np.nan)
-    return slope, ym[:, 0] - slope * xm[:, 0]
-
-
-def _z(confidence: float) -> float:
-    from scipy.stats import norm  # scipy only where a quantile is needed
-
-    return float(norm.ppf(0.5 + confidence / 2))

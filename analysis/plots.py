@@ -1,11 +1,14 @@
-"""PNG plots of the analysis. The only module that imports matplotlib.
+"""Every figure of the analysis, as PNG files. The only module that imports matplotlib, and nothing
+imports it until something is drawn (`import analysis` stays free of matplotlib).
 
 Figures are built as `matplotlib.figure.Figure` and printed by the Agg canvas directly, never
 through pyplot, so making a report neither needs a display nor changes the backend of a notebook
-that imports this module.
+that imports this module. Numbers in labels are written by `analysis.present`.
 """
 from __future__ import annotations
 
+import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -15,44 +18,45 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
+from ctxscale.measure.spectra import DEFAULT_THRESHOLD, measure_columns, threshold_column
+
 from . import _validate
+from .present import data_size, number
 
 
-def _figure(width=7.0, height=4.5):
+def _figure(width=7.0, height=4.5) -> Figure:
     fig = Figure(figsize=(width, height), layout="constrained")
     FigureCanvasAgg(fig)
     return fig
 
 
-def _save(fig, path) -> Path:
+def _save(fig: Figure, path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     return path
 
 
-def _size_colours(sizes):
-    """One colour per data size, spread over viridis on a log scale."""
-    ordered = sorted({float(s) for s in sizes})
+def _colours(values, cmap: str = "viridis", top: float = 0.9) -> dict:
+    """One colour per distinct value (data sizes, lengths, thresholds), spread over `cmap` on a log scale."""
+    ordered = sorted({float(v) for v in values})
     logs = np.log(ordered)
-    span = logs[-1] - logs[0] if logs[-1] > logs[0] else 1.0
-    return {s: colormaps["viridis"](0.9 * (x - logs[0]) / span) for s, x in zip(ordered, logs)}
+    span = logs[-1] - logs[0] if len(logs) and logs[-1] > logs[0] else 1.0
+    return {v: colormaps[cmap](top * (x - logs[0]) / span) for v, x in zip(ordered, logs)}
 
 
-def _fmt_size(size) -> str:
-    return f"{size:,.0f}" if size < 1e8 else f"{size:.3g}"
-
-
-def _log_x(ax, values):
+def _log_x(ax, values) -> None:
     """Log x axis with plain numbers; a grid spanning under ~1.5 decades also labels minor ticks
     (else a 16..64 grid shows no number at all)."""
     ax.set_xscale("log")
-    plain = FuncFormatter(lambda v, _: f"{v:g}")
-    ax.xaxis.set_major_formatter(plain)
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     values = np.asarray(values, dtype=float)
     if len(values) and values.max() / values.min() < 30:
         ax.xaxis.set_minor_formatter(FuncFormatter(
             lambda v, _: f"{v:g}" if round(v / 10 ** np.floor(np.log10(v))) in (2, 3, 5) else ""))
+
+
+# --- The sweep: loss curves, optima, the law, the surface fit, the synthetic task ------------------
 
 
 def plot_loss_curves(trials: pd.DataFrame, optimal: pd.DataFrame, path, surface=None, risk_curve=None) -> Path:
@@ -60,13 +64,13 @@ def plot_loss_curves(trials: pd.DataFrame, optimal: pd.DataFrame, path, surface=
     l* marked with its interval, and for synthetic sweeps the exact Bayes risk in black."""
     ok, _ = _validate.split_trials(trials)
     stats = ok.groupby(["data_size", "context_length"])["best_val_loss"].agg(["mean", "std"]).reset_index()
-    palette = _size_colours(stats["data_size"].unique())
+    palette = _colours(stats["data_size"].unique())
     fig = _figure()
     ax = fig.add_subplot()
     for size, sub in stats.groupby("data_size"):
         colour = palette[float(size)]
         ax.errorbar(sub["context_length"], sub["mean"], yerr=sub["std"].fillna(0), color=colour, marker="o",
-                    ms=4, lw=1.2, capsize=2, label=f"D = {_fmt_size(size)}")
+                    ms=4, lw=1.2, capsize=2, label=f"D = {data_size(size)}")
         if surface is not None and surface.success:
             grid = np.geomspace(sub["context_length"].min(), sub["context_length"].max(), 200)
             ax.plot(grid, surface.predict(grid, size), "--", color=colour, lw=1, alpha=0.8)
@@ -85,8 +89,7 @@ def plot_loss_curves(trials: pd.DataFrame, optimal: pd.DataFrame, path, surface=
     ax.set_ylabel("best validation loss (nats)")
     ax.set_title("Loss vs context length (★ = l*, bar = 95 % interval, dashed = surface fit)", fontsize=10)
     ax.legend(fontsize=8, ncols=2)
-    _save(fig, path)
-    return Path(path)
+    return _save(fig, path)
 
 
 def plot_optimal_law(optimal: pd.DataFrame, law, path, surface=None) -> Path:
@@ -114,27 +117,27 @@ def plot_optimal_law(optimal: pd.DataFrame, law, path, surface=None) -> Path:
         d = np.geomspace(min(law.data_size) / 1.5, max(law.data_size) * 1.5, 100)
         lo, hi = law.band(d)
         ax.plot(d, law.predict(d), color="C0", lw=1.2,
-                label=f"l* = {law.coefficient:.3g}·D^{law.exponent:.3f} "
-                      f"(β ∈ [{law.exponent_low:.3f}, {law.exponent_high:.3f}])")
+                label=f"l* = {number(law.coefficient, 3)}·D^{number(law.exponent, 3)} "
+                      f"(β ∈ [{number(law.exponent_low, 3)}, {number(law.exponent_high, 3)}])")
         ax.fill_between(d, lo, hi, color="C0", alpha=0.15, lw=0)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("data size D")
     ax.set_ylabel("optimal context length l*")
     ax.set_title("Optimal context length vs data size", fontsize=10)
-    ax.legend(fontsize=8)
-    _save(fig, path)
-    return Path(path)
+    if ax.get_legend_handles_labels()[0]:  # a sweep with no optimum to draw has nothing to label
+        ax.legend(fontsize=8)
+    return _save(fig, path)
 
 
 def plot_surface_residuals(residuals: pd.DataFrame, path) -> Path:
     """Residuals log(loss) - log(fitted) of the surface fit vs context length and vs data size."""
     fig = _figure(9.0, 3.8)
     left, right = fig.subplots(1, 2, sharey=True)
-    palette = _size_colours(residuals["data_size"].unique()) if len(residuals) else {}
+    palette = _colours(residuals["data_size"].unique()) if len(residuals) else {}
     for size, sub in residuals.groupby("data_size"):
         left.plot(sub["context_length"], sub["log_residual"], "o", ms=3.5, color=palette[float(size)],
-                  label=f"D = {_fmt_size(size)}")
+                  label=f"D = {data_size(size)}")
     right.plot(residuals["data_size"], residuals["log_residual"], "o", ms=3.5, color="0.3")
     for ax, label, column in ((left, "context length l", "context_length"), (right, "data size D", "data_size")):
         ax.axhline(0, color="black", lw=0.8)
@@ -143,8 +146,7 @@ def plot_surface_residuals(residuals: pd.DataFrame, path) -> Path:
     left.set_ylabel("log loss − log fitted")
     left.legend(fontsize=7, ncols=2)
     fig.suptitle("Surface-fit residuals", fontsize=10)
-    _save(fig, path)
-    return Path(path)
+    return _save(fig, path)
 
 
 def plot_synthetic_gap(gap: pd.DataFrame, risk_curve: pd.DataFrame, path) -> Path:
@@ -152,12 +154,12 @@ def plot_synthetic_gap(gap: pd.DataFrame, risk_curve: pd.DataFrame, path) -> Pat
     between them (right), per data size."""
     fig = _figure(10.0, 4.0)
     left, right = fig.subplots(1, 2)
-    palette = _size_colours(gap["data_size"].unique())
+    palette = _colours(gap["data_size"].unique())
     left.step(risk_curve["context_length"], risk_curve["bayes_risk"], where="post", color="black", lw=1.5,
               label="exact Bayes risk")
     for size, sub in gap.groupby("data_size"):
         colour = palette[float(size)]
-        left.plot(sub["context_length"], sub["best_loss"], "o-", ms=4, lw=1, color=colour, label=f"D = {_fmt_size(size)}")
+        left.plot(sub["context_length"], sub["best_loss"], "o-", ms=4, lw=1, color=colour, label=f"D = {data_size(size)}")
         right.plot(sub["context_length"], sub["gap"], "o-", ms=4, lw=1, color=colour)
     right.axhline(0, color="black", lw=0.8)
     left.set_ylabel("loss (nats)")
@@ -167,5 +169,181 @@ def plot_synthetic_gap(gap: pd.DataFrame, risk_curve: pd.DataFrame, path) -> Pat
         ax.set_xlabel("context length l")
     left.legend(fontsize=7)
     fig.suptitle("Synthetic task: trained loss vs exact Bayes risk", fontsize=10)
-    _save(fig, path)
-    return Path(path)
+    return _save(fig, path)
+
+
+def plot_task_excess(table: pd.DataFrame, path) -> Path:
+    """Task x context length, one panel per data size; colour = loss - the task's Bayes loss.
+
+    The colour scale runs from 0 (learnt down to its Bayes loss) to ln 2 (no better than a coin);
+    a dot marks the cells whose task cannot be predicted at that context length (Bayes loss ln 2),
+    so the boundary the Bayes risk steps along is visible. Cells with no trial are grey.
+    """
+    sizes = sorted(table["data_size"].unique())
+    lengths = sorted(table["context_length"].unique())
+    tasks = table.drop_duplicates("task").sort_values("task")
+    labels = [f"{l},{a}" for l, a in zip(tasks["l"], tasks["a"])]
+    n_tasks = len(tasks)
+
+    fig = _figure(1.2 + 0.25 * len(lengths) * len(sizes) + 0.6 * len(sizes), max(3.0, 1.4 + 0.12 * n_tasks))
+    axes = np.atleast_1d(fig.subplots(1, len(sizes), sharey=True, squeeze=False)[0])
+    cmap = colormaps["magma_r"].with_extremes(bad="0.85")
+    image = None
+    for ax, size in zip(axes, sizes):
+        sub = table[table["data_size"] == size]
+        excess = sub.pivot(index="task", columns="context_length", values="excess").reindex(
+            index=tasks["task"], columns=lengths)
+        image = ax.imshow(excess.to_numpy(float), aspect="auto", cmap=cmap, vmin=0.0, vmax=math.log(2),
+                          interpolation="nearest", origin="upper")
+        hidden = sub.pivot(index="task", columns="context_length", values="bayes_loss").reindex(
+            index=tasks["task"], columns=lengths).to_numpy(float) > 0
+        rows, cols = np.nonzero(hidden)
+        ax.plot(cols, rows, ".", ms=1.5, color="0.55")
+        ax.set_xticks(range(len(lengths)), [f"{c:g}" for c in lengths], fontsize=6, rotation=90)
+        ax.set_title(f"D = {data_size(size)}", fontsize=9)
+        ax.set_xlabel("context length l", fontsize=8)
+    axes[0].set_yticks(range(n_tasks), labels, fontsize=max(3.5, min(7.0, 300 / max(n_tasks, 1))))
+    axes[0].set_ylabel("task (l, a), in the task list's order", fontsize=8)
+    bar = fig.colorbar(image, ax=list(axes), extend="both", shrink=0.8)
+    bar.set_label("task loss − its Bayes loss (nats); dot: task not predictable at l", fontsize=7)
+    fig.suptitle("Which tasks each cell learnt", fontsize=10)
+    return _save(fig, path)
+
+
+# --- Measured models and Bi-MLP features: cross-entropy against intrinsic entropy ----------------
+
+
+def plot_ce_vs_context(ce: pd.DataFrame, laws: dict, path) -> Path:
+    """CE vs context length (log x) per model, ± its standard error, with the fitted C0 + C/l^γ dashed."""
+    fig = _figure()
+    ax = fig.add_subplot()
+    for i, (series, rows) in enumerate(ce.sort_values("context_length").groupby("series")):
+        colour = f"C{i % 10}"
+        err = rows["ce_se"].fillna(0) if "ce_se" in rows.columns else None
+        ax.errorbar(rows["context_length"], rows["ce"], yerr=err, marker="o", ms=4, lw=1.2, capsize=2,
+                    color=colour, label=series)
+        law = laws.get(series)
+        if law is not None and law.success:
+            grid = np.geomspace(rows["context_length"].min(), rows["context_length"].max(), 200)
+            ax.plot(grid, law.predict(grid), "--", color=colour, lw=1,
+                    label=f"C0 + C/l^γ: C0 = {number(law.c0, 3)}, γ = {number(law.gamma, 3)}, R² = {number(law.r2, 3)}")
+    _log_x(ax, ce["context_length"])
+    ax.set_xlabel("context length l (tokens)")
+    ax.set_ylabel("final-token cross-entropy (nats)")
+    ax.set_title("Cross-entropy vs context length", fontsize=10)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def _scatter_fit(ax, merged: pd.DataFrame, fits: pd.DataFrame, measure: str, parameter: float, column: str) -> None:
+    for i, (series, rows) in enumerate(merged.groupby("series")):
+        colour = f"C{i % 10}"
+        ax.plot(rows[column], rows["ce"], "o", ms=5, color=colour, label=series)
+        fit = fits[(fits["series"] == series) & (fits["measure"] == measure) & (fits["parameter"] == parameter)]
+        if len(fit) and bool(fit["success"].iloc[0]):
+            f = fit.iloc[0]
+            x = np.linspace(rows[column].min(), rows[column].max(), 50)
+            ax.plot(x, f["intercept"] + f["slope"] * x, "-", color=colour, lw=1,
+                    label=f"linear fit R² = {number(f['r2'], 3)}")
+        for _, r in rows.iterrows():
+            ax.annotate(f"{r['context_length']:g}", (r[column], r["ce"]), fontsize=6, alpha=0.6,
+                        xytext=(3, 3), textcoords="offset points")
+    ax.set_ylabel("cross-entropy (nats)")
+    ax.legend(fontsize=7)
+
+
+def plot_ce_vs_measures(merged: pd.DataFrame, fits: pd.DataFrame, path) -> Path:
+    """CE vs intrinsic dimension (the default threshold, else the nearest stored one) and vs the sum of
+    log relative eigenvalues (the N with the best R²); points are labelled with their context length."""
+    found = measure_columns(merged.columns)
+    fig = _figure(10.0, 4.2)
+    left, right = fig.subplots(1, 2)
+    if found["intrinsic_dim"]:
+        t, column = min(found["intrinsic_dim"], key=lambda pair: abs(np.log(pair[0] / DEFAULT_THRESHOLD)))
+        _scatter_fit(left, merged, fits, "intrinsic_dim", t, column)
+        left.set_xlabel(f"intrinsic dimension (eigenvalue / largest > {t:g})")
+    usable = fits[(fits["measure"] == "sum_log_eig") & fits["success"]]
+    if len(usable):
+        n = usable.groupby("parameter")["r2"].mean().idxmax()
+        column = dict((p, c) for p, c in found["sum_log_eig"])[n]
+        _scatter_fit(right, merged, fits, "sum_log_eig", n, column)
+        right.set_xlabel(f"sum of log relative eigenvalues, first N = {n:g}")
+    fig.suptitle("Cross-entropy vs intrinsic entropy of the hidden state (labels: context length)", fontsize=10)
+    return _save(fig, path)
+
+
+def plot_correlation_heatmap(fits: pd.DataFrame, path) -> Path:
+    """Pearson r of CE with the measure: rows models, columns thresholds (left) and N (right)."""
+    fig = _figure(10.0, 1.8 + 0.45 * max(fits["series"].nunique(), 1))
+    axes = fig.subplots(1, 2)
+    image = None
+    for ax, measure, label in zip(axes, ("intrinsic_dim", "sum_log_eig"), ("threshold t", "N")):
+        table = fits[fits["measure"] == measure].pivot_table(index="series", columns="parameter", values="r",
+                                                            dropna=False)
+        if table.empty:
+            ax.set_axis_off()
+            continue
+        image = ax.imshow(table.to_numpy(dtype=float), cmap="RdBu_r", vmin=-1, vmax=1, aspect="auto")
+        ax.set_xticks(range(table.shape[1]), [f"{c:g}" for c in table.columns], fontsize=7, rotation=45)
+        ax.set_yticks(range(table.shape[0]), table.index, fontsize=7)
+        for (i, j), value in np.ndenumerate(table.to_numpy(dtype=float)):
+            if np.isfinite(value):
+                ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=6)
+        ax.set_xlabel(label)
+        ax.set_title(f"r(CE, {measure})", fontsize=9)
+    if image is not None:
+        fig.colorbar(image, ax=axes, shrink=0.8)
+    return _save(fig, path)
+
+
+def plot_spectra(merged: pd.DataFrame, path, max_models: int = 4) -> Path:
+    """Eigenvalue / largest vs rank (log-log), one line per context length, one panel per model
+    (at most `max_models`), and the intrinsic dimension vs context length for every threshold."""
+    models = list(merged["series"].unique())[:max_models]
+    fig = _figure(4.2 * (len(models) + 1), 4.0)
+    axes = np.atleast_1d(fig.subplots(1, len(models) + 1))
+    palette = _colours(merged["context_length"])
+    for ax, series in zip(axes, models):
+        for _, row in merged[merged["series"] == series].iterrows():
+            eig = np.asarray(json.loads(row["eigenvalues"]), dtype=float)
+            rel = eig[eig > 0] / eig[0] if eig.size and eig[0] > 0 else eig[:0]
+            ax.loglog(np.arange(1, rel.size + 1), rel, color=palette[float(row["context_length"])], lw=1,
+                      label=f"l = {row['context_length']:g}")
+        ax.axhline(DEFAULT_THRESHOLD, color="black", lw=0.6, ls=":")
+        ax.set_xlabel("rank i")
+        ax.set_ylabel("λ_i / λ_1")
+        ax.set_title(str(series), fontsize=9)
+        ax.legend(fontsize=6, ncols=2)
+    ax = axes[-1]
+    thresholds = measure_columns(merged.columns)["intrinsic_dim"]
+    threshold_colours = _colours([t for t, _ in thresholds], "plasma", 0.85)
+    for t, column in thresholds:
+        for series in models:
+            rows = merged[merged["series"] == series]
+            ax.plot(rows["context_length"], rows[column], "o-", ms=3, lw=1, color=threshold_colours[t],
+                    label=f"t = {t:g}" if series == models[0] else None)
+    _log_x(ax, merged["context_length"])
+    ax.set_xlabel("context length l")
+    ax.set_ylabel("intrinsic dimension")
+    ax.legend(fontsize=6)
+    fig.suptitle("PCA spectra of the hidden state that predicts the final token", fontsize=10)
+    return _save(fig, path)
+
+
+def plot_bimlp_dimension(spectra: pd.DataFrame, path) -> Path:
+    """Bi-MLP: intrinsic dimension of the 80-dim feature vs context length, per data size (mean ± sd
+    over seeds), at the default threshold."""
+    column = threshold_column(DEFAULT_THRESHOLD)
+    stats = spectra.groupby(["data_size", "context_length"])[column].agg(["mean", "std"]).reset_index()
+    fig = _figure()
+    ax = fig.add_subplot()
+    palette = _colours(stats["data_size"])
+    for size, rows in stats.groupby("data_size"):
+        ax.errorbar(rows["context_length"], rows["mean"], yerr=rows["std"].fillna(0), marker="o", ms=4, capsize=2,
+                    color=palette[float(size)], label=f"D = {data_size(size)}")
+    _log_x(ax, stats["context_length"])
+    ax.set_xlabel("context length l (bits)")
+    ax.set_ylabel(f"intrinsic dimension (t = {DEFAULT_THRESHOLD:g})")
+    ax.set_title("Bi-MLP feature: intrinsic dimension vs context length", fontsize=10)
+    ax.legend(fontsize=8)
+    return _save(fig, path)

@@ -1,88 +1,34 @@
 """The report of a sweep: tables, plots, one self-contained HTML page, and the text the CLI prints.
 
 `run_report` is what `ctxscale analyze RESULTS_DIR [--sweep NAME] [--out REPORT_DIR]` calls.
-Fitting lives in optimum / surface / bayes, drawing in plots; this module only puts them together
-and writes files.
+Fitting lives in optimum / step_optimum / surface / bayes / entropy, drawing in plots, number
+and HTML formats in present; this module only puts them together and writes files.
 """
 from __future__ import annotations
 
-import base64
-import html
 import json
-import math
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 import pandas as pd
 
 from ctxscale.store import load_results, sweep_folders
 
-from . import _validate, plots
+from . import _validate
 from .bayes import is_synthetic, synthetic_gap, synthetic_risk_curve
 from .entropy import entropy_report
-from .optimum import _has_exact_risk, fit_optimal_context_law, optimal_context_length
-from .step_optimum import step_optimum
+from .optimum import fit_optimal_context_law, optimal_context_length
+from .present import data_size, html_figure, html_sections, html_table, html_text, number, write_html_page
+from .results import StepOptimum
 from .surface import fit_loss_surface, surface_residuals
-from .task_plots import write_task_excess
-from .tasks import has_task_losses
-
-
-def _num(value, digits=4) -> str:
-    return "nan" if value is None or not np.isfinite(value) else f"{value:.{digits}g}"
-
-
-def _optimum_lines(optimal: pd.DataFrame, surface_optima: pd.DataFrame) -> list[str]:
-    lines = ["optimal context length per data size (95 % interval):"]
-    surface_l = dict(zip(surface_optima["data_size"], surface_optima["l_star"])) if len(surface_optima) else {}
-    for _, r in optimal.iterrows():
-        head = f"  D = {r['data_size']:>14,.0f}: "
-        if r["n_trials"] == 0:
-            lines.append(head + f"no usable trials ({r['n_excluded']} excluded)")
-            continue
-        if r["bracketed"]:
-            interval = (f"[{_num(r['l_star_low'])}, {_num(r['l_star_high'])}]" if np.isfinite(r["l_star_low"])
-                        else "(no interval: one seed, too few points)")
-            body = f"l* = {_num(r['l_star'])} {interval}  (grid best {r['grid_l_best']:g}, {r['n_seeds']} seed(s)"
-            s = surface_l.get(r["data_size"], math.nan)
-            body += f"; surface fit {_num(s)})" if np.isfinite(s) else ")"
-        elif r["outside"] in ("below", "above"):
-            body = f"optimum outside the grid: {r['outside']} (grid best {r['grid_l_best']:g})"
-        else:
-            body = r["note"]
-        excluded = f"  [{r['n_excluded']} excluded]" if r["n_excluded"] else ""
-        lines.append(head + body + excluded)
-    return lines
-
-
-def _img(path: Path, alt: str) -> str:
-    data = base64.b64encode(path.read_bytes()).decode("ascii")
-    return f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(alt)}"><figcaption>{html.escape(alt)}</figcaption></figure>'
-
-
-def _table(frame: pd.DataFrame) -> str:
-    return frame.to_html(index=False, border=0, float_format=lambda v: f"{v:.5g}", na_rep="–", classes="t")
-
-
-_CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}
-pre{background:#f5f5f5;padding:1em;overflow-x:auto}img{max-width:100%}figure{margin:1em 0}
-table.t{border-collapse:collapse;font-size:13px}table.t td,table.t th{padding:3px 8px;border-bottom:1px solid #ddd;text-align:right}
-figcaption{font-size:13px;color:#555}"""
-
-
-def _html(title: str, text: str, sections: list[tuple[str, str]]) -> str:
-    body = "".join(f"<h2>{html.escape(h)}</h2>{content}" for h, content in sections)
-    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>"
-            f"<pre>{html.escape(text)}</pre>{body}</body></html>")
+from .tasks import has_task_losses, task_loss_table
 
 
 def write_entropy_report(out_dir, name: str, text: str, fragment: str) -> str:
     """The report of a sweep that has measurements only (e.g. `ctxscale measure`)."""
     report_path = Path(out_dir) / "report.html"
     text = f"sweep {name}:\n{text}\nreport: {report_path}"
-    report_path.write_text(_html(f"ctxscale report: {name}", text, [("Cross-entropy and intrinsic entropy", fragment)]),
-                           encoding="utf-8")
+    write_html_page(report_path, f"ctxscale report: {name}", text, fragment)
     return text
 
 
@@ -91,28 +37,30 @@ def write_report(trials: pd.DataFrame, out_dir, name: str = "sweep", n_boot: int
     """Analyse one sweep's trials table, write its report into `out_dir`, return the summary text.
 
     Writes report.html (self-contained), optimal_context_length.csv, law.json, surface_fit.json,
-    surface_optima.csv, the PNG plots, and for synthetic sweeps synthetic_gap.csv (and task_excess.csv
-    when the trials carry per-task losses).
+    surface_optima.csv, the PNG plots, and for synthetic sweeps synthetic_gap.csv and
+    optimum_increase.csv (and task_excess.csv when the trials carry per-task losses). `extra` is
+    (text, HTML sections) to add, e.g. `entropy_report`'s.
     Raises ValueError when no trial is usable.
     """
+    from . import plots  # matplotlib only once something is drawn
+
     out = Path(out_dir)
     ok, excluded = _validate.split_trials(trials)
     if ok.empty:
         raise ValueError(f"sweep {name!r}: no usable trials ({len(trials)} stored, all failed, diverged or without a loss)")
     out.mkdir(parents=True, exist_ok=True)
-    # synthetic sweeps: l* from the exact Bayes risk (step estimator); others: the smooth estimator
-    step = step_optimum(trials, n_boot=n_boot, seed=seed) if _has_exact_risk(trials) else None
-    optimal = step.table if step is not None else optimal_context_length(trials, n_boot=n_boot, seed=seed)
+    # synthetic sweeps get the step estimator (l* from the exact Bayes risk), others the smooth one
+    optimal = optimal_context_length(trials, n_boot=n_boot, seed=seed)
     law = fit_optimal_context_law(optimal, seed=seed)
     surface = fit_loss_surface(trials, n_boot=surface_boot, seed=seed)
     surface_optima = surface.optima_frame()
 
-    optimal.to_csv(out / "optimal_context_length.csv", index=False)
-    if step is not None:
-        step.increase.to_csv(out / "optimum_increase.csv", index=False)
+    optimal.table.to_csv(out / "optimal_context_length.csv", index=False)
+    if isinstance(optimal, StepOptimum):
+        optimal.increase.to_csv(out / "optimum_increase.csv", index=False)
     (out / "law.json").write_text(json.dumps({"sweep": name, **law.to_dict()}, indent=2))
     (out / "surface_fit.json").write_text(json.dumps({"sweep": name, **surface.to_dict()}, indent=2))
-    comparison = optimal[["data_size", "l_star", "l_star_low", "l_star_high", "bracketed"]].merge(
+    comparison = optimal.table[["data_size", "l_star", "l_star_low", "l_star_high", "bracketed"]].merge(
         surface_optima.rename(columns={c: f"surface_{c}" for c in surface_optima.columns if c != "data_size"}),
         on="data_size", how="left")
     comparison.to_csv(out / "surface_optima.csv", index=False)
@@ -124,9 +72,9 @@ def write_report(trials: pd.DataFrame, out_dir, name: str = "sweep", n_boot: int
         risk_curve = synthetic_risk_curve(trials)
         gap.to_csv(out / "synthetic_gap.csv", index=False)
 
-    figures = [(plots.plot_loss_curves(trials, optimal, out / "loss_vs_context.png", surface, risk_curve),
+    figures = [(plots.plot_loss_curves(trials, optimal.table, out / "loss_vs_context.png", surface, risk_curve),
                 "Loss vs context length per data size, with l* and the surface fit")]
-    figures.append((plots.plot_optimal_law(optimal, law, out / "optimal_law.png", surface),
+    figures.append((plots.plot_optimal_law(optimal.table, law, out / "optimal_law.png", surface),
                     "Optimal context length vs data size, with the law and its band"))
     if surface.success:
         figures.append((plots.plot_surface_residuals(surface_residuals(surface, trials), out / "surface_residuals.png"),
@@ -139,38 +87,43 @@ def write_report(trials: pd.DataFrame, out_dir, name: str = "sweep", n_boot: int
     excl = ", ".join(f"{k} {v}" for k, v in counts.items())
     lines = [f"sweep {name}: {len(trials)} trials, {len(ok)} used, {len(excluded)} excluded"
              + (f" ({excl})" if excl else "")]
-    lines += step.summary().splitlines() if step is not None else _optimum_lines(optimal, surface_optima)
+    lines += optimal.summary().splitlines()
     lines.append(law.summary())
-    lines.append(surface.summary() if not surface.success else
-                 f"surface fit: R²(log loss) = {_num(surface.r2)}, {surface.n} trials; optima beside the per-D "
-                 "estimates above (details in surface_fit.json)")
+    if surface.success:
+        implied = "; ".join(f"D = {data_size(r['data_size'])}: {number(r['l_star'])}" if r["bracketed"]
+                            else f"D = {data_size(r['data_size'])}: {r['outside']} the grid"
+                            for _, r in surface_optima.iterrows())
+        lines.append(f"surface fit: R²(log loss) = {number(surface.r2)}, {surface.n} trials; its optima: {implied} "
+                     "(details in surface_fit.json)")
+    else:
+        lines.append(surface.summary())
     if synthetic and len(gap):
         largest = gap[gap["data_size"] == gap["data_size"].max()]
-        lines.append(f"synthetic: at D = {largest['data_size'].iloc[0]:,.0f} best loss − exact Bayes risk ranges "
-                     f"{_num(largest['gap'].min(), 3)} .. {_num(largest['gap'].max(), 3)} nats (synthetic_gap.csv)")
+        lines.append(f"synthetic: at D = {data_size(largest['data_size'].iloc[0])} best loss − exact Bayes risk ranges "
+                     f"{number(largest['gap'].min(), 3)} .. {number(largest['gap'].max(), 3)} nats (synthetic_gap.csv)")
     if extra[0]:
         lines.append(extra[0])
     report_path = out / "report.html"
     lines.append(f"report: {report_path}")
     text = "\n".join(lines)
 
-    sections = [("Optimal context length per data size", _table(optimal.drop(columns=["note"]))
-                 + (f"<pre>{html.escape(step.summary())}</pre>" if step is not None else "")),
-                ("Law l*(D) = k · D^β", f"<pre>{html.escape(law.summary())}</pre>"),
-                ("Surface fit", f"<pre>{html.escape(surface.summary())}</pre>"
-                                "<p>Per-data-size estimates beside the optima the surface implies:</p>" + _table(comparison))]
+    sections = [("Optimal context length per data size",
+                 html_table(optimal.table.drop(columns=["note"])) + html_text(optimal.summary())),
+                ("Law l*(D) = k · D^β", html_text(law.summary()) + html_table(law.table)),
+                ("Surface fit", html_text(surface.summary()) + html_table(surface.table)
+                 + "<p>Per-data-size estimates beside the optima the surface implies:</p>" + html_table(comparison))]
     if synthetic:
         wide = gap.pivot_table("gap", "context_length", "data_size")
-        wide.columns = [f"D={c:,.0f}" for c in wide.columns]
-        sections.append(("Synthetic: best loss − exact Bayes risk (nats)", _table(wide.reset_index())))
+        wide.columns = [f"D={data_size(c)}" for c in wide.columns]
+        sections.append(("Synthetic: best loss − exact Bayes risk (nats)", html_table(wide.reset_index())))
     if synthetic and has_task_losses(trials):  # per-task losses stored: which tasks each cell learnt
-        heat_map = write_task_excess(trials, out)  # task_excess.csv and .png
-        sections.append(("Which tasks each cell learnt", _img(heat_map, "Task × context length: task loss − "
-                                                                   "its Bayes loss, per data size (task_excess.csv)")))
-    sections.append(("Plots", "".join(_img(p, alt) for p, alt in figures)))
-    if extra[1]:
-        sections.append(("Cross-entropy and intrinsic entropy", extra[1]))
-    report_path.write_text(_html(f"ctxscale report: {name}", text, sections), encoding="utf-8")
+        tasks = task_loss_table(trials)
+        tasks.to_csv(out / "task_excess.csv", index=False)
+        heat_map = plots.plot_task_excess(tasks, out / "task_excess.png")
+        sections.append(("Which tasks each cell learnt", html_figure(
+            heat_map, "Task × context length: task loss − its Bayes loss, per data size (task_excess.csv)")))
+    sections.append(("Plots", "".join(html_figure(path, caption) for path, caption in figures)))
+    write_html_page(report_path, f"ctxscale report: {name}", text, html_sections(sections) + extra[1])
     return text
 
 

@@ -1,44 +1,43 @@
 """Frozen result objects of the fits: numbers computed once in the fit, then only read.
 
-Each result carries its parameters, their uncertainty, R², the number of points, `success` and a
-`message`, and offers `summary()` (text) and `to_dict()` (JSON-safe: NaN becomes None). A fit
-that cannot run (too few points) returns a result with success False instead of raising, so a
-report can say why a number is missing.
+Every result offers `.table` (a DataFrame), `summary()` (text) and `to_dict()` (JSON-safe: NaN
+becomes None). A fit of parameters (the law, the Bayes-risk law, the surface, a line) carries
+its parameters, their uncertainty, R², the number of points, `success` and a `message`, and its
+`.table` has one row per parameter. An estimate per data size (`OptimalContextLength`,
+`StepOptimum`) holds its `.table` of one row per data size. A fit that cannot run (too few
+points) returns a result with success False instead of raising, so a report can say why a
+number is missing. Numbers are written by `analysis.present`.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
+import pandas as pd
 
 from . import forms
+from .present import data_size, json_safe, number, percent
 
-
-def json_safe(value):
-    """Turn NumPy scalars/arrays, tuples and non-finite floats into plain JSON values."""
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return [json_safe(v) for v in value]
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return float(value) if math.isfinite(value) else None
-    return value
-
-
-def _fmt(value, digits=4):
-    return "nan" if value is None or not np.isfinite(value) else f"{value:.{digits}g}"
+PARAMETER_COLUMNS = ["parameter", "estimate", "low", "high", "se"]
 
 
 class _Result:
     def to_dict(self) -> dict:
-        """All fields as plain JSON values (NaN → None)."""
-        return json_safe(dataclasses.asdict(self))
+        """All fields as plain JSON values (NaN → None); fields kept out of the repr (bootstrap
+        draws) are left out."""
+        return json_safe({f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.repr})
+
+
+def _parameters(rows) -> pd.DataFrame:
+    """A `.table` of parameters from (name, estimate, low, high, se) tuples."""
+    return pd.DataFrame(rows, columns=PARAMETER_COLUMNS)
+
+
+def _with_message(text: str, message: str) -> str:
+    return text + (f"; {message}" if message else "")
 
 
 @dataclass(frozen=True)
@@ -66,6 +65,12 @@ class OptimalLawFit(_Result):
     l_star: tuple = ()
     cov_log: tuple = (math.nan, math.nan, math.nan)  # var(log k), cov(log k, β), var(β)
 
+    @property
+    def table(self) -> pd.DataFrame:
+        """coefficient and exponent with their interval (and the exponent's standard error)."""
+        return _parameters([("coefficient", self.coefficient, self.coefficient_low, self.coefficient_high, math.nan),
+                            ("exponent", self.exponent, self.exponent_low, self.exponent_high, self.exponent_se)])
+
     def predict(self, data_size):
         """l* = coefficient · D ** exponent."""
         return forms.power_law(data_size, self.coefficient, self.exponent)
@@ -81,12 +86,10 @@ class OptimalLawFit(_Result):
     def summary(self) -> str:
         if not self.success:
             return f"law l* = k·D^β: not fitted ({self.message})"
-        pct = round(100 * self.confidence)
-        return (
-            f"law l* = k·D^β: k = {_fmt(self.coefficient)}, β = {_fmt(self.exponent, 3)} "
-            f"[{_fmt(self.exponent_low, 3)}, {_fmt(self.exponent_high, 3)}] ({pct} % interval), "
-            f"R² = {_fmt(self.r2, 3)}, {self.n} points" + (f"; {self.message}" if self.message else "")
-        )
+        return _with_message(
+            f"law l* = k·D^β: k = {number(self.coefficient)}, β = {number(self.exponent, 3)} "
+            f"[{number(self.exponent_low, 3)}, {number(self.exponent_high, 3)}] ({percent(self.confidence)} interval), "
+            f"R² = {number(self.r2, 3)}, {self.n} points", self.message)
 
 
 @dataclass(frozen=True)
@@ -105,6 +108,12 @@ class BayesRiskFit(_Result):
     success: bool
     message: str
 
+    @property
+    def table(self) -> pd.DataFrame:
+        """c0, c and gamma with their standard errors."""
+        return _parameters([(name, getattr(self, name), math.nan, math.nan, getattr(self, f"{name}_se"))
+                            for name in ("c0", "c", "gamma")])
+
     def predict(self, context_length):
         """c0 + c / l ** gamma."""
         return forms.bayes_risk_law(context_length, self.c0, self.c, self.gamma)
@@ -112,11 +121,41 @@ class BayesRiskFit(_Result):
     def summary(self) -> str:
         if not self.success:
             return f"Bayes-risk law C0 + C/l^γ: not fitted ({self.message})"
-        return (
-            f"Bayes-risk law C0 + C/l^γ: C0 = {_fmt(self.c0)} ± {_fmt(self.c0_se, 2)}, "
-            f"C = {_fmt(self.c)} ± {_fmt(self.c_se, 2)}, γ = {_fmt(self.gamma, 3)} ± {_fmt(self.gamma_se, 2)}, "
-            f"R² = {_fmt(self.r2, 4)}, {self.n} points" + (f"; {self.message}" if self.message else "")
-        )
+        return _with_message(
+            f"Bayes-risk law C0 + C/l^γ: C0 = {number(self.c0)} ± {number(self.c0_se, 2)}, "
+            f"C = {number(self.c)} ± {number(self.c_se, 2)}, γ = {number(self.gamma, 3)} ± {number(self.gamma_se, 2)}, "
+            f"R² = {number(self.r2)}, {self.n} points", self.message)
+
+
+@dataclass(frozen=True)
+class LinearFit(_Result):
+    """y = intercept + slope · x by least squares, with standard errors, Pearson r and R²."""
+
+    slope: float
+    intercept: float
+    slope_se: float
+    intercept_se: float
+    r: float
+    r2: float
+    n: int
+    success: bool
+    message: str
+
+    @property
+    def table(self) -> pd.DataFrame:
+        """intercept and slope with their standard errors."""
+        return _parameters([("intercept", self.intercept, math.nan, math.nan, self.intercept_se),
+                            ("slope", self.slope, math.nan, math.nan, self.slope_se)])
+
+    def predict(self, x):
+        """intercept + slope · x."""
+        return self.intercept + self.slope * np.asarray(x, dtype=float)
+
+    def summary(self) -> str:
+        if not self.success:
+            return f"linear fit: not fitted ({self.message})"
+        return (f"y = {number(self.intercept)} + {number(self.slope)}·x (± {number(self.slope_se, 2)}), "
+                f"r = {number(self.r)}, R² = {number(self.r2)}, {self.n} points")
 
 
 SURFACE_PARAMS = ("c0", "c", "gamma", "a", "kappa", "alpha0", "b")
@@ -150,6 +189,12 @@ class SurfaceFit(_Result):
     confidence: float = 0.95
     context_range: tuple = (math.nan, math.nan)
 
+    @property
+    def table(self) -> pd.DataFrame:
+        """The seven parameters with their bootstrap interval and standard deviation."""
+        return _parameters([(name, self.params[name], self.params_low[name], self.params_high[name],
+                             self.params_se[name]) for name in SURFACE_PARAMS])
+
     def predict(self, context_length, data_size):
         """The fitted loss at (l, D)."""
         return forms.loss_surface(context_length, data_size, **self.params, l_ref=self.l_ref, d_ref=self.d_ref)
@@ -159,25 +204,19 @@ class SurfaceFit(_Result):
         p = self.params
         return forms.bayes_risk_law(np.asarray(context_length, dtype=float) / self.l_ref, p["c0"], p["c"], p["gamma"])
 
-    def optima_frame(self):
+    def optima_frame(self) -> pd.DataFrame:
         """The implied optima as a DataFrame, one row per data size."""
-        import pandas as pd  # the result itself stays plain data
-
         columns = ["data_size", "l_star", "l_star_low", "l_star_high", "bracketed", "outside"]
         return pd.DataFrame([dict(zip(columns, row)) for row in self.optima], columns=columns)
 
     def summary(self) -> str:
         if not self.success:
             return f"surface fit: not fitted ({self.message})"
-        parts = ", ".join(
-            f"{name} = {_fmt(self.params[name], 3)} [{_fmt(self.params_low[name], 3)}, {_fmt(self.params_high[name], 3)}]"
-            for name in SURFACE_PARAMS
-        )
-        return (
-            f"surface fit loss = c0 + c·l̃^-γ + a·l̃^κ·D^-(α0·l̃^-b) (l̃ = l/{_fmt(self.l_ref)}): "
-            f"{parts}; R²(log loss) = {_fmt(self.r2, 4)}, {self.n} points, {self.n_boot} bootstrap fits"
-            + (f"; {self.message}" if self.message else "")
-        )
+        parts = ", ".join(f"{name} = {number(self.params[name], 3)} [{number(self.params_low[name], 3)}, "
+                          f"{number(self.params_high[name], 3)}]" for name in SURFACE_PARAMS)
+        return _with_message(
+            f"surface fit loss = c0 + c·l̃^-γ + a·l̃^κ·D^-(α0·l̃^-b) (l̃ = l/{number(self.l_ref)}): "
+            f"{parts}; R²(log loss) = {number(self.r2)}, {self.n} points, {self.n_boot} bootstrap fits", self.message)
 
 
 def empty_surface(message: str, n: int, l_ref=math.nan, d_ref=math.nan) -> SurfaceFit:
@@ -197,15 +236,93 @@ def failed_law(message: str, n: int, data_size=(), l_star=(), confidence=0.95) -
     )
 
 
-@dataclass(frozen=True)
-class StepOptimum(_Result):
-    """Optimal context lengths of a synthetic sweep (see the module's docstring).
+# --- Optimal context length per data size ----------------------------------------------------------
 
-    `table`: one row per data size (columns OPTIMAL_COLUMNS); `increase`: per pair of consecutive
-    learnt data sizes, the bootstrap probabilities that l* does not fall / strictly rises;
-    `candidates`: the lengths l* can take; `terms` and `theta`: the excess model.
+
+class OptimumResult(_Result):
+    """What both estimators of l* per data size return: `.table` with one row per data size.
+
+    `result[column]` and `result.columns` read the table, so code written when
+    `optimal_context_length` returned the bare table keeps working.
     """
 
+    estimator: ClassVar[str]  # each subclass also has the fields table, confidence and message
+
+    def __getitem__(self, column):
+        return self.table[column]
+
+    @property
+    def columns(self) -> pd.Index:
+        return self.table.columns
+
+    def _method(self) -> str:
+        raise NotImplementedError
+
+    def _extra_lines(self) -> list[str]:
+        return []
+
+    def summary(self) -> str:
+        """A line per data size: l* with its interval, or why there is none."""
+        lines = [f"optimal context length per data size ({percent(self.confidence)} interval; {self._method()})"]
+        lines += [f"  D = {data_size(r['data_size']):>12}: {_optimum_text(r)}" for _, r in self.table.iterrows()]
+        lines += self._extra_lines()
+        if self.message:
+            lines.append("  " + self.message)
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict:
+        return {"estimator": self.estimator, **super().to_dict()}
+
+
+def _optimum_text(r) -> str:
+    """One row of either estimator's table as text."""
+    placed = r["bracketed"] or r["outside"] in ("below", "above")
+    if r["n_trials"] == 0 or not r.get("learnt", True) or not placed:
+        text, note = r["note"], ""  # the note says why there is no optimum
+    else:
+        if r["bracketed"]:
+            low, high = r["l_star_low"], r["l_star_high"]
+            interval = f"[{number(low)}, {number(high)}]" if np.isfinite(low) else "(no interval)"
+            text = f"l* = {number(r['l_star'])} {interval}"
+        else:
+            below = r["outside"] == "below"
+            bound = r["l_star_low"] if below else r["l_star_high"]
+            text = f"optimum outside the grid: {r['outside']}" + (
+                f" (l* {'<=' if below else '>='} {number(bound)})" if np.isfinite(bound) else "")
+        text += f"  grid best {number(r['grid_l_best'])}, {r['n_seeds']} seed(s)"
+        top = r.get("top_candidates")  # the step estimator's bootstrap shares
+        if isinstance(top, str) and top:
+            text += f"; top candidates {top}"
+        note = r["note"]
+    return text + (f"  ({note})" if note else "") + (f"  [{r['n_excluded']} excluded]" if r["n_excluded"] else "")
+
+
+@dataclass(frozen=True)
+class OptimalContextLength(OptimumResult):
+    """Optimal context lengths of a smooth sweep (analysis.optimum): `table` has one row per data
+    size (columns analysis.optimum.OPTIMAL_COLUMNS)."""
+
+    estimator: ClassVar[str] = "smooth"
+    table: pd.DataFrame
+    confidence: float
+    n_boot: int
+    window: int
+    message: str = ""
+
+    def _method(self) -> str:
+        return f"smooth estimator: a polynomial in log l through at most {self.window} grid points around the grid minimum"
+
+
+@dataclass(frozen=True)
+class StepOptimum(OptimumResult):
+    """Optimal context lengths of a synthetic sweep (analysis.step_optimum).
+
+    `table`: one row per data size (columns analysis.step_optimum.OPTIMAL_COLUMNS); `increase`:
+    per pair of consecutive learnt data sizes, the bootstrap probabilities that l* does not fall /
+    strictly rises; `candidates`: the lengths l* can take; `terms` and `theta`: the excess model.
+    """
+
+    estimator: ClassVar[str] = "step"
     table: pd.DataFrame
     increase: pd.DataFrame
     candidates: tuple
@@ -216,37 +333,11 @@ class StepOptimum(_Result):
     message: str = ""
     boot: np.ndarray = field(default=None, repr=False)  # (n_boot, learnt sizes) bootstrap l*
 
-    def summary(self) -> str:
-        lines = [f"optimal context length per data size ({self.confidence:.0%} interval; step estimator: "
-                 f"exact Bayes risk + a smooth excess; candidates {_short(self.candidates)})"]
-        for _, r in self.table.iterrows():
-            lines.append(f"  D = {r['data_size']:>12,.0f}: " + _row_text(r))
-        for _, r in self.increase.iterrows():
-            lines.append(f"  D {r['data_size']:,.0f} -> {r['next_data_size']:,.0f}: P(l* does not fall) = "
-                         f"{r['p_not_lower']:.2f}, P(l* rises) = {r['p_higher']:.2f}")
-        if self.message:
-            lines.append("  " + self.message)
-        return "\n".join(lines)
+    def _method(self) -> str:
+        values = [int(v) for v in self.candidates]
+        shown = ", ".join(map(str, values)) if len(values) <= 12 else f"{values[0]}, {values[1]}, ..., {values[-1]} ({len(values)})"
+        return f"step estimator: exact Bayes risk + a smooth excess; candidates {shown}"
 
-    def to_dict(self) -> dict:
-        return json_safe({
-            "estimator": "step", "confidence": self.confidence, "n_boot": self.n_boot, "message": self.message,
-            "candidates": list(self.candidates), "terms": list(self.terms), "theta": list(self.theta),
-            "table": self.table.to_dict(orient="records"), "increase": self.increase.to_dict(orient="records"),
-        })
-
-
-def _short(values) -> str:
-    values = [int(v) for v in values]
-    return ", ".join(map(str, values)) if len(values) <= 12 else f"{values[0]}, {values[1]}, ..., {values[-1]} ({len(values)})"
-
-
-def _row_text(r) -> str:
-    if not r["learnt"]:
-        return r["note"]
-    if r["bracketed"]:
-        text = f"l* = {r['l_star']:g} [{r['l_star_low']:g}, {r['l_star_high']:g}]"
-    else:
-        text = f"optimum at the grid's {'lower' if r['outside'] == 'below' else 'upper'} end (l* {'<=' if r['outside'] == 'below' else '>='} {r['l_star_low' if r['outside'] == 'below' else 'l_star_high']:g})"
-    text += f"  grid best {r['grid_l_best']:g}, {r['n_seeds']} seed(s); top candidates {r['top_candidates']}"
-    return text + (f"  ({r['note']})" if r["note"] else "")
+    def _extra_lines(self) -> list[str]:
+        return [f"  D {data_size(r['data_size'])} -> {data_size(r['next_data_size'])}: P(l* does not fall) = "
+                f"{r['p_not_lower']:.2f}, P(l* rises) = {r['p_higher']:.2f}" for _, r in self.increase.iterrows()]

@@ -29,14 +29,14 @@ instead; `optimal_context_length` sends synthetic trials here by itself.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 
 import numpy as np
 import pandas as pd
 
-from . import _validate, forms
+from . import _validate, forms, stats
+from .bayes import with_exact_risk
 from .results import StepOptimum
 
 LN2 = math.log(2.0)
@@ -51,12 +51,7 @@ OPTIMAL_COLUMNS = [
 
 
 # --------------------------------------------------------------------------------------------------
-# the excess model: log E linear in a few terms of x = log l and y = log D
-
-
-def _terms(x: np.ndarray, y: np.ndarray, use: tuple[str, ...]) -> np.ndarray:
-    columns = {"1": np.ones_like(x), "x": x, "x2": x * x, "y": y, "xy": x * y}
-    return np.column_stack([columns[t] for t in use])
+# the excess model: log E linear in a few terms of x = log l and y = log D (forms.smooth_excess)
 
 
 def _choose_terms(n_lengths: int, n_sizes: int, n_cells: int) -> tuple[str, ...]:
@@ -82,7 +77,7 @@ def _fit_excess(design: np.ndarray, excess: np.ndarray, weight: np.ndarray, star
     damping = np.full(n_rows, 1e-3)
 
     def sse(th):
-        fitted = np.exp(np.clip(th @ design.T, -40, 5))
+        fitted = forms.smooth_excess(design, th)
         return (weight * (excess - fitted) ** 2).sum(axis=1), fitted
 
     current, fitted = sse(theta)
@@ -108,8 +103,7 @@ def _initial_theta(design: np.ndarray, excess: np.ndarray, weight: np.ndarray) -
     floor = max(float(np.quantile(np.abs(excess), 0.25)), 1e-5)
     log_e = np.log(np.maximum(excess, floor))
     w = np.sqrt(np.maximum(excess, floor) ** 2 * weight)
-    theta, *_ = np.linalg.lstsq(design * w[:, None], log_e * w, rcond=None)
-    return theta
+    return stats.least_squares(design * w[:, None], log_e * w).coef
 
 
 # --------------------------------------------------------------------------------------------------
@@ -160,13 +154,6 @@ def _candidates(ok: pd.DataFrame, lo: float, hi: float) -> tuple[np.ndarray, np.
     return table.index.to_numpy(float), table.to_numpy(float)
 
 
-def _noise_pool(cells: list[np.ndarray]) -> tuple[np.ndarray, int]:
-    """Relative seed-to-seed deviations pooled over cells, and their degrees of freedom."""
-    used = [v for v in cells if len(v) > 1 and v.mean() > 0]
-    devs = [(v / v.mean() - 1.0) * math.sqrt(len(v) / (len(v) - 1)) for v in used]
-    return (np.concatenate(devs) if devs else np.empty(0)), sum(len(v) - 1 for v in used)
-
-
 def _misfit_p(z: np.ndarray, used_share: float) -> float:
     """p-value of a chi-square test that standardised residuals `z` are noise alone; the degrees
     of freedom are the cells less their share of the fitted parameters."""
@@ -177,13 +164,7 @@ def _misfit_p(z: np.ndarray, used_share: float) -> float:
     return float(chi2.sf(float((z**2).sum()), max(len(z) * (1.0 - used_share), 0.5)))
 
 
-def _widening(dof: int, tail: float) -> float:
-    # the bootstrap takes the estimated noise as known; Student's t gives back what few dof cost
-    from scipy.stats import norm, t
-
-    return float(t.ppf(1 - tail, dof) / norm.ppf(1 - tail)) if dof > 0 else math.nan
-
-
+@_validate.fits_one_configuration
 def step_optimum(trials: pd.DataFrame, n_boot: int = 1000, seed: int = 0, confidence: float = 0.95) -> StepOptimum:
     """Optimal context length per data size of a synthetic sweep, from its exact Bayes risk.
 
@@ -211,32 +192,21 @@ def step_optimum(trials: pd.DataFrame, n_boot: int = 1000, seed: int = 0, confid
 
     Examples
     --------
-    >>> tasks = [[l, l - 1] for l in range(21, 61)]
-    >>> grid, sizes = [20, 30, 40, 50, 60], [1e4, 1e5]
-    >>> risk = forms.synthetic_bayes_risk(tasks, np.array(grid), 100)
-    >>> rows = [dict(context_length=l, data_size=d, seed=0, tasks=json.dumps(tasks), string_length=100,
-    ...              best_val_loss=r + 0.02 * (l / 20) ** 3 * (1e4 / d) ** 0.5)
-    ...         for l, r in zip(grid, risk) for d in sizes]
-    >>> fit = step_optimum(pd.DataFrame(rows), n_boot=200)
-    >>> fit.table[["data_size", "l_star", "learnt"]].values.tolist()
-    [[10000.0, 34.0, True], [100000.0, 47.0, True]]
+    A simulated sweep of the study's 50 tasks whose true l* is known:
+
+    >>> from analysis.calibration import simulate_step_sweep
+    >>> trials, truth = simulate_step_sweep("own", [20, 24, 32, 48, 64, 80], [50_000, 200_000], n_seeds=3,
+    ...                                     noise=0.002, rng=np.random.default_rng(1))
+    >>> truth
+    {50000.0: 47.0, 200000.0: 58.0}
+    >>> fit = step_optimum(trials, n_boot=200)
+    >>> fit.table[["data_size", "l_star", "l_star_low", "l_star_high"]].values.tolist()
+    [[50000.0, 47.0, 47.0, 62.0], [200000.0, 58.0, 58.0, 58.0]]
     """
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
-    digest = _validate.one_configuration(trials, "step_optimum")  # raises on a mix of configurations
-    result = _step_optimum(trials, n_boot, seed, confidence)
-    if digest is not None:  # the table names its configuration, so the law fit can check it in turn
-        result = dataclasses.replace(result, table=result.table.assign(**{_validate.CONFIG_COLUMN: digest}))
-    return result
-
-
-def _step_optimum(trials: pd.DataFrame, n_boot: int, seed: int, confidence: float) -> StepOptimum:
     ok, excluded = _validate.split_trials(trials)
-    if not ({"tasks", "bayes_risk"} & set(ok.columns)):
-        raise ValueError("step_optimum needs the exact Bayes risk: a 'tasks' or 'bayes_risk' column")
-    from .bayes import _exact_risk
-
-    ok = ok.assign(bayes_risk=_exact_risk(ok))
+    ok = with_exact_risk(ok, "step_optimum")
     rng = np.random.default_rng(seed)
     tail = (1.0 - confidence) / 2
     sizes = sorted(set(ok["data_size"]) | set(excluded["data_size"]))
@@ -253,7 +223,7 @@ def _step_optimum(trials: pd.DataFrame, n_boot: int, seed: int, confidence: floa
         risk = np.array([sub.loc[sub["context_length"] == l, "bayes_risk"].mean() for l in grid])
         per_size[size] = (sub, grid, cells, risk)
         all_cells += cells
-    seed_pool, seed_dof = _noise_pool(all_cells)
+    seed_pool, seed_dof = stats.seed_deviations(all_cells)
     seed_sd = float(np.sqrt(np.mean(seed_pool**2))) if seed_pool.size else math.nan
 
     rows, learnt_sizes = {}, []
@@ -308,20 +278,20 @@ def _step_optimum(trials: pd.DataFrame, n_boot: int, seed: int, confidence: floa
     fx, fy = np.log(cell_l) - x0, np.log(cell_d) - y0
     fit_idx = np.flatnonzero(cell_fit)
     terms = _choose_terms(len(np.unique(cell_l[fit_idx])), len(np.unique(cell_d[fit_idx])), len(fit_idx))
-    design = _terms(fx[fit_idx], fy[fit_idx], terms)
+    design = forms.excess_design(fx[fit_idx], fy[fit_idx], terms)
     weight = cell_n[fit_idx] / cell_mean[fit_idx] ** 2  # relative noise: sd ∝ loss / sqrt(seeds)
     excess_obs = cell_mean[fit_idx] - cell_risk[fit_idx]
     theta = _fit_excess(design, excess_obs[None], weight, _initial_theta(design, excess_obs, weight))[0]
 
     # noise for the bootstrap: seeds where every cell has several, else the fit's residuals
-    fitted_loss = cell_risk[fit_idx] + np.exp(np.clip(design @ theta, -40, 5))
+    fitted_loss = cell_risk[fit_idx] + forms.smooth_excess(design, theta)
     if seed_pool.size and seed_dof >= 2:
         method, pool, dof = "seeds", seed_pool, seed_dof
     else:
         dof = len(fit_idx) - len(terms)
         resid = (cell_mean[fit_idx] - fitted_loss) / fitted_loss * np.sqrt(cell_n[fit_idx])
         method, pool = "residuals", resid * math.sqrt(len(fit_idx) / max(dof, 1))
-    pool = pool * (_widening(dof, tail) if dof > 0 else 1.0)
+    pool = pool * (stats.t_widening(dof, tail) if dof > 0 else 1.0)
     # standardised residuals of every cell, for the check that the smooth form fits near l*
     resid_rel = (cell_mean[fit_idx] - fitted_loss) / fitted_loss * np.sqrt(cell_n[fit_idx])
     if method == "seeds":
@@ -348,8 +318,7 @@ def _step_optimum(trials: pd.DataFrame, n_boot: int, seed: int, confidence: floa
     sizes_arr = np.array(learnt_sizes, float)
     boot_l = np.empty((n_boot + 1, len(learnt_sizes)))
     for j, size in enumerate(learnt_sizes):
-        cd = _terms(cx, np.full_like(cx, np.log(size) - y0), terms)
-        excess = np.exp(np.clip(boot_theta @ cd.T, -40, 5))  # (B+1, candidates)
+        excess = forms.smooth_excess(forms.excess_design(cx, np.log(size) - y0, terms), boot_theta)  # (B+1, candidates)
         here = np.flatnonzero(cell_d == size)
         order = here[np.argsort(cell_l[here])]
         for k, i in enumerate(order):

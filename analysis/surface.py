@@ -9,10 +9,11 @@ family of curves does not depend on it, and it keeps the parameters of similar s
 in its own units (d_ref = 1): a reference data size would change the family when b ≠ 0, since
 D_ref^α(l) is not a power of l, and the fit would then depend on which sizes the sweep holds.
 c0 holds both the Bayes-risk floor C0 and the paper's C0' (losses cannot separate them). The fit
-follows the Chinchilla replication (Besiroglu et al. 2024): it is done on log loss, written as a
-log-sum-exp of the three terms, with a Huber loss (delta 1e-3), by L-BFGS-B from a grid of
-starting points, keeping the best; intervals come from refitting bootstrap resamples of the
-trials. The amplitudes are fitted as logs, so they stay positive.
+follows the Chinchilla replication (Besiroglu et al. 2024): it is done on log loss, the log of
+the sum of the three terms (forms.loss_surface_terms), with a Huber loss (delta 1e-3), by
+L-BFGS-B from a grid of starting points, keeping the best; intervals come from refitting
+bootstrap resamples of the trials. The amplitudes are fitted as logs, so they stay positive and
+the c0 term never vanishes, which keeps the log of the sum finite.
 """
 from __future__ import annotations
 
@@ -23,14 +24,13 @@ import math
 import numpy as np
 import pandas as pd
 from scipy.optimize import minimize, nnls
-from scipy.special import logsumexp
 
 try:
     from threadpoolctl import threadpool_limits  # comes with scikit-learn
 except ImportError:  # pragma: no cover - without it the fit is only slower
     threadpool_limits = None
 
-from . import _validate, forms
+from . import _validate, forms, stats
 from .results import SURFACE_PARAMS, SurfaceFit, empty_surface
 
 # theta = (log c0, log c, gamma, log a, kappa, alpha0, b)
@@ -39,22 +39,22 @@ _START_GRID = dict(gamma=(0.3, 1.0), kappa=(0.2, 1.0), alpha0=(0.2, 0.6), b=(0.0
 _DENSE = 401  # points of the context-length grid on which each implied optimum is located
 
 
-def _terms(theta, u, v):
-    """The three log-terms (3, n) and exp(-b·u), for u = log l̃ and v = log D."""
-    e, lc, gamma, la, kappa, alpha0, b = theta
-    decay = np.exp(-b * u)
-    return np.stack([np.full_like(u, e), lc - gamma * u, la + kappa * u - alpha0 * decay * v]), decay
+def _natural(theta) -> dict:
+    """forms.loss_surface's parameters from theta; theta's rows may be stacked on leading axes."""
+    e, lc, gamma, la, kappa, alpha0, b = np.moveaxis(np.asarray(theta, dtype=float), -1, 0)
+    return dict(c0=np.exp(e), c=np.exp(lc), gamma=gamma, a=np.exp(la), kappa=kappa, alpha0=alpha0, b=b)
 
 
 def _objective(theta, u, v, log_y, delta):
-    """Σ Huber(log prediction - log loss) / delta and its gradient in theta."""
-    terms, decay = _terms(theta, u, v)
-    log_pred = logsumexp(terms, axis=0)
-    weight = np.exp(terms - log_pred)  # share of each term in the prediction: d log_pred / d term
-    r = log_pred - log_y
+    """Σ Huber(log prediction - log loss) / delta and its gradient in theta, for u = log l̃, v = log D."""
+    terms = forms.loss_surface_terms(np.exp(u), np.exp(v), **_natural(theta))  # (3, n)
+    total = terms.sum(axis=0)
+    weight = terms / total  # share of each term in the prediction: d log_pred / d log term
+    r = np.log(total) - log_y
     psi = np.clip(r, -delta, delta) / delta
     w0, w1, w2 = psi * weight[0], psi * weight[1], psi * weight[2]
-    alpha0 = theta[5]
+    alpha0, b = theta[5], theta[6]
+    decay = forms.data_exponent(np.exp(u), 1.0, b)  # d alpha(l) / d alpha0
     grad = np.array([
         w0.sum(), w1.sum(), -(w1 * u).sum(), w2.sum(), (w2 * u).sum(),
         -(w2 * decay * v).sum(), (w2 * alpha0 * decay * u * v).sum(),
@@ -66,7 +66,8 @@ def _starting_points(u, v, y):
     """One start per exponent combination of _START_GRID; amplitudes by non-negative least squares."""
     starts = []
     for gamma, kappa, alpha0, b in itertools.product(*_START_GRID.values()):
-        design = np.column_stack([np.ones_like(u), np.exp(-gamma * u), np.exp(kappa * u - alpha0 * np.exp(-b * u) * v)])
+        # the loss is linear in the three amplitudes: the terms with unit amplitudes are its design
+        design = forms.loss_surface_terms(np.exp(u), np.exp(v), 1.0, 1.0, gamma, 1.0, kappa, alpha0, b).T
         amp, _ = nnls(design, y)
         amp = np.log(np.maximum(amp, 1e-6 * y.mean()))  # a zero amplitude still needs a finite log
         starts.append(np.array([amp[0], amp[1], gamma, amp[2], kappa, alpha0, b]))
@@ -80,11 +81,6 @@ def _minimise(theta0, u, v, log_y, delta, maxiter=500):
                     bounds=_BOUNDS, options=dict(maxiter=maxiter, ftol=1e-12, gtol=1e-8))
 
 
-def _natural(theta) -> dict:
-    e, lc, gamma, la, kappa, alpha0, b = theta
-    return dict(c0=math.exp(e), c=math.exp(lc), gamma=gamma, a=math.exp(la), kappa=kappa, alpha0=alpha0, b=b)
-
-
 def _implied_optima(thetas: np.ndarray, u_lo: float, u_hi: float, v_sizes: np.ndarray):
     """Minimum over log l̃ in [u_lo, u_hi] of the fitted loss, for each theta row and data size.
 
@@ -94,10 +90,8 @@ def _implied_optima(thetas: np.ndarray, u_lo: float, u_hi: float, v_sizes: np.nd
     """
     grid = np.linspace(u_lo, u_hi, _DENSE)
     step = grid[1] - grid[0]
-    th = thetas[:, :, None, None]  # (B, 7, 1, 1) against (sizes, grid)
-    u, v = grid[None, :], v_sizes[:, None]
-    loss = (np.exp(th[:, 0]) + np.exp(th[:, 1] - th[:, 2] * u)
-            + np.exp(th[:, 3] + th[:, 4] * u - th[:, 5] * np.exp(-th[:, 6] * u) * v))  # (B, sizes, grid)
+    params = _natural(thetas[:, None, None, :])  # each (B, 1, 1) against (sizes, grid)
+    loss = forms.loss_surface(np.exp(grid)[None, :], np.exp(v_sizes)[:, None], **params)  # (B, sizes, grid)
     k = np.argmin(loss, axis=2)
     side = np.where(k == 0, -1, np.where(k == _DENSE - 1, 1, 0))
     kk = np.clip(k, 1, _DENSE - 2)
@@ -174,11 +168,11 @@ def fit_loss_surface(trials: pd.DataFrame, n_boot: int = 100, seed: int = 0, hub
     boot = np.array(boot).reshape(-1, n_params)
 
     tail = (1.0 - confidence) / 2
-    point = _natural(theta)
-    boot_nat = [_natural(t) for t in boot]
+    point = {name: float(value) for name, value in _natural(theta).items()}
+    boot_nat = _natural(boot)
     low, high, se = {}, {}, {}
     for name in SURFACE_PARAMS:
-        values = np.array([b[name] for b in boot_nat])
+        values = boot_nat[name]
         low[name], high[name] = (np.quantile(values, [tail, 1 - tail]) if len(values) else (math.nan, math.nan))
         se[name] = float(values.std(ddof=1)) if len(values) > 1 else math.nan
 
@@ -195,8 +189,8 @@ def fit_loss_surface(trials: pd.DataFrame, n_boot: int = 100, seed: int = 0, hub
         optima.append((float(size), l_ref * math.exp(u_star[0, j]) if inside else math.nan, *lo_hi, bool(inside),
                        "" if inside else ("below" if side[0, j] < 0 else "above")))
 
-    resid = best_log_residuals(theta, u, v, log_y)
-    r2 = 1.0 - float((resid**2).sum()) / float(((log_y - log_y.mean()) ** 2).sum())
+    resid = np.log(forms.loss_surface(np.exp(u), np.exp(v), **_natural(theta))) - log_y
+    r2 = stats.r_squared(log_y, float((resid**2).sum()))
     notes = [] if best.success else [f"L-BFGS-B: {best.message}"]
     at_bound = [name for name, value, (lo, hi) in zip(SURFACE_PARAMS, theta, _BOUNDS)
                 if name not in ("c0", "c", "a") and (math.isclose(value, lo, abs_tol=1e-6) or math.isclose(value, hi, abs_tol=1e-6))]
@@ -208,12 +202,6 @@ def fit_loss_surface(trials: pd.DataFrame, n_boot: int = 100, seed: int = 0, hub
         n_starts=len(starts), n_boot=len(boot), success=bool(best.success), message="; ".join(notes),
         optima=tuple(optima), confidence=confidence, context_range=(float(lengths[0]), float(lengths[-1])),
     )
-
-
-def best_log_residuals(theta, u, v, log_y):
-    """log prediction - log loss at theta (internal parameterisation)."""
-    terms, _ = _terms(theta, u, v)
-    return logsumexp(terms, axis=0) - log_y
 
 
 def surface_residuals(fit: SurfaceFit, trials: pd.DataFrame) -> pd.DataFrame:

@@ -4,7 +4,7 @@ A synthetic trial stores `task_val_loss`, the validation BCE of each task (in th
 order) with its best weights. A task's own Bayes loss is 0 or ln 2: ln 2 when its farthest bit
 max(l, a) lies beyond min(context length, string length) or beyond the string, 0 when both bits
 are visible, and 0 for a task l == a inside the string (its label is always 0). The excess over
-it says whether the model learnt that task. `plot_task_excess` (task_plots) draws the table.
+it says whether the model learnt that task. `analysis.plots.plot_task_excess` draws the table.
 """
 from __future__ import annotations
 

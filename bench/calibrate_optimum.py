@@ -32,7 +32,7 @@ def main() -> None:
     parser.add_argument("--grids", nargs="+", default=list(GRIDS), choices=list(GRIDS))
     args = parser.parse_args()
     step = lambda trials, n_boot, seed: step_optimum(trials, n_boot=n_boot, seed=seed).table
-    smooth = lambda trials, n_boot, seed: smooth_optimal_context_length(trials, n_boot=n_boot, seed=seed)
+    smooth = lambda trials, n_boot, seed: smooth_optimal_context_length(trials, n_boot=n_boot, seed=seed).table
     rows = []
     started = time.perf_counter()
     for name in args.grids:

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis import fit_optimal_context_law, optimal_context_length
+from analysis import OptimalContextLength, fit_optimal_context_law, optimal_context_length
 from analysis.examples import surface_trials, true_optimum
 from analysis.optimum import OPTIMAL_COLUMNS
 
@@ -23,12 +23,12 @@ BETA = 0.4
 def family():
     """U-curves at seven data sizes inside the grid plus one on each side of it, 3 seeds, 0.2 % noise."""
     trials = surface_trials(GRID, [1e3, *INSIDE, 1e8], seeds=(0, 1, 2), noise=0.002, rng=11)
-    return trials, optimal_context_length(trials, seed=1)
+    return trials, optimal_context_length(trials, seed=1).table
 
 
 def test_table_has_one_row_per_data_size(family):
     trials, opt = family
-    assert list(opt.columns) == OPTIMAL_COLUMNS
+    assert list(opt.columns) == OPTIMAL_COLUMNS and set(opt["estimator"]) == {"smooth"}
     assert opt["data_size"].tolist() == sorted(trials["data_size"].unique())
     assert (opt["n_trials"] == len(GRID) * 3).all() and (opt["n_excluded"] == 0).all()
 
@@ -53,6 +53,21 @@ def test_optimum_beyond_the_grid_is_not_bracketed(family):
     assert math.isnan(below["l_star"]) and math.isnan(above["l_star_high"])
 
 
+def test_the_result_reads_as_text_and_json(family):
+    trials, table = family
+    result = optimal_context_length(trials, seed=1)
+    assert isinstance(result, OptimalContextLength) and result.table.equals(table)
+    lines = result.summary().splitlines()
+    assert lines[0].startswith("optimal context length per data size (95 % interval; smooth estimator")
+    assert lines[1] == f"  D = {'1,000':>12}: optimum outside the grid: below  grid best 8, 3 seed(s)  " \
+                       "(grid minimum at the smallest context length)"
+    assert sum("l* = " in line for line in lines) == len(INSIDE)
+    as_json = json.loads(json.dumps(result.to_dict()))
+    assert as_json["estimator"] == "smooth" and len(as_json["table"]) == len(table)
+    # the law takes the result or its table alike
+    assert fit_optimal_context_law(result).to_dict() == fit_optimal_context_law(table).to_dict()
+
+
 def test_law_recovered_with_an_interval_covering_the_truth(family):
     _, opt = family
     law = fit_optimal_context_law(opt)
@@ -67,11 +82,12 @@ def test_law_recovered_with_an_interval_covering_the_truth(family):
     assert lo[0] < law.predict(1e5) < hi[0]
     json.dumps(law.to_dict())  # JSON-safe
     assert "β = 0.4" in law.summary()
+    assert law.table.set_index("parameter").loc["exponent", "estimate"] == law.exponent
 
 
 def test_single_seed_uses_residuals():
     trials = surface_trials(GRID, INSIDE[:4], seeds=(0,), noise=0.002, rng=5)
-    opt = optimal_context_length(trials, n_boot=300)
+    opt = optimal_context_length(trials, n_boot=300).table
     assert (opt["interval_method"] == "residuals").all()
     truth = true_optimum(opt["data_size"])
     np.testing.assert_allclose(opt["l_star"], truth, rtol=0.12)
@@ -85,7 +101,7 @@ def test_exact_parabola_vertex_by_hand():
                            "best_val_loss": [(math.log(l) - math.log(30)) ** 2 + 1 for l in grid]})
     rows = {}
     for window in (3, 5):
-        rows[window] = row = optimal_context_length(trials, n_boot=50, window=window).iloc[0]
+        rows[window] = row = optimal_context_length(trials, n_boot=50, window=window).table.iloc[0]
         assert row["l_star"] == pytest.approx(30.0, rel=1e-9)
         assert row["loss_at_l_star"] == pytest.approx(1.0, abs=1e-9)
         assert row["grid_l_best"] == 32
@@ -102,7 +118,7 @@ def test_failed_and_diverged_trials_are_counted_not_used():
     trials.loc[2, "best_val_loss"] = float("nan")  # 'ok' without a loss: unusable too
     trials.loc[3, "best_val_loss"] = 1e6  # would wreck the curve were failed rows used
     trials.loc[3, "status"] = "diverged"
-    row = optimal_context_length(trials, n_boot=100).iloc[0]
+    row = optimal_context_length(trials, n_boot=100).table.iloc[0]
     assert row["n_excluded"] == 4 and row["n_trials"] == len(trials) - 4
     assert row["l_star"] == pytest.approx(true_optimum(1e5), rel=0.1)
 

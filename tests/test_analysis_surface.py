@@ -63,7 +63,7 @@ def test_surface_follows_a_falling_data_exponent():
     truth = [dense[np.argmin(forms.loss_surface(dense, d, **params))] for d in sizes]
     np.testing.assert_allclose(fit.optima_frame()["l_star"], truth, rtol=0.04)
     assert fit.params["b"] == pytest.approx(0.15, abs=0.05)
-    np.testing.assert_allclose(optimal_context_length(trials, n_boot=200)["l_star"], truth, rtol=0.06)
+    np.testing.assert_allclose(optimal_context_length(trials, n_boot=200).table["l_star"], truth, rtol=0.06)
 
 
 def test_too_few_trials_is_a_result_not_an_exception():

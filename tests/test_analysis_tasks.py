@@ -8,7 +8,7 @@ import pytest
 
 import analysis
 from analysis.examples import surface_trials
-from analysis.task_plots import plot_task_excess
+from analysis.plots import plot_task_excess
 from analysis.tasks import has_task_losses, task_loss_table
 from ctxscale.data.synthetic import task_bayes_risk
 

@@ -42,17 +42,17 @@ def test_fits_refuse_a_frame_of_two_configurations(fit):
 
 def test_the_optimal_table_carries_the_hash_into_the_law_fit():
     optimal = optimal_context_length(_mixed().query("config_hash == @OLD"), **FAST)
-    assert set(optimal["config_hash"]) == {OLD}
+    assert set(optimal.table["config_hash"]) == {OLD}
     assert fit_optimal_context_law(optimal, n_boot=50).success
     other = optimal_context_length(_mixed().query("config_hash == @NEW"), **FAST)
     with pytest.raises(ValueError, match=f"fit_optimal_context_law.*{OLD}.*{NEW}"):
-        fit_optimal_context_law(pd.concat([optimal, other], ignore_index=True))
+        fit_optimal_context_law(pd.concat([optimal.table, other.table], ignore_index=True))
 
 
 def test_frames_without_the_column_work_as_before():
     trials = surface_trials(GRID, SIZES, seeds=[0, 1])
     optimal = optimal_context_length(trials, **FAST)
-    assert "config_hash" not in optimal.columns and optimal["bracketed"].sum() == 3
+    assert "config_hash" not in optimal.table.columns and optimal.table["bracketed"].sum() == 3
     assert fit_optimal_context_law(optimal, n_boot=50).success
     assert fit_loss_surface(trials, n_boot=5).success
     chosen = select_configuration(trials)
