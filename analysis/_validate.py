@@ -135,7 +135,7 @@ def fits_one_configuration(fit):
         # anything but a frame is left to the fit, which says what it expected
         digest = one_configuration(frame, fit.__name__) if isinstance(frame, pd.DataFrame) else None
         result = fit(*args, **kwargs)
-        if digest is not None and isinstance(result, OptimumResult) and CONFIG_COLUMN not in result.columns:
+        if digest is not None and isinstance(result, OptimumResult) and CONFIG_COLUMN not in result.table.columns:
             result = dataclasses.replace(result, table=result.table.assign(**{CONFIG_COLUMN: digest}))
         return result
 

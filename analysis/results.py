@@ -248,13 +248,6 @@ class OptimumResult(_Result):
 
     estimator: ClassVar[str]  # each subclass also has the fields table, confidence and message
 
-    def __getitem__(self, column):
-        return self.table[column]
-
-    @property
-    def columns(self) -> pd.Index:
-        return self.table.columns
-
     def _method(self) -> str:
         raise NotImplementedError
 

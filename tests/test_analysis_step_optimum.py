@@ -94,9 +94,9 @@ def test_increase_probabilities_and_candidate_shares():
 
 def test_optimal_context_length_picks_the_estimator_by_the_trials():
     trials = _trials({d: _risk(GRID) + 0.03 * (np.array(GRID) / 40.0) ** 4 * (1e5 / d) for d in SIZES})
-    assert set(analysis.optimal_context_length(trials, n_boot=50)["estimator"]) == {"step"}
+    assert set(analysis.optimal_context_length(trials, n_boot=50).table["estimator"]) == {"step"}
     smooth = trials.drop(columns=["tasks", "string_length"])
-    table = analysis.optimal_context_length(smooth, n_boot=50)
+    table = analysis.optimal_context_length(smooth, n_boot=50).table
     assert "estimator" not in table.columns or set(table["estimator"]) != {"step"}
 
 
