@@ -15,11 +15,15 @@ class UsageError(UserError):
 
 
 def _start_ray(address: str | None, quiet: bool = False) -> None:
-    """Connect to `address` (or RAY_ADDRESS), else start a local Ray in this process."""
+    """Connect to `address` (or RAY_ADDRESS), else start a local Ray in this process; where this
+    process has Ray already (a notebook or a test calling `main`), use that."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     # keeping one checkpoint per trial makes Tune snapshot often, and warn each time; it is by design
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     import ray
+
+    if ray.is_initialized():
+        return
 
     # NVLink multicast off in every process, Ray workers included (see the GPU notes)
     os.environ.setdefault("NCCL_NVLS_ENABLE", "0")
@@ -65,56 +69,29 @@ def _results_dir(spec, args) -> Path:
 
 
 def cmd_sweep(args) -> int:
+    """Every experiment (`measure` too) runs the same way: plan, start Ray if anything is pending, run."""
     from . import store
+    from .sweep.runner import plan_sweep
+    from .tables import status_counts
 
     spec = _load(args)
-    if spec.experiment == "measure":  # measuring is not a training grid; the same spec runs there
-        return cmd_measure(args, spec)
     results = _results_dir(spec, args)
-
-    from .sweep.prepare import prepare_data
-    from .sweep.runner import pending_trials, run_sweep
-
-    data = prepare_data(spec)
-    if pending_trials(spec, results):
+    plan = plan_sweep(spec, results, source=args.spec)  # bad input stops here: Ray not started, nothing written
+    if plan.pending:
         _start_ray(args.address, args.quiet)
-
-    outcome = run_sweep(spec, results, data=data, verbose=0 if args.quiet else 1)
+    outcome = plan.run(verbose=0 if args.quiet else 1)
     trials = store.load_results(results, "trials", sweep=spec.name)
     if trials.empty:
         raise UsageError(f"{results / spec.name}: no trial was stored (see Ray's output above)")
     trials = trials[trials["trial_id"].isin(outcome.trial_ids)]
-    from .tables import best_loss_table, status_counts
-
+    failed = trials[trials["status"] == "failed"]
     print()
     print(f"sweep {spec.name}: {len(outcome.ran)} trials run, {len(outcome.skipped)} already stored "
           f"({status_counts(trials)}); results in {results / spec.name}")
-    print(best_loss_table(trials))
-    return 0 if (trials["status"] != "failed").all() else 1
-
-
-def cmd_measure(args, spec=None) -> int:
-    from .measure.runner import ce_table, pending_measurements, prepare_measure, run_measure
-    from . import store
-
-    spec = spec or _load(args)
-    if spec.experiment != "measure":
-        raise UsageError(f"{args.spec}: experiment is {spec.experiment!r}; `ctxscale measure` runs measure specs "
-                         "(use `ctxscale sweep` for the others)")
-    results = _results_dir(spec, args)
-    corpus = prepare_measure(spec, args.spec)
-    import ray
-
-    if pending_measurements(spec, results, corpus) and not ray.is_initialized():
-        _start_ray(args.address, args.quiet)
-    outcome = run_measure(spec, results, corpus_path=corpus, verbose=0 if args.quiet else 1)
-    print(f"\nmeasure {spec.name}: {len(outcome.ran)} measured, {len(outcome.skipped)} already stored, "
-          f"{len(outcome.failed)} model(s) failed; results in {results / spec.name}")
-    for model, error in outcome.failed.items():
-        print(f"{model}: {error.splitlines()[-1] if error else 'failed'}")
-    if (results / spec.name / "ce").is_dir():
-        print(ce_table(store.load_results(results, "ce", sweep=spec.name)))
-    return 1 if outcome.failed else 0
+    for error in dict.fromkeys(failed["error"]):  # each distinct error once, its last line
+        print(f"failed: {(error.strip().splitlines() or ['(no message)'])[-1]}")
+    print(plan.experiment.table(results, spec, trials))
+    return 0 if failed.empty else 1
 
 
 def cmd_data_synthetic(args) -> int:
@@ -183,23 +160,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ctxscale", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
-    sweep = commands.add_parser("sweep", help="run a sweep spec's grid on Ray Tune and store the results")
-    sweep.add_argument("spec", help="sweep spec (YAML), e.g. sweeps/synthetic.yaml")
+    sweep = commands.add_parser("sweep", aliases=["measure"],
+                                help="run a sweep spec's grid on Ray Tune and store the results "
+                                "('measure' is the same command, for measure specs)")
+    sweep.add_argument("spec", help="sweep spec (YAML), e.g. sweeps/synthetic.yaml or sweeps/measure-local.yaml")
     sweep.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
     sweep.add_argument("--results", help="results folder (overrides resources.results_dir)")
     sweep.add_argument("--quiet", action="store_true", help="no Ray Tune progress tables")
     sweep.add_argument("--smoke", action="store_true",
                        help="a corner of the grid, a few steps, CPU only: a pipeline check in about a minute")
     sweep.set_defaults(func=cmd_sweep)
-
-    measure = commands.add_parser("measure", help="measure a pretrained LM's final-token cross-entropy and "
-                                  "hidden-state spectra per context length (tables ce, spectra)")
-    measure.add_argument("spec", help="measure spec (YAML), e.g. sweeps/measure-local.yaml")
-    measure.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
-    measure.add_argument("--results", help="results folder (overrides resources.results_dir)")
-    measure.add_argument("--quiet", action="store_true", help="no line per measured context length")
-    measure.add_argument("--smoke", action="store_true", help="8 chunks, 3 context lengths, CPU only")
-    measure.set_defaults(func=cmd_measure)
 
     data = commands.add_parser("data", help="prepare data sets").add_subparsers(dest="kind", required=True)
     synthetic = data.add_parser("synthetic", help="write a synthetic set (packed bits + labels) to a folder")

@@ -1,6 +1,7 @@
-"""`ctxscale measure` end to end on a real local Ray: a tiny random model on a tiny corpus writes
-both tables, a re-run skips, a changed threshold list is recomputed without the model, and the
-entropy analysis reads the result."""
+"""`ctxscale measure` (an alias of `ctxscale sweep`) end to end on a real local Ray: a tiny random
+model on a tiny corpus writes both tables, a re-run skips, a changed threshold list is recomputed
+without the model, a failing model is stored as failed, and the entropy analysis reads the result.
+The runner's own guarantees for measure specs are tested in test_experiments.py."""
 from __future__ import annotations
 
 import math
@@ -56,8 +57,7 @@ def test_measure_cli_stores_both_tables_and_skips_on_rerun(tmp_path, tiny_corpus
     results = tmp_path / "results"
     spec = _spec(tmp_path, tiny_corpus, tiny_model)
     assert main(["measure", spec, "--results", str(results)]) == 0
-    out = capsys.readouterr().out
-    assert "3 measured, 0 already stored" in out and "l=64: ce" in out
+    assert "3 trials run, 0 already stored (3 ok)" in capsys.readouterr().out
 
     ce = store.load_results(results, "ce", sweep="tiny-measure").sort_values("context_length")
     assert ce["context_length"].tolist() == LENGTHS and (ce["model"] == str(tiny_model)).all()
@@ -79,14 +79,14 @@ def test_measure_cli_stores_both_tables_and_skips_on_rerun(tmp_path, tiny_corpus
     files = sorted((results / "tiny-measure").glob("*/*.parquet"))
     before = {p: p.stat().st_mtime_ns for p in files}
     assert main(["measure", spec, "--results", str(results), "--quiet"]) == 0
-    assert "0 measured, 3 already stored" in capsys.readouterr().out
+    assert "0 trials run, 3 already stored" in capsys.readouterr().out
     assert {p: p.stat().st_mtime_ns for p in files} == before
 
     # new thresholds: the spectra rows are recomputed from the stored eigenvalues; nothing is measured
     changed = _spec(tmp_path, tiny_corpus, tiny_model,
                     spectra={"thresholds": [0.01], "n_eigenvalues": [5]})
     assert main(["measure", changed, "--results", str(results), "--quiet"]) == 0
-    assert "0 measured, 3 already stored" in capsys.readouterr().out
+    assert "0 trials run, 3 already stored" in capsys.readouterr().out
     refreshed = store.load_results(results, "spectra", sweep="tiny-measure")
     assert "intrinsic_dim_0.01" in refreshed and "intrinsic_dim_0.1" not in refreshed
     ce_files = sorted((results / "tiny-measure" / "ce").glob("*.parquet"))
@@ -99,32 +99,19 @@ def test_measure_cli_stores_both_tables_and_skips_on_rerun(tmp_path, tiny_corpus
     assert (tmp_path / "report" / "ce_entropy_fits.csv").is_file()
 
 
-def test_a_failing_model_is_reported_and_stores_nothing(tmp_path, tiny_corpus, ray_cluster, capsys):
+def test_a_failing_model_is_stored_as_failed_and_measures_nothing(tmp_path, tiny_corpus, ray_cluster, capsys):
     results = tmp_path / "results"
-    spec = _spec(tmp_path, tiny_corpus, tmp_path / "no-such-model", spectra={"write_features": True})
+    spec = _spec(tmp_path, tiny_corpus, tmp_path / "no-such-model")
     assert main(["measure", spec, "--results", str(results)]) == 1
-    assert "1 model(s) failed" in capsys.readouterr().out
-    assert not (results / "tiny-measure" / "ce").exists()
+    out = capsys.readouterr().out
+    assert "3 trials run, 0 already stored (3 failed)" in out and "failed: " in out
+    trials = store.load_results(results, sweep="tiny-measure")
+    assert set(trials["status"]) == {"failed"} and trials["error"].str.contains("no-such-model").all()
+    assert sorted(trials["context_length"]) == LENGTHS
+    assert not (results / "tiny-measure" / "ce").exists() and not (results / "tiny-measure" / "spectra").exists()
 
 
-def test_features_are_written_when_asked(tmp_path, tiny_corpus, tiny_model, ray_cluster):
-    from ctxscale.measure.runner import run_measure
-    from ctxscale.spec import load_spec
-
-    spec = load_spec(_spec(tmp_path, tiny_corpus, tiny_model, grid={"context_length": [8]},
-                           spectra={"write_features": True}))
-    outcome = run_measure(spec, tmp_path / "results", verbose=0)
-    assert outcome.ran == [(str(tiny_model), 8)] and not outcome.failed
-    (path,) = (tmp_path / "results" / "tiny-measure" / "features").glob("*.npy")
-    assert np.load(path).shape[1] == 32
-
-
-def test_wrong_experiment_and_missing_corpus_fail_before_ray(tmp_path, capsys):
-    other = tmp_path / "synthetic.yaml"
-    other.write_text(yaml.safe_dump({"name": "s", "experiment": "synthetic",
-                                     "grid": {"context_length": [8], "data_size": [100]}}))
-    assert main(["measure", str(other), "--results", str(tmp_path / "r")]) == 2
-    assert "runs measure specs" in capsys.readouterr().err
+def test_missing_corpus_fails_before_ray_and_writes_nothing(tmp_path, capsys):
     spec = _spec(tmp_path, tmp_path / "nowhere", "random:gpt2-tiny")
     assert main(["measure", spec, "--results", str(tmp_path / "r")]) == 2
     assert "corpus:" in capsys.readouterr().err and not (tmp_path / "r").exists()

@@ -60,7 +60,7 @@ def test_bad_spec_names_the_field(raw, message):
 
 def test_config_hash_follows_the_science_only(tmp_path):
     from ctxscale.data.corpus import prepare_corpus
-    from ctxscale.measure.runner import config_hash
+    from ctxscale.experiments.measure import config_hash
 
     (tmp_path / "docs").mkdir()
     (tmp_path / "docs" / "a.txt").write_text("word " * 300)

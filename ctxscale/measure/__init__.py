@@ -4,8 +4,9 @@ PCA spectrum of the hidden state that predicts it, at every context length of a 
 - `protocol`: documents -> chunks -> (context, final token); per-document then chunk-weighted means
 - `lm`: loading a transformers model (or a random one, no download) and the batched measurement
 - `spectra`: PCA eigenvalues, intrinsic dimension per threshold, sum of log relative eigenvalues
-- `runner`: a Ray task per model, rows written by the driver to the `ce` and `spectra` tables
 - `export`: a GPT-2 trained by ctxscale as a transformers folder, measured like any other model
+
+A sweep runs them through `ctxscale.experiments.measure` (one Tune trial per model).
 
 Nothing is imported here, so `analysis` can use `spectra` (NumPy only) without torch or Ray.
 """

@@ -1,7 +1,8 @@
 """Spec of the GPT-2 experiment (experiment 3 of the study): corpus, model, training sections.
 
 What can be checked without the corpus is checked at load; `check_against_corpus` checks the
-rest (data sizes against the corpus's training tokens) and runs in the CLI before Ray starts.
+rest (data sizes against the corpus's training tokens) when the gpt experiment prepares its
+corpus (`ctxscale.experiments.training.prepare_gpt`), before Ray starts.
 The model presets live with the model (`ctxscale.models.gpt.PRESETS`) and the tokens-per-step
 arithmetic with the loop (`ctxscale.train.gpt.plan_batches`); both are imported only when a
 GPT spec is validated, so loading other experiments' specs never imports torch.
@@ -12,7 +13,7 @@ from typing import Literal, Optional
 
 from pydantic import Field, model_validator
 
-from .common import LOCAL_CORPUS, Grid, Resources, Section, SpecError, resolve_corpus_path
+from .common import LOCAL_CORPUS, Grid, Resources, Section, SpecError
 
 MAX_STEP_DEVIATION = 0.01  # tokens per step may differ from the target by at most 1 %
 
@@ -197,19 +198,3 @@ def check_against_corpus(spec: GPTSpec, corpus, source: Optional[str] = None) ->
             f"{where}: model.vocab_size: {spec.model.vocab_size} is smaller than the corpus tokenizer's "
             f"vocabulary ({vocab})"
         )
-
-
-def prepare_gpt_data(spec: GPTSpec, source: Optional[str] = None) -> None:
-    """Before Ray starts: make sure the corpus exists (preparing 'local' once) and fits the spec.
-
-    Returns None: trials read the corpus memmaps themselves, nothing travels through Ray.
-    """
-    from ..data.corpus import CorpusError, load_corpus
-
-    path = resolve_corpus_path(spec.data.corpus)
-    try:
-        corpus = load_corpus(path)
-    except (CorpusError, OSError, ValueError) as err:
-        raise SpecError(f"{source or f'spec {spec.name!r}'}: data.corpus: {err}") from None
-    check_against_corpus(spec, corpus, source)
-    return None

@@ -2,7 +2,7 @@
 and hidden-state spectra at every context length of the grid.
 
 Loading a spec touches neither the model nor the corpus (no download, no torch import);
-`ctxscale.measure.runner.prepare_measure` checks the corpus before Ray starts, and the Ray task
+`ctxscale.experiments.measure.prepare_measure` checks the corpus before Ray starts, and the trial
 checks the model against the corpus when it has loaded it.
 """
 from __future__ import annotations
@@ -101,7 +101,7 @@ class MeasureSpec(Section):
     model: Union[str, list[str]] = Field(
         description="A Hugging Face model id, a local transformers folder (e.g. a ctxscale GPT exported with "
         "ctxscale.measure.export), or 'random:gpt2-tiny' / 'random:gpt2-small' (random weights, no download). "
-        "A list measures each model in its own Ray task.")
+        "A list measures each model in its own Ray Tune trial.")
     corpus: str = Field(default=LOCAL_CORPUS, description="A corpus folder prepared by ctxscale "
                         "(prepare_corpus), or 'local': the Shakespeare corpus, prepared on first use.")
     grid: MeasureGrid
@@ -127,7 +127,7 @@ class MeasureSpec(Section):
             raise ValueError(f"grid.context_length {longest} exceeds protocol.chunk_length = "
                              f"{self.protocol.chunk_length}: a context is cut from one chunk")
         if self.resources.num_workers:
-            raise ValueError("resources.num_workers must be 0 for measure specs: each model is one Ray task")
+            raise ValueError("resources.num_workers must be 0 for measure specs: each model is one Ray Tune trial")
         return self
 
     @property

@@ -1,14 +1,15 @@
-"""Thin bindings of the Ray-agnostic loops to Ray: a plain Tune trial, or a Tune trial that
-drives a Ray Train `TorchTrainer` running the same loop under DDP (Ray 2.60, Train V2).
+"""Thin bindings of an experiment's Ray-free run function to Ray: a plain Tune trial, or a Tune
+trial that drives a Ray Train `TorchTrainer` running the same function under DDP (Ray 2.60, Train V2).
 
-The per-worker function calls the loop with `report` bound to `ray.train.report`; the per-trial
-driver builds the TorchTrainer; `runner.run_sweep` builds the Tuner. Ray calls stay in here.
+A Tune trial runs one group of points (`ctxscale.experiments`), found by the id in its config.
+The per-worker function calls `run` with `report` bound to `ray.train.report`; the per-trial
+driver builds the TorchTrainer; `runner.SweepPlan` builds the Tuner. Ray calls stay in here.
 """
 from __future__ import annotations
 
 import os
 import shutil
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import ray
 import ray.train
@@ -17,7 +18,6 @@ from ray.train.torch import TorchConfig, TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from ..provenance import provenance
-from ..train import run_trial
 
 
 def _with_provenance(metrics: dict) -> dict:
@@ -31,9 +31,9 @@ def _restored_dir(checkpoint) -> Optional[str]:
     return checkpoint.to_directory() if checkpoint is not None else None
 
 
-def plain_trial(config: dict, trials: dict, data: Any = None) -> None:
+def plain_trial(config: dict, groups: dict, run: Callable, data: Any = None) -> None:
     """One trial as a plain Ray Tune function trainable (cheap; can share a GPU)."""
-    trial = trials[config["trial"]["trial_id"]]
+    group = groups[config["trial"]["id"]]
 
     def report(metrics: dict, checkpoint_dir: Optional[str] = None) -> None:
         checkpoint = ray.tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
@@ -41,14 +41,14 @@ def plain_trial(config: dict, trials: dict, data: Any = None) -> None:
 
     resume_dir = _restored_dir(ray.tune.get_checkpoint())
     try:
-        run_trial(trial, report, data=data, resume_dir=resume_dir)
+        run(group, report, data, resume_dir)
     finally:
         if resume_dir:
             shutil.rmtree(resume_dir, ignore_errors=True)
 
 
 def _ddp_worker(loop_config: dict) -> None:
-    """What every Ray Train worker runs: the same loop, with the process group already set up."""
+    """What every Ray Train worker runs: the same run function, with the process group already set up."""
     data = ray.get(loop_config["data"]) if loop_config["data"] is not None else None
     # Train workers start elsewhere than the sweep: relative paths in the spec keep their meaning
     os.environ.setdefault("TUNE_ORIG_WORKING_DIR", loop_config["launch_dir"])
@@ -62,28 +62,28 @@ def _ddp_worker(loop_config: dict) -> None:
 
     resume_dir = _restored_dir(ray.train.get_checkpoint())
     try:
-        run_trial(loop_config["trial"], report, data=data, resume_dir=resume_dir)
+        loop_config["run"](loop_config["group"], report, data, resume_dir)
     finally:
         if resume_dir:
             shutil.rmtree(resume_dir, ignore_errors=True)
 
 
-def ddp_trial(config: dict, trials: dict, storage_path: str, data: Any = None) -> None:
+def ddp_trial(config: dict, groups: dict, run: Callable, storage_path: str, data: Any = None) -> None:
     """One trial whose training runs as a Ray Train TorchTrainer with N DDP workers."""
-    trial = trials[config["trial"]["trial_id"]]
-    resources = trial["spec"]["resources"]
+    group = groups[config["trial"]["id"]]
+    resources = group[0]["spec"]["resources"]
     use_gpu = resources["gpus_per_trial"] > 0
     per_worker = {"CPU": resources["cpus_per_trial"]} | ({"GPU": 1} if use_gpu else {})
     trainer = TorchTrainer(
         _ddp_worker,
-        train_loop_config={"trial": trial, "data": ray.put(data) if data is not None else None,
+        train_loop_config={"group": group, "run": run, "data": ray.put(data) if data is not None else None,
                            "launch_dir": os.environ.get("TUNE_ORIG_WORKING_DIR", os.getcwd())},
         scaling_config=ray.train.ScalingConfig(
             num_workers=resources["num_workers"], use_gpu=use_gpu, resources_per_worker=per_worker),
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         # named after the trial so that a retried trial resumes from its own checkpoint
         run_config=ray.train.RunConfig(
-            name=trial["trial_id"], storage_path=storage_path, callbacks=[TuneReportCallback()],
+            name=config["trial"]["id"], storage_path=storage_path, callbacks=[TuneReportCallback()],
             # resuming needs only the latest checkpoint (the study model's is ~1 GB)
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1)),
     )

@@ -1,4 +1,5 @@
-"""From a spec to the list of trials: one per (context_length, data_size, seed), with stable ids.
+"""From a training spec (synthetic, gpt) to its grid points: one trial per (context_length,
+data_size, seed), with stable ids. (A measure spec's points and hash: `ctxscale.experiments.measure`.)
 
 A trial id names its grid point and carries a hash of everything that changes the result
 (data, model and training sections), so re-running a spec skips what is stored, and an

@@ -1,22 +1,16 @@
 """Everything a sweep needs before Ray starts: its data, checked and ready.
 
-Runs in the launching process. Bad input surfaces here, before any trial is scheduled.
+Runs in the launching process, so bad input surfaces here, before any trial is scheduled. Each
+experiment carries its own prepare step (`ctxscale.experiments`); this is the one entry to them.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
+
+from ..experiments import experiment_of
 
 
-def prepare_data(spec) -> Any:
-    """The data set shared by all trials of the sweep (None where trials read their own)."""
-    if spec.experiment == "synthetic":
-        from ..data.synthetic import cached
-        from ..spec.synthetic import load_task_list
-
-        return cached(spec.train_rows, spec.data.val_rows, load_task_list(spec.data.tasks),
-                      spec.data.string_length, spec.data.seed)
-    if spec.experiment == "gpt":
-        from ..spec.gpt import prepare_gpt_data
-
-        return prepare_gpt_data(spec)
-    return None
+def prepare_data(spec, source: Optional[str] = None) -> Any:
+    """What every point of the sweep shares (the synthetic set, the measure corpus's folder; None
+    where trials read their own data). Raises SpecError naming `source` when the data cannot serve."""
+    return experiment_of(spec).prepare(spec, source)

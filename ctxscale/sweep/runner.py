@@ -1,9 +1,22 @@
-"""Run a sweep's grid on Ray Tune and store every trial in the results store.
+"""Run any sweep spec on Ray Tune and store every grid point in the results store.
 
-The caller (the CLI, a test, a notebook) starts or connects to Ray; this module never calls
-`ray.init`. Trials already stored as ok or diverged are skipped; failed and missing ones run.
-Rows are written on the driver by a Tune callback, so the results folder only has to exist
-where the sweep was launched, not on every node.
+One path for every experiment (`ctxscale.experiments`): `plan_sweep` prepares the data, lists the
+spec's grid points and reads which are stored, all before Ray starts, so every error the user can
+cause is raised before anything runs or is written. `SweepPlan.run` groups the pending points into
+Tune trials, each running the experiment's Ray-free function, and a Tune callback on the driver
+writes each point's rows as its final report arrives: the results folder only has to exist where
+the sweep was launched. One policy for all experiments:
+
+- ids: a point's trial id ends in its `config_hash` (what changes its numbers), and every row it
+  stores is keyed by that id, so an edited spec stores new rows beside the old ones, never over them;
+- skip: a point whose trials row is stored as ok or diverged does not run again;
+- retry: a failed Tune trial runs again up to `resources.max_failures` times within the run; an
+  evaluation it reports twice keeps its latest report;
+- failure: a point whose trial ends without its final report is stored as failed, with the error,
+  and runs again next time;
+- order: a point's own tables first, its trials row last: the trials row is the commit marker.
+
+The caller (the CLI, a test, a notebook) starts or connects to Ray; this module never calls `ray.init`.
 """
 from __future__ import annotations
 
@@ -14,22 +27,23 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import ray
 from ray import tune
 from ray.tune.result import AUTO_RESULT_KEYS
 
-from .. import store
+from .. import files, store
 from ..errors import UserError
-from ..provenance import provenance, versions
+from ..experiments import Experiment, experiment_of
+from ..provenance import versions
 from .adapters import ddp_trial, plain_trial
-from .grid import expand_grid
 
-FINISHED = ("ok", "diverged")  # stored trials in these states are not run again
+FINISHED = ("ok", "diverged")  # stored points in these states are not run again
 _TUNE_KEYS = set(AUTO_RESULT_KEYS) | {"trial_id", "done", "should_checkpoint", "experiment_tag",
                                       "checkpoint_dir_name", "training_iteration"}
-_PROVENANCE_KEYS = set(provenance())
+# grid coordinates: shown in Tune's progress tables; the points themselves travel by group id
+_NOT_COORDINATES = ("trial_id", "config_hash", "spec")
 
 
 class SweepError(UserError, RuntimeError):
@@ -71,128 +85,184 @@ def concurrency(resources, cluster: dict, pending: int) -> int:
 
 
 def _loop_metrics(result: dict) -> dict:
-    """What the training loop reported, without the keys Tune adds to every result."""
+    """What the experiment's function reported, without the keys Tune adds to every result."""
     return {k: v for k, v in result.items() if k not in _TUNE_KEYS and not k.startswith("config")}
-
-
-def _history_row(result: dict) -> dict:
-    # the evaluation's own numbers; provenance goes once into the trial row, not into every evaluation
-    return {k: v for k, v in _loop_metrics(result).items()
-            if k not in _PROVENANCE_KEYS and isinstance(v, (int, float, str, bool))}
-
-
-class StoreCallback(tune.Callback):
-    """Writes each finished or failed trial to the results store, atomically, from the driver."""
-
-    def __init__(self, results_dir: Path, trials: dict):
-        self.results_dir, self.trials = results_dir, trials
-        self.history: dict[str, list[dict]] = defaultdict(list)
-        self.last: dict[str, dict] = {}
-
-    def _trial(self, tune_trial) -> dict:
-        return self.trials[tune_trial.config["trial"]["trial_id"]]
-
-    def on_trial_result(self, iteration, trials, trial, result, **info):
-        tid = self._trial(trial)["trial_id"]
-        self.last[tid] = result
-        self.history[tid].append(_history_row(result))
-
-    def on_trial_complete(self, iteration, trials, trial, **info):
-        spec_trial = self._trial(trial)
-        last = self.last.get(spec_trial["trial_id"], {})
-        status = last.get("status", "failed")
-        error = "" if status in FINISHED else "the trial ended without its final report"
-        self._write(spec_trial, last, "failed" if status not in FINISHED else status, error)
-
-    def on_trial_error(self, iteration, trials, trial, **info):
-        spec_trial = self._trial(trial)
-        # Tune has written the error to the trial's local folder by now (storage syncs later)
-        path = trial.error_file
-        text = Path(path).read_text() if path and Path(path).is_file() else "unknown error (see Ray's logs)"
-        self._write(spec_trial, self.last.get(spec_trial["trial_id"], {}), "failed", text[-4000:])
-
-    def _write(self, spec_trial: dict, last: dict, status: str, error: str) -> None:
-        spec = spec_trial["spec"]
-        row = {
-            "experiment": spec["experiment"],
-            "context_length": spec_trial["context_length"],
-            "data_size": spec_trial["data_size"],
-            "seed": spec_trial["seed"],
-            "best_val_loss": math.nan, "best_epoch": -1, "final_train_loss": math.nan,
-            "wall_s": math.nan, "samples_per_s": math.nan,
-            **versions(),  # the driver's; the final report overrides them with the worker's
-            **_loop_metrics(last),
-            "status": status,
-            "error": error,
-            "config_hash": spec_trial["config_hash"],
-            "config": json.dumps(spec, sort_keys=True),
-            # which configuration is a sweep's most recent: `ctxscale analyze` picks it by this
-            "finished_at": datetime.now(timezone.utc),
-        }
-        row = {k: (json.dumps(v) if isinstance(v, (list, dict)) else v) for k, v in row.items()}
-        history = _one_row_per_evaluation(self.history.get(spec_trial["trial_id"], []))
-        store.write_trial(self.results_dir, spec["name"], spec_trial["trial_id"], row, history)
 
 
 def _one_row_per_evaluation(history: list[dict]) -> list[dict]:
     """A retried trial resumes from its checkpoint and reports some evaluations again: keep the
-    latest report of each step (GPT) or epoch (synthetic), in order."""
+    latest report of each step (GPT) or epoch (synthetic), in order; reports with neither (one
+    per point, as measure's) are all kept."""
     key = "step" if any("step" in h for h in history) else "epoch"
     latest = {h.get(key, i): h for i, h in enumerate(history)}
     return [latest[k] for k in sorted(latest)]
 
 
-def pending_trials(spec, results_dir: str | Path) -> list[dict]:
-    """The trials of `spec` that are not stored as finished under `results_dir` (no Ray needed)."""
+def _label(group: list[dict]) -> dict:
+    """The group's id, then its coordinates (one value, or the list of its points' values): Tune
+    shows the end of it where the column is narrow."""
+    keys = [k for k in group[0] if k not in _NOT_COORDINATES]
+    values = {k: [point[k] for point in group] for k in keys}
+    return {"id": group[0]["trial_id"], **{k: v[0] if len(set(map(str, v))) == 1 else v for k, v in values.items()}}
+
+
+def _publish_files(checkpoint, sweep_dir: Path) -> None:
+    """Copy a checkpoint's `store/` folder (files a point stores besides rows) into the sweep's folder."""
+    import pyarrow.fs as pafs
+
+    root = f"{checkpoint.path.rstrip('/')}/store"
+    selector = pafs.FileSelector(root, recursive=True, allow_not_found=True)
+    for info in checkpoint.filesystem.get_file_info(selector):
+        if info.type == pafs.FileType.File:
+            with checkpoint.filesystem.open_input_stream(info.path) as stream:
+                files.write_bytes(sweep_dir / info.path[len(root) + 1:], stream.read())
+
+
+class StoreCallback(tune.Callback):
+    """Writes each point's rows to the results store, atomically, from the driver, as soon as its
+    final report (and the checkpoint that comes with it) arrives."""
+
+    def __init__(self, results_dir: Path, name: str, experiment: Experiment, groups: dict[str, list[dict]]):
+        self.results_dir, self.name, self.experiment, self.groups = results_dir, name, experiment, groups
+        self.points = {point["trial_id"]: point for group in groups.values() for point in group}
+        self.reports: dict[str, list[dict]] = defaultdict(list)  # point id -> its reports so far
+        self.finished: dict[str, list[str]] = defaultdict(list)  # Tune trial -> points to store
+        self.stored: set[str] = set()
+
+    def _group(self, tune_trial) -> list[dict]:
+        return self.groups[tune_trial.config["trial"]["id"]]
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        metrics = _loop_metrics(result)
+        group = self._group(trial)
+        point_id = metrics.pop("point", None)
+        if point_id is None:
+            (only,) = group  # a group of several points names the point of each report
+            point_id = only["trial_id"]
+        self.reports[point_id].append(metrics)
+        if metrics.get("status") in FINISHED:
+            self.finished[trial.trial_id].append(point_id)
+            if not result.get("should_checkpoint"):  # else stored once its checkpoint's files are
+                self._store_finished(trial)
+
+    def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
+        _publish_files(checkpoint, store.sweep_dir(self.results_dir, self.name))
+        self._store_finished(trial)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._close(trial, "the trial ended without its final report")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        # Tune has written the error to the trial's local folder by now (storage syncs later)
+        path = trial.error_file
+        text = Path(path).read_text() if path and Path(path).is_file() else "unknown error (see Ray's logs)"
+        self._close(trial, text[-4000:])
+
+    def _close(self, trial, error: str) -> None:
+        self._store_finished(trial)
+        for point in self._group(trial):
+            if point["trial_id"] not in self.stored:
+                self._store(point, "failed", error)
+
+    def _store_finished(self, trial) -> None:
+        for point_id in self.finished.pop(trial.trial_id, []):
+            self._store(self.points[point_id], self.reports[point_id][-1]["status"], "")
+
+    def _store(self, point: dict, status: str, error: str) -> None:
+        point_id = point["trial_id"]
+        columns, tables = self.experiment.rows(point, _one_row_per_evaluation(self.reports.get(point_id, [])))
+        row = {
+            "experiment": self.experiment.name,
+            **versions(),  # the driver's; a final report overrides them with the worker's
+            **columns,
+            "status": status,
+            "error": error,
+            "config_hash": point["config_hash"],
+            "config": json.dumps(point["spec"], sort_keys=True),
+            # which configuration is a sweep's most recent: `ctxscale analyze` picks it by this
+            "finished_at": datetime.now(timezone.utc),
+        }
+        row = {k: (json.dumps(v) if isinstance(v, (list, dict)) else v) for k, v in row.items()}
+        history = tables.pop("history", [])
+        for table, rows in tables.items():
+            store.write_rows(self.results_dir, self.name, table, point_id, rows)
+        store.write_trial(self.results_dir, self.name, point_id, row, history)
+        self.stored.add(point_id)
+
+
+@dataclass
+class SweepPlan:
+    """A spec's grid points and which of them are stored; nothing has run or been written yet."""
+
+    spec: Any
+    experiment: Experiment
+    results_dir: Path
+    data: Any  # what the experiment's prepare step returned, shared by every point
+    points: list[dict]
+    pending: list[dict]
+
+    def run(self, verbose: int = 1) -> SweepOutcome:
+        """Run the pending points; Ray must be initialised by the caller when any is pending."""
+        started = time.perf_counter()
+        pending_ids = {point["trial_id"] for point in self.pending}
+        stored = [point for point in self.points if point["trial_id"] not in pending_ids]
+        tuner = self._tuner(verbose) if self.pending else None  # refusals come before any write
+        if self.experiment.refresh is not None:
+            self.experiment.refresh(self.spec, self.results_dir, stored)
+        if tuner is not None:
+            tuner.fit()
+        return SweepOutcome(self.spec.name, self.results_dir, [point["trial_id"] for point in self.points],
+                            skipped=[point["trial_id"] for point in stored],
+                            ran=[point["trial_id"] for point in self.pending], wall_s=time.perf_counter() - started)
+
+    def _tuner(self, verbose: int) -> tune.Tuner:
+        if not ray.is_initialized():
+            raise SweepError("Ray is not initialised: call ray.init() (or use the ctxscale CLI) first")
+        spec, resources = self.spec, self.spec.resources
+        storage = resources.storage_path or str(self.results_dir / spec.name / "_ray")
+        if "://" not in storage:  # s3://, gs://, ... stay as they are; local paths must be absolute for Ray
+            storage = str(Path(storage).absolute())
+        groups = {group[0]["trial_id"]: group for group in self.experiment.group(self.pending)}
+        run = self.experiment.run
+        if resources.use_ddp:
+            trainable = tune.with_parameters(ddp_trial, groups=groups, run=run, storage_path=storage, data=self.data)
+            # the trial itself only drives the TorchTrainer; its workers hold the CPUs and GPUs.
+            # (Tune refuses an empty request, and a CPU share would starve the workers on small machines)
+            trainable = tune.with_resources(trainable, {"CPU": 0, "memory": 256 * 1024**2})
+        else:
+            trainable = tune.with_parameters(plain_trial, groups=groups, run=run, data=self.data)
+            trainable = tune.with_resources(
+                trainable, {"CPU": resources.cpus_per_trial, "GPU": resources.gpus_per_trial})
+        return tune.Tuner(
+            trainable,
+            param_space={"trial": tune.grid_search([_label(group) for group in groups.values()])},
+            tune_config=tune.TuneConfig(
+                max_concurrent_trials=concurrency(resources, ray.cluster_resources(), len(groups))),
+            run_config=tune.RunConfig(
+                name=spec.name, storage_path=storage, verbose=verbose,
+                callbacks=[StoreCallback(self.results_dir, spec.name, self.experiment, groups)],
+                failure_config=tune.FailureConfig(max_failures=resources.max_failures),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            ),
+        )
+
+
+def plan_sweep(spec, results_dir: str | Path, *, data: Any = None, source: Optional[str] = None) -> SweepPlan:
+    """Prepare `spec`'s data (unless `data` is given) and find its points not stored as finished.
+
+    Needs no Ray. Raises UserError (SpecError naming `source`, StoreError) when the spec cannot run."""
+    results_dir = Path(results_dir).absolute()
+    experiment = experiment_of(spec)
+    if data is None:
+        data = experiment.prepare(spec, source)
+    points = experiment.points(spec, data)
     stored = store.stored_trials(results_dir, spec.name)
-    return [t for t in expand_grid(spec) if stored.get(t["trial_id"]) not in FINISHED]
+    pending = [point for point in points if stored.get(point["trial_id"]) not in FINISHED]
+    return SweepPlan(spec, experiment, results_dir, data, points, pending)
 
 
 def run_sweep(spec, results_dir: str | Path, *, data: Any = None, verbose: int = 1) -> SweepOutcome:
-    """Run every trial of `spec` not yet stored under `results_dir`.
+    """Run every point of `spec` not yet stored under `results_dir` (`plan_sweep`, then `SweepPlan.run`).
 
-    Ray must be initialised by the caller when any trial is pending."""
-    results_dir = Path(results_dir).absolute()
-    started = time.perf_counter()
-    trials = expand_grid(spec)
-    pending = pending_trials(spec, results_dir)
-    outcome = SweepOutcome(spec.name, results_dir, [t["trial_id"] for t in trials],
-                           skipped=[t["trial_id"] for t in trials if t not in pending])
-    if not pending:
-        return outcome
-    if not ray.is_initialized():
-        raise SweepError("Ray is not initialised: call ray.init() (or use the ctxscale CLI) first")
-
-    resources = spec.resources
-    storage = resources.storage_path or str(results_dir / spec.name / "_ray")
-    if "://" not in storage:  # s3://, gs://, ... stay as they are; local paths must be absolute for Ray
-        storage = str(Path(storage).absolute())
-    by_id = {t["trial_id"]: t for t in pending}
-    if resources.use_ddp:
-        trainable = tune.with_parameters(ddp_trial, trials=by_id, storage_path=storage, data=data)
-        # the trial itself only drives the TorchTrainer; its workers hold the CPUs and GPUs.
-        # (Tune refuses an empty request, and a CPU share would starve the workers on small machines)
-        trainable = tune.with_resources(trainable, {"CPU": 0, "memory": 256 * 1024**2})
-    else:
-        trainable = tune.with_parameters(plain_trial, trials=by_id, data=data)
-        trainable = tune.with_resources(
-            trainable, {"CPU": resources.cpus_per_trial, "GPU": resources.gpus_per_trial})
-
-    tuner = tune.Tuner(
-        trainable,
-        # the grid point is shown in Tune's progress tables; the full trial travels by id
-        param_space={"trial": tune.grid_search([
-            {k: t[k] for k in ("context_length", "data_size", "seed", "trial_id")} for t in pending])},
-        tune_config=tune.TuneConfig(
-            max_concurrent_trials=concurrency(resources, ray.cluster_resources(), len(pending))),
-        run_config=tune.RunConfig(
-            name=spec.name, storage_path=storage, verbose=verbose,
-            callbacks=[StoreCallback(results_dir, by_id)],
-            failure_config=tune.FailureConfig(max_failures=resources.max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-        ),
-    )
-    tuner.fit()
-    outcome.ran = list(by_id)
-    outcome.wall_s = time.perf_counter() - started
-    return outcome
+    Ray must be initialised by the caller when any point is pending."""
+    return plan_sweep(spec, results_dir, data=data).run(verbose)

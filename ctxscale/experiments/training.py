@@ -1,0 +1,86 @@
+"""The two training experiments: `synthetic` (MLP / Bi-MLP on the XOR tasks) and `gpt` (GPT-2 on a
+corpus). A point is one (context length, data size, seed) model, trained by the loops of
+`ctxscale.train`; it stores one `trials` row (the loop's final report) and one `history` row per
+evaluation.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+from ..spec.common import SpecError, resolve_corpus_path
+from ..spec.gpt import GPTSpec
+from ..spec.synthetic import SyntheticSpec
+from ..sweep.grid import expand_grid
+from . import Experiment, provenance_keys
+
+# the trials row of a point that never reported: these columns are there all the same
+_NOT_REPORTED = {"best_val_loss": math.nan, "best_epoch": -1, "final_train_loss": math.nan,
+                 "wall_s": math.nan, "samples_per_s": math.nan}
+
+
+def prepare_synthetic(spec: SyntheticSpec, source: Optional[str] = None):
+    """The generated set every trial trains on: made once (cached on disk) and shared through Ray's
+    object store."""
+    from ..data.synthetic import cached
+    from ..spec.synthetic import load_task_list
+
+    return cached(spec.train_rows, spec.data.val_rows, load_task_list(spec.data.tasks),
+                  spec.data.string_length, spec.data.seed)
+
+
+def prepare_gpt(spec: GPTSpec, source: Optional[str] = None) -> None:
+    """The corpus exists (preparing 'local' once) and can supply the spec's data sizes and context
+    lengths. Returns None: trials read the corpus memmaps themselves, nothing travels through Ray."""
+    from ..data.corpus import CorpusError, load_corpus
+    from ..spec.gpt import check_against_corpus
+
+    path = resolve_corpus_path(spec.data.corpus)
+    try:
+        corpus = load_corpus(path)
+    except (CorpusError, OSError, ValueError) as err:
+        raise SpecError(f"{source or f'spec {spec.name!r}'}: data.corpus: {err}") from None
+    check_against_corpus(spec, corpus, source)
+    return None
+
+
+def _grid_points(spec, prepared) -> list[dict]:
+    return expand_grid(spec)
+
+
+def _run_synthetic(group: list[dict], report, data, resume_dir: Optional[str] = None) -> None:
+    from ..train.synthetic import run_synthetic_trial
+
+    (point,) = group  # one model per Tune trial
+    run_synthetic_trial(point, report, data)
+
+
+def _run_gpt(group: list[dict], report, data, resume_dir: Optional[str] = None) -> None:
+    from ..train.gpt import run_gpt_trial
+
+    (point,) = group
+    run_gpt_trial(point, report, resume_dir=resume_dir)
+
+
+def trial_rows(point: dict, reports: list[dict]) -> tuple[dict, dict[str, list[dict]]]:
+    """The trials row holds the grid point and the loop's last report (a failed trial's last
+    progress); the history one row per report, with the evaluation's own numbers only: where it
+    ran goes once into the trials row."""
+    columns = {**{k: point[k] for k in ("context_length", "data_size", "seed")}, **_NOT_REPORTED,
+               **(reports[-1] if reports else {})}
+    where = provenance_keys()
+    history = [{k: v for k, v in report.items() if k not in where and isinstance(v, (int, float, str, bool))}
+               for report in reports]
+    return columns, {"history": history}
+
+
+def best_loss_table(results_dir, spec, trials) -> str:
+    from ..tables import best_loss_table
+
+    return best_loss_table(trials)
+
+
+SYNTHETIC = Experiment("synthetic", SyntheticSpec, prepare=prepare_synthetic, points=_grid_points,
+                       run=_run_synthetic, rows=trial_rows, table=best_loss_table)
+GPT = Experiment("gpt", GPTSpec, prepare=prepare_gpt, points=_grid_points, run=_run_gpt, rows=trial_rows,
+                 table=best_loss_table)
