@@ -1,14 +1,16 @@
 """DDP scaling of the GPT-2 trainer through Ray Train: tokens/s per GPU, MFU and scaling efficiency.
 
 For every GPU count and context length, a Ray Train `TorchTrainer` with one worker per GPU (NCCL,
-NVLink multicast off) times the trainer's own `train_step` (bench_gpt.bench_variant: bf16,
-torch.compile, DDP with no_sync on accumulation micro-steps) on the study's 6-layer GPT-2 at
-491,520 tokens per optimizer step, split over the ranks. Efficiency = tokens/s per GPU at N GPUs
-/ tokens/s at 1 GPU.
+NVLink multicast off) times steps of the trainer's own set-up (bench_gpt.bench_variant through
+`ctxscale.train.gpt.setup_gpt`: bf16, torch.compile and then DDP, no_sync on accumulation
+micro-steps, exactly as a DDP trial) on the study's 6-layer GPT-2 at 491,520 tokens per optimizer
+step, split over the ranks. Efficiency = tokens/s per GPU at N GPUs / tokens/s at 1 GPU.
 
     python bench/bench_ddp.py --gpus 1 2 4 8 --contexts 1024 8192 --out ddp.jsonl
 
-GPU counts above what the machine has are skipped (and said so).
+GPU counts above what the machine has are skipped (and said so). `--device cpu` runs the same
+path on gloo workers, one CPU each, as a smoke test of this script (with `--preset tiny` and small
+`--contexts`, `--tokens-per-step` and `--micro-batch-tokens`).
 
 Only a one-GPU H200 could be had so far (2026-11-29, torch 2.11 + CUDA 13, cuDNN attention, 4 timed
 steps after 2 warm-up steps), from the repository root with the Ray bundle of ../shared/notes/gpu.md:
@@ -44,17 +46,16 @@ def worker(config: dict) -> None:
     import sys
 
     import numpy as np
-    import torch
 
     sys.path.insert(0, config["bench_dir"])
     from bench_gpt import bench_variant
 
     rank = ray.train.get_context().get_world_rank()
     tokens = np.random.default_rng(rank).integers(0, 50257, size=32 * 2**20, dtype=np.uint16)
-    device = torch.device("cuda", torch.cuda.current_device())
     row = bench_variant(config["context_length"], config["attention"], config["micro_batch_tokens"],
                         tokens=tokens, tokens_per_step=config["tokens_per_step"], steps=config["steps"],
-                        warmup=config["warmup"], compile=True, peak=config["peak"], device=device)
+                        warmup=config["warmup"], compile=config["compile"], peak=config["peak"],
+                        preset=config["preset"], device=config["device"])
     if rank == 0:  # one node: rank 0 writes the row where the driver reads it
         with open(config["out"], "a") as f:
             f.write(json.dumps(row) + "\n")
@@ -72,15 +73,20 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--peak-flops", type=float, default=989e12, help="per GPU (H200 dense bf16)")
     parser.add_argument("--out", default="ddp.jsonl")
+    parser.add_argument("--preset", default="study", help="model size (tiny: smoke test)")
+    parser.add_argument("--no-compile", action="store_true")
+    parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"],
+                        help="cpu: gloo workers of one CPU each, a smoke test of this script")
     args = parser.parse_args()
 
+    gpu = args.device == "cuda"
     ray.init(runtime_env={"env_vars": {"NCCL_NVLS_ENABLE": "0"}}, logging_level="WARNING")
-    available = int(ray.cluster_resources().get("GPU", 0))
+    available = int(ray.cluster_resources().get("GPU" if gpu else "CPU", 0))
     out = Path(args.out).absolute()
     rows = []
     for gpus in args.gpus:
         if gpus > available:
-            print(f"skipping {gpus} GPUs: the cluster has {available}", flush=True)
+            print(f"skipping {gpus} workers: the cluster has {available} {'GPUs' if gpu else 'CPUs'}", flush=True)
             continue
         for context_length in args.contexts:
             before = out.read_text().count("\n") if out.exists() else 0
@@ -89,9 +95,10 @@ def main() -> None:
                 train_loop_config={"bench_dir": BENCH_DIR, "context_length": context_length,
                                    "attention": args.attention, "micro_batch_tokens": args.micro_batch_tokens,
                                    "tokens_per_step": args.tokens_per_step, "steps": args.steps,
-                                   "warmup": args.warmup, "peak": args.peak_flops, "out": str(out)},
-                scaling_config=ray.train.ScalingConfig(num_workers=gpus, use_gpu=True),
-                torch_config=TorchConfig(backend="nccl"),
+                                   "warmup": args.warmup, "peak": args.peak_flops, "out": str(out),
+                                   "compile": not args.no_compile, "preset": args.preset, "device": args.device},
+                scaling_config=ray.train.ScalingConfig(num_workers=gpus, use_gpu=gpu),
+                torch_config=TorchConfig(backend="nccl" if gpu else "gloo"),
                 run_config=ray.train.RunConfig(name=f"ddp-{gpus}-{context_length}",
                                                storage_path=tempfile.mkdtemp(prefix="bench-ddp-")),
             ).fit()

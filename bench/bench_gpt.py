@@ -1,9 +1,10 @@
 """Throughput and MFU of the GPT-2 loop's train step on one GPU.
 
-Measures `ctxscale.train.gpt.train_step` (the step the sweep runs: bf16 autocast, fused AdamW,
-grad clip, `plan_batches` micro-batch x accumulation, batches cut from a uint16 token array,
-pinned and copied non-blocking) on the study's 6-layer, 12-head, 768-wide GPT-2 with RoPE, at
-the study's 491,520 tokens per optimizer step, with torch.compile. MFU follows
+Times optimizer steps of `ctxscale.train.gpt.setup_gpt`, the object a GPT trial trains with (bf16
+autocast, fused AdamW, grad clip, `plan_batches` micro-batch x accumulation, batches cut from a
+uint16 token array, pinned and copied non-blocking, torch.compile and then DDP when there are
+several ranks), on the study's 6-layer, 12-head, 768-wide GPT-2 with RoPE, at the study's 491,520
+tokens per optimizer step: each variant is a GPT spec with the study's training settings. MFU follows
 ../shared/notes/gpu.md: (6 N + 12 L H Q T) FLOPs per token against 989 TFLOP/s (H200 dense bf16).
 
 Each variant is "context_length:attention:micro_batch_tokens"; attention is an SDPA kernel
@@ -49,11 +50,11 @@ import time
 
 import numpy as np
 import torch
-import torch.distributed as dist
-from torch.nn.parallel import DistributedDataParallel as DDP
 
-from ctxscale.models.gpt import GPT, PRESETS, GPTConfig
-from ctxscale.train.gpt import TokenWindows, forward_context, make_optimizer, plan_batches, train_step
+from ctxscale.models.gpt import PRESETS
+from ctxscale.spec.gpt import GPTSpec
+from ctxscale.train.distributed import rank_and_world
+from ctxscale.train.gpt import setup_gpt
 
 H200_BF16_PEAK = 989e12
 DEFAULT_VARIANTS = [
@@ -62,57 +63,66 @@ DEFAULT_VARIANTS = [
 ]
 
 
+def variant_spec(context_length: int, attention: str, micro_batch_tokens: int, *, tokens_per_step: int,
+                 compile: bool, preset: str, device: str, data_size: int, world: int) -> GPTSpec:
+    """The GPT spec a sweep would run this variant with (everything else at the spec's defaults)."""
+    return GPTSpec.model_validate({
+        "name": "bench", "experiment": "gpt",
+        "grid": {"context_length": [context_length], "data_size": [data_size]},
+        "model": {"preset": preset},
+        "training": {"tokens_per_step": tokens_per_step, "micro_batch_tokens": micro_batch_tokens,
+                     "compile": compile, "attention": attention, "precision": "bf16", "device": device},
+        "resources": {"num_workers": world if world > 1 else 0},
+    })
+
+
 def bench_variant(context_length: int, attention: str, micro_batch_tokens: int, *, tokens: np.ndarray,
                   tokens_per_step: int, steps: int, warmup: int, compile: bool, peak: float,
-                  preset: str = "study", device: torch.device = torch.device("cuda"),
-                  profile_to: str | None = None) -> dict:
-    cuda = device.type == "cuda"
+                  preset: str = "study", device: str = "cuda", profile_to: str | None = None) -> dict:
+    cuda = device == "cuda"
     torch._dynamo.reset()  # each variant compiles its own graphs (another T or kernel choice)
-    torch.manual_seed(0)
-    model = GPT(GPTConfig(**PRESETS[preset], max_seq_len=context_length)).to(device)
-    optimizer = make_optimizer(model, lr=6e-4, weight_decay=0.1, betas=(0.9, 0.95), device=device)
-    world = dist.get_world_size() if dist.is_initialized() else 1
-    net = DDP(model, device_ids=[device.index] if cuda else None) if world > 1 else model
-    net = torch.compile(net, dynamic=False) if compile else net
-    # under DDP the plan splits the same global tokens per step over the ranks
-    plan = plan_batches(tokens_per_step, context_length, micro_batch_tokens, world)
-    ctx = forward_context(device, "bf16", attention)
-    batches = TokenWindows(tokens, context_length, device).random_batches(np.random.default_rng(0), plan.micro_batch)
+    world = rank_and_world()[1]
+    spec = variant_spec(context_length, attention, micro_batch_tokens, tokens_per_step=tokens_per_step,
+                        compile=compile, preset=preset, device=device, data_size=len(tokens), world=world)
+    # validation windows are never cut here: the training tokens stand in for them
+    run = setup_gpt(spec, context_length, 0, tokens, tokens)
+    lr = spec.training.lr  # the step's time does not depend on the schedule
     if cuda:
-        torch.cuda.reset_peak_memory_stats(device)
+        torch.cuda.reset_peak_memory_stats(run.device)
 
     start = time.perf_counter()
     for _ in range(warmup):  # compiles, autotunes, fills the allocator's cache
-        loss = train_step(net, optimizer, batches, plan, 6e-4, 1.0, ctx)
+        loss = run.step(lr)
     first_loss = loss.item()
     warmup_s = time.perf_counter() - start
 
     start = time.perf_counter()
     for _ in range(steps):
-        loss = train_step(net, optimizer, batches, plan, 6e-4, 1.0, ctx)
+        loss = run.step(lr)
     last_loss = loss.item()  # the only sync: the loop does not wait for the GPU between steps
     step_s = (time.perf_counter() - start) / steps
 
     if profile_to:  # one more step under the profiler: where the GPU time goes
         activity = torch.profiler.ProfilerActivity.CUDA if cuda else torch.profiler.ProfilerActivity.CPU
         with torch.profiler.profile(activities=[activity]) as prof:
-            train_step(net, optimizer, batches, plan, 6e-4, 1.0, ctx).item()
+            run.step(lr).item()
         table = prof.key_averages().table(sort_by="cuda_time_total" if cuda else "cpu_time_total", row_limit=40, max_name_column_width=90)
         with open(profile_to, "a") as f:
             f.write(f"== {context_length}:{attention}:{micro_batch_tokens}\n{table}\n")
 
+    plan = run.plan
     tokens_per_s = plan.tokens_per_step / step_s  # global: all ranks together
-    flops = model.flops_per_token(context_length)
-    peak = peak * world
+    flops = run.model.flops_per_token(context_length)
     row = {
         "context_length": context_length, "attention": attention, "micro_batch_tokens": micro_batch_tokens,
         "micro_batch": plan.micro_batch, "accumulation": plan.accumulation, "tokens_per_step": plan.tokens_per_step,
         "step_s": step_s, "tokens_per_s": tokens_per_s, "tflops": tokens_per_s * flops / 1e12,
-        "mfu": tokens_per_s * flops / peak, "peak_mem_gib": torch.cuda.max_memory_allocated(device) / 2**30 if cuda else float("nan"),
+        "mfu": tokens_per_s * flops / (peak * world),
+        "peak_mem_gib": torch.cuda.max_memory_allocated(run.device) / 2**30 if cuda else float("nan"),
         "warmup_s": warmup_s, "loss_first": first_loss, "loss_last": last_loss, "compile": compile,
         "world_size": world, "tokens_per_s_per_gpu": tokens_per_s / world,
     }
-    del model, optimizer, net, batches
+    del run
     if cuda:
         torch.cuda.empty_cache()
     return row
@@ -153,7 +163,7 @@ def main() -> None:
         try:
             row = bench_variant(int(T), attention, int(mb), tokens=tokens, tokens_per_step=args.tokens_per_step,
                                 steps=args.steps, warmup=args.warmup, compile=not args.no_compile,
-                                peak=args.peak_flops, preset=args.preset, device=torch.device(args.device),
+                                peak=args.peak_flops, preset=args.preset, device=args.device,
                                 profile_to=args.profile)
         except Exception as err:  # e.g. a kernel that does not support the shape: report, go on
             row = {"variant": variant, "error": f"{type(err).__name__}: {str(err)[:300]}"}

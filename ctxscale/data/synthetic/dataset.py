@@ -2,7 +2,6 @@
 that the labelling rule implies (see the package docstring for the task)."""
 from __future__ import annotations
 
-import math  # noqa: F401  (the doctests below use it)
 from dataclasses import dataclass
 from typing import Optional, Sequence, Union
 
@@ -109,7 +108,7 @@ def task_bayes_risk(tasks: TaskList, context_length, string_length: int = 100) -
 
     Examples
     --------
-    >>> task_bayes_risk([[3, 1], [4, 4], [120, 7]], [2, 3], string_length=100) / math.log(2)
+    >>> task_bayes_risk([[3, 1], [4, 4], [120, 7]], [2, 3], string_length=100) / np.log(2)
     array([[1., 0., 1.],
            [0., 0., 1.]])
     """
@@ -131,6 +130,7 @@ def bayes_risk(tasks: TaskList, context_length, string_length: int = 100):
 
     Examples
     --------
+    >>> import math
     >>> round(bayes_risk([[3, 1], [5, 4], [9, 2], [120, 7]], 5, string_length=100) / math.log(2), 3)
     0.5
     """

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .dataset import SyntheticSet, TaskList, as_tasks, packed_width, unpack_bits  # noqa: F401  (unpack_bits: doctest)
+from .dataset import SyntheticSet, TaskList, as_tasks, packed_width
 from .distinct import make_distinct
 
 # Rows drawn per call to the bit generator; a multiple of 8 so that the byte stream, and therefore
@@ -21,6 +21,7 @@ def generate(
 
     Examples
     --------
+    >>> from ctxscale.data.synthetic import unpack_bits
     >>> data = generate(60, 12, [[3, 1], [2, 2], [200, 5]], string_length=16, seed=1)
     >>> bits, labels, task = data.train()
     >>> row = unpack_bits(bits[:1], 16)[0]
