@@ -1,6 +1,8 @@
 """Spec validation: every bad input gives one message naming the field, exit 2, nothing written."""
 from __future__ import annotations
 
+import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -170,3 +172,28 @@ def test_earlier_choices_stay_expressible():
     raw["training"] = {"grad_clip": None, "weight_decay": 1e-4}
     spec = parse_spec(raw)
     assert spec.model.hidden == 128 and spec.training.grad_clip is None and spec.data.encoding == "signed"
+
+
+def _preparations(path: Path) -> list:
+    """The `ctxscale data corpus ...` commands a spec's header tells the user to run, parsed by the CLI."""
+    from ctxscale.cli import build_parser
+
+    commands = re.findall(r"^#\s+ctxscale (data corpus .*)$", path.read_text(), flags=re.M)
+    return [build_parser().parse_args(shlex.split(c)) for c in commands]
+
+
+def test_shipped_specs_that_share_a_corpus_folder_prepare_it_the_same_way():
+    by_folder: dict = {}
+    for path in sorted(Path(__file__).parent.parent.glob("sweeps/*.yaml")):
+        spec = load_spec(path)
+        folder = getattr(getattr(spec, "data", None), "corpus", None) or getattr(spec, "corpus", None)
+        if folder in (None, "local"):
+            continue
+        preparations = _preparations(path)
+        assert [p.out for p in preparations] == [folder], f"{path.name}: says how to prepare {folder} once"
+        settings = {k: v for k, v in vars(preparations[0]).items() if k != "func"}
+        by_folder.setdefault(folder, {})[path.name] = settings
+    assert by_folder, "no shipped spec names a corpus folder"
+    for folder, specs in by_folder.items():
+        first = next(iter(specs.values()))
+        assert all(s == first for s in specs.values()), f"{folder} is prepared differently by {sorted(specs)}"
