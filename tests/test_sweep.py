@@ -118,6 +118,7 @@ def test_results_cli_prints_stored_rows(synthetic_results, capsys):
     assert "no sweep named 'nope'" in capsys.readouterr().err
 
 
+@pytest.mark.network
 def test_tiny_gpt_sweep_end_to_end(tmp_path, ray_cluster):
     """2 context lengths x 2 training sizes of a tiny GPT on a corpus prepared from local text."""
     import numpy as np

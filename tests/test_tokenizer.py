@@ -46,6 +46,7 @@ def check_gpt2(enc):
     assert enc.decode(enc.encode_ordinary(text)) == text
 
 
+@pytest.mark.network
 def test_env_file_offline(no_online, monkeypatch, bpe_file):
     monkeypatch.setenv(tok.GPT2_BPE_ENV, str(bpe_file))
     enc = tok.gpt2_encoding()
@@ -54,12 +55,14 @@ def test_env_file_offline(no_online, monkeypatch, bpe_file):
     assert tok.gpt2_encoding() is enc  # memoised: tokenizer workers call it per batch
 
 
+@pytest.mark.network
 def test_cache_file_offline(no_online, bpe_file):
     tok.cache_dir().mkdir(parents=True)
     shutil.copy(bpe_file, tok.cache_dir() / tok.GPT2_BPE_FILENAME)
     check_gpt2(tok.gpt2_encoding())
 
 
+@pytest.mark.network
 def test_registry_fetch_when_tiktoken_unreachable(no_online, monkeypatch, bpe_file):
     fetched = []
 
@@ -101,6 +104,7 @@ def test_fetch_rejects_wrong_hash(tmp_path, monkeypatch):
     assert not (tmp_path / tok.GPT2_BPE_FILENAME).exists()
 
 
+@pytest.mark.network
 def test_fetch_reuses_verified_file(tmp_path, monkeypatch, bpe_file):
     shutil.copy(bpe_file, tmp_path / tok.GPT2_BPE_FILENAME)
     monkeypatch.setattr(tok, "download_sdist", lambda *a: pytest.fail("downloaded again"))
@@ -135,6 +139,7 @@ def test_online_users_get_tiktoken(no_online, monkeypatch):
     assert tok.gpt2_encoding() is sentinel
 
 
+@pytest.mark.network
 def test_registry_file_matches_tiktoken_gpt2(bpe_file, monkeypatch):
     if not (tok._tiktoken_gpt2_cached() or tok._tiktoken_host_reachable(timeout=3)):
         pytest.skip("tiktoken's gpt2 files are neither cached nor reachable")
