@@ -38,11 +38,6 @@ def sweep_dir(root: str | Path, sweep: str) -> Path:
     return Path(root) / sweep
 
 
-def atomic_write_parquet(frame: pd.DataFrame, path: Path) -> Path:
-    """Write `frame` to `path` so that the file appears whole or not at all (`files.write_parquet`)."""
-    return files.write_parquet(path, frame)
-
-
 def write_rows(root: str | Path, sweep: str, table: str, key: str, rows: Iterable[dict]) -> Path:
     """Store `rows` as the file `<root>/<sweep>/<table>/<key>.parquet`, replacing any earlier one."""
     frame = pd.DataFrame(list(rows))

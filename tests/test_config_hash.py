@@ -13,7 +13,7 @@ from analysis import fit_bayes_risk, fit_loss_surface, fit_optimal_context_law, 
 from analysis._validate import select_configuration
 from analysis.entropy import ce_law_fits, one_configuration_per_model
 from analysis.examples import surface_trials
-from ctxscale import store
+from ctxscale import files, store
 from ctxscale.cli import main
 
 GRID = [8, 11, 16, 23, 32, 45, 64, 91, 128]
@@ -130,7 +130,7 @@ def test_an_older_store_is_split_by_its_trial_ids_and_file_times(tmp_path, capsy
     _two_configurations(tmp_path)
     for path in (tmp_path / "edited").glob("*/*.parquet"):
         frame = pd.read_parquet(path).drop(columns=["config_hash", "finished_at"], errors="ignore")
-        store.atomic_write_parquet(frame, path)
+        files.write_parquet(path, frame)
         newer = 2_000_000_000 if path.stem.endswith(NEW) else 1_000_000_000
         os.utime(path, (newer, newer))
     trials = store.load_results(tmp_path, sweep="edited")
