@@ -32,6 +32,10 @@ def one_point_each(points: list[dict]) -> list[list[dict]]:
     return [[point] for point in points]
 
 
+def first_trial_id(group: list[dict]) -> str:
+    return group[0]["trial_id"]
+
+
 @dataclass(frozen=True)
 class Experiment:
     name: str
@@ -49,6 +53,8 @@ class Experiment:
     # (results folder, spec, its stored trials rows) -> the text table printed after a sweep
     table: Callable[[Path, Any, pd.DataFrame], str]
     group: Callable[[list[dict]], list[list[dict]]] = one_point_each
+    # (group) -> the Tune trial's name, unique among the sweep's groups and readable in Tune's progress
+    group_name: Callable[[list[dict]], str] = first_trial_id
     # (spec, results folder, stored points) -> None: brings stored rows up to date with settings
     # that do not change a measurement (measure's spectrum thresholds), without running anything
     refresh: Optional[Callable[[Any, Path, list[dict]], None]] = None

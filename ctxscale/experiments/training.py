@@ -1,7 +1,8 @@
 """The two training experiments: `synthetic` (MLP / Bi-MLP on the XOR tasks) and `gpt` (GPT-2 on a
 corpus). A point is one (context length, data size, seed) model, trained by the loops of
 `ctxscale.train`; it stores one `trials` row (the loop's final report) and one `history` row per
-evaluation.
+evaluation. Synthetic points of one (data size, seed) are packed into one Tune trial
+(`resources.pack`) and trained as one stacked model; GPT points train one per trial.
 """
 from __future__ import annotations
 
@@ -48,11 +49,35 @@ def _grid_points(spec, prepared) -> list[dict]:
     return expand_grid(spec)
 
 
-def _run_synthetic(group: list[dict], report, data, resume_dir: Optional[str] = None) -> None:
-    from ..train.synthetic import run_synthetic_trial
+def pack_synthetic(points: list[dict]) -> list[list[dict]]:
+    """The pending points in groups that share (data size, seed), hence the batch order, each in
+    increasing context length and at most `resources.pack` long (one group per pair for 'auto')."""
+    if not points:
+        return []
+    limit = SyntheticSpec.model_validate(points[0]["spec"]).resources.points_per_trial
+    pairs: dict[tuple, list[dict]] = {}
+    for point in points:
+        pairs.setdefault((point["data_size"], point["seed"]), []).append(point)
+    groups = []
+    for pair in pairs.values():
+        pair.sort(key=lambda point: point["context_length"])
+        size = limit or len(pair)
+        groups += [pair[start:start + size] for start in range(0, len(pair), size)]
+    return groups
 
-    (point,) = group  # one model per Tune trial
-    run_synthetic_trial(point, report, data)
+
+def synthetic_group_name(group: list[dict]) -> str:
+    """A point's own trial id; for a group 'd<data size>_s<seed>_l<shortest>-<longest>_<config hash>'."""
+    if len(group) == 1:
+        return group[0]["trial_id"]
+    first, lengths = group[0], [point["context_length"] for point in group]
+    return f"d{first['data_size']}_s{first['seed']}_l{min(lengths)}-{max(lengths)}_{first['config_hash']}"
+
+
+def _run_synthetic(group: list[dict], report, data, resume_dir: Optional[str] = None) -> None:
+    from ..train.synthetic import run_synthetic_group
+
+    run_synthetic_group(group, report, data)
 
 
 def _run_gpt(group: list[dict], report, data, resume_dir: Optional[str] = None) -> None:
@@ -81,6 +106,7 @@ def best_loss_table(results_dir, spec, trials) -> str:
 
 
 SYNTHETIC = Experiment("synthetic", SyntheticSpec, prepare=prepare_synthetic, points=_grid_points,
-                       run=_run_synthetic, rows=trial_rows, table=best_loss_table)
+                       run=_run_synthetic, rows=trial_rows, table=best_loss_table, group=pack_synthetic,
+                       group_name=synthetic_group_name)
 GPT = Experiment("gpt", GPTSpec, prepare=prepare_gpt, points=_grid_points, run=_run_gpt, rows=trial_rows,
                  table=best_loss_table)

@@ -57,6 +57,16 @@ class MLP(nn.Module):
         layers.append(nn.Linear(fan_in, 1))
         self.net = nn.Sequential(*layers)
 
+    @property
+    def bits_input(self) -> nn.Linear:
+        """The layer the bits enter: its first `context_length` input columns weigh the bits."""
+        return self.net[0]
+
+    @property
+    def output(self) -> nn.Linear:
+        """The layer that gives the logit."""
+        return self.net[-1]
+
     def forward(self, bits: torch.Tensor, control: torch.Tensor) -> torch.Tensor:
         # bits (B, context_length), control (B, num_tasks) -> logits (B,)
         return self.net(torch.cat([bits, control], dim=1)).squeeze(1)
@@ -85,6 +95,16 @@ class BiMLP(nn.Module):
             nn.Linear(feature_dim + num_tasks, head_hidden), nn.LeakyReLU(negative_slope),
             nn.Linear(head_hidden, 1),
         )
+
+    @property
+    def bits_input(self) -> nn.Linear:
+        """The layer the bits enter: its first `context_length` input columns weigh the bits."""
+        return self.bits_net[0]
+
+    @property
+    def output(self) -> nn.Linear:
+        """The layer that gives the logit."""
+        return self.head[-1]
 
     def features(self, bits: torch.Tensor) -> torch.Tensor:
         return self.bits_net(bits)  # (B, feature_dim)

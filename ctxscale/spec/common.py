@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -66,6 +66,12 @@ class Resources(Section):
         description="0: each trial is a plain Ray Tune trial. N >= 1: each trial drives a Ray Train "
         "TorchTrainer with N DDP workers.",
     )
+    pack: Union[Literal["auto"], int] = Field(
+        default="auto",
+        description="Synthetic grid points per trial, trained together as one stacked model: 'auto' packs every "
+        "context length of a (data_size, seed) into one trial; 1 gives one point per trial; n packs at most n "
+        "context lengths. A packed trial takes one trial's resources. GPT and measure trials are never packed.",
+    )
     max_concurrent_trials: Optional[int] = Field(
         default=None, ge=1, description="Upper bound on trials running at once (default: what the cluster fits)."
     )
@@ -87,6 +93,23 @@ class Resources(Section):
                 "gpus_per_trial must be 0 or 1 when num_workers >= 1 (NCCL refuses fractional GPUs per DDP worker)"
             )
         return self
+
+    @model_validator(mode="after")
+    def _pack_is_positive_and_not_ddp(self):
+        if self.pack != "auto" and self.pack < 1:
+            raise ValueError(f"pack must be 'auto' or an integer >= 1, got {self.pack}")
+        if self.num_workers >= 1 and self.pack != "auto" and self.pack > 1:
+            raise ValueError(
+                f"pack must be 1 or 'auto' when num_workers >= 1: a DDP trial trains one grid point (got pack {self.pack})"
+            )
+        return self
+
+    @property
+    def points_per_trial(self) -> Optional[int]:
+        """How many synthetic grid points one trial may hold (None: no limit). DDP trials hold one."""
+        if self.use_ddp:
+            return 1
+        return None if self.pack == "auto" else self.pack
 
     @property
     def use_ddp(self) -> bool:

@@ -98,12 +98,12 @@ def _one_row_per_evaluation(history: list[dict]) -> list[dict]:
     return [latest[k] for k in sorted(latest)]
 
 
-def _label(group: list[dict]) -> dict:
-    """The group's id, then its coordinates (one value, or the list of its points' values): Tune
+def _label(name: str, group: list[dict]) -> dict:
+    """The group's name, then its coordinates (one value, or the list of its points' values): Tune
     shows the end of it where the column is narrow."""
     keys = [k for k in group[0] if k not in _NOT_COORDINATES]
     values = {k: [point[k] for point in group] for k in keys}
-    return {"id": group[0]["trial_id"], **{k: v[0] if len(set(map(str, v))) == 1 else v for k, v in values.items()}}
+    return {"id": name, **{k: v[0] if len(set(map(str, v))) == 1 else v for k, v in values.items()}}
 
 
 def _publish_files(checkpoint, sweep_dir: Path) -> None:
@@ -222,7 +222,7 @@ class SweepPlan:
         storage = resources.storage_path or str(self.results_dir / spec.name / "_ray")
         if "://" not in storage:  # s3://, gs://, ... stay as they are; local paths must be absolute for Ray
             storage = str(Path(storage).absolute())
-        groups = {group[0]["trial_id"]: group for group in self.experiment.group(self.pending)}
+        groups = {self.experiment.group_name(group): group for group in self.experiment.group(self.pending)}
         run = self.experiment.run
         if resources.use_ddp:
             trainable = tune.with_parameters(ddp_trial, groups=groups, run=run, storage_path=storage, data=self.data)
@@ -235,7 +235,7 @@ class SweepPlan:
                 trainable, {"CPU": resources.cpus_per_trial, "GPU": resources.gpus_per_trial})
         return tune.Tuner(
             trainable,
-            param_space={"trial": tune.grid_search([_label(group) for group in groups.values()])},
+            param_space={"trial": tune.grid_search([_label(name, group) for name, group in groups.items()])},
             tune_config=tune.TuneConfig(
                 max_concurrent_trials=concurrency(resources, ray.cluster_resources(), len(groups))),
             run_config=tune.RunConfig(

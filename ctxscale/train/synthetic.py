@@ -1,13 +1,18 @@
-"""The synthetic experiment's training loop: one model, one (context length, data size, seed).
+"""The synthetic experiment's training loop: a group of (context length, data size, seed) points
+that share data size and seed, trained as one stacked model (`ctxscale.train.packed`).
 
-Ray-agnostic: it takes the trial description, the generated data set and a `report` callable,
-and runs the same way alone, in a Ray Tune trial or in each worker of a Ray Train DDP run (it
-only asks torch.distributed whether a process group exists). `setup_synthetic` builds what a
-trial trains with; `train_synthetic` runs the epochs on it.
+A group of one is an ordinary trial; the loop is the same. Members share the batch order (it
+depends only on data size and seed) and nothing else: each has its own initial values, AdamW
+state, gradient clipping, early stopping, best weights and reports. A member that stops leaves
+the stack; the group ends when every member has stopped.
+
+Ray-agnostic: it takes the points, the generated data set and a `report` callable, and runs the
+same way alone, in a Ray Tune trial or in each worker of a Ray Train DDP run (it only asks
+torch.distributed whether a process group exists). `setup_synthetic` builds what a group trains
+with; `train_synthetic` runs the epochs on it.
 """
 from __future__ import annotations
 
-import copy
 import json
 import math
 import time
@@ -23,6 +28,7 @@ from ..device import pick_device
 from ..models.mlp import BiMLP, build_model
 from ..spec.synthetic import SyntheticData, SyntheticModel, SyntheticTraining
 from .distributed import all_reduce, data_parallel, rank_and_world
+from .packed import StackedModel, clip_grad_norm_per_member, keep_members
 
 Report = Callable[..., None]
 
@@ -30,6 +36,11 @@ Report = Callable[..., None]
 def bce_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Mean binary cross-entropy in nats, computed from logits (log-sum-exp safe for any logit)."""
     return F.binary_cross_entropy_with_logits(logits, labels)
+
+
+def member_bce_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Each member's mean BCE: logits (M, B), labels (B,) -> (M,)."""
+    return F.binary_cross_entropy_with_logits(logits, labels.expand_as(logits), reduction="none").mean(dim=-1)
 
 
 class _Split:
@@ -62,37 +73,46 @@ class _Split:
 
 @torch.no_grad()
 def _evaluate(model, split: _Split, rank: int, world: int, device,
-              chunk: int = 65_536) -> tuple[float, list[float]]:
-    """Mean BCE over the split, and the mean BCE of each task (in the task list's order).
+              chunk: int = 65_536) -> list[tuple[float, list[float]]]:
+    """Each model's mean BCE over the split and its mean BCE per task (in the task list's order):
+    one pair per member of a stacked model, one pair for a plain model.
 
     Each rank evaluates every world-th row; the per-task sums and counts are summed over ranks,
     so the result is the whole split's whatever the world size.
     """
     model.eval()
-    task_sum = torch.zeros(split.num_tasks, dtype=torch.float64, device=device)
-    task_count = torch.zeros(split.num_tasks, dtype=torch.float64, device=device)
+    task_sum, task_count = None, torch.zeros(split.num_tasks, dtype=torch.float64, device=device)
     rows = torch.arange(rank, len(split), world, device=device)
     for start in range(0, len(rows), chunk):
         chunk_rows = rows[start:start + chunk]
         bits, control, labels = split.batch(chunk_rows)
-        losses = F.binary_cross_entropy_with_logits(model(bits, control), labels, reduction="none")
+        logits = model(bits, control).reshape(-1, len(chunk_rows))  # (M, rows)
+        losses = F.binary_cross_entropy_with_logits(logits, labels.expand_as(logits), reduction="none")
+        if task_sum is None:
+            task_sum = torch.zeros(len(logits), split.num_tasks, dtype=torch.float64, device=device)
         tasks = split.task_index[chunk_rows]
-        task_sum.index_add_(0, tasks, losses.double())
-        task_count.index_add_(0, tasks, torch.ones_like(losses, dtype=torch.float64))
+        task_sum.index_add_(1, tasks, losses.double())
+        task_count.index_add_(0, tasks, torch.ones_like(tasks, dtype=torch.float64))
     model.train()
-    summed = all_reduce(task_sum.tolist() + task_count.tolist(), device)
-    sums, counts = summed[:split.num_tasks], summed[split.num_tasks:]
-    # a task with no validation row (fewer rows than tasks) has no loss of its own
-    per_task = [total / count if count else math.nan for total, count in zip(sums, counts)]
-    return sum(sums) / sum(counts), per_task
+    members = len(task_sum)
+    summed = all_reduce(task_sum.flatten().tolist() + task_count.tolist(), device)
+    counts = summed[members * split.num_tasks:]
+    results = []
+    for member in range(members):
+        sums = summed[member * split.num_tasks:(member + 1) * split.num_tasks]
+        # a task with no validation row (fewer rows than tasks) has no loss of its own
+        per_task = [total / count if count else math.nan for total, count in zip(sums, counts)]
+        results.append((sum(sums) / sum(counts), per_task))
+    return results
 
 
 @torch.no_grad()
-def feature_spectrum(model, split: _Split, max_rows: int = 100_000) -> list[float]:
-    """PCA eigenvalues (descending) of a Bi-MLP's bits feature over validation rows."""
+def feature_spectrum(model, split: _Split, context_length: int, max_rows: int = 100_000) -> list[float]:
+    """PCA eigenvalues (descending) of a Bi-MLP's bits feature over validation rows (the first
+    `context_length` bits of the split's)."""
     rows = torch.arange(min(len(split), max_rows), device=split.labels.device)
     bits, _, _ = split.batch(rows)
-    features = model.features(bits).double()
+    features = model.features(bits[:, :context_length]).double()
     centred = features - features.mean(dim=0)
     covariance = centred.T @ centred / max(len(rows) - 1, 1)
     return torch.linalg.eigvalsh(covariance).flip(0).clamp_min(0).tolist()
@@ -100,116 +120,168 @@ def feature_spectrum(model, split: _Split, max_rows: int = 100_000) -> list[floa
 
 @dataclass
 class SyntheticSetup:
-    """What one synthetic trial trains with on this rank, built by `setup_synthetic`."""
+    """What one group of synthetic points trains with on this rank, built by `setup_synthetic`."""
 
     training: SyntheticTraining
-    model: torch.nn.Module  # the plain module: evaluation runs it, the best weights are its state_dict
+    points: list[dict]  # one per member, in the stack's order
+    model: StackedModel  # the plain module: evaluation runs it, the best weights are slices of it
     net: torch.nn.Module  # what a training step runs: `model`, under DDP when world > 1
     optimizer: torch.optim.Optimizer
-    train: _Split  # the first data_size training rows, on the device
+    make_optimizer: Callable  # parameters -> the spec's AdamW (the stack shrinks as members stop)
+    build_member: Callable[[int], torch.nn.Module]  # context length -> an unpacked model (freshly initialised)
+    train: _Split  # the first data_size training rows, as many bits as the longest member sees, on the device
     val: _Split
-    order: torch.Generator  # shuffles the training rows each epoch, alike on every rank
-    context_length: int
+    order: torch.Generator  # shuffles the training rows each epoch, alike on every rank and member
     device: torch.device
     rank: int
     world: int
 
 
-def setup_synthetic(trial: dict, data: SyntheticSet) -> SyntheticSetup:
-    """Build the splits, model, optimizer and DDP wrapping of one trial (see `run_synthetic_trial`)."""
-    spec = trial["spec"]
+def setup_synthetic(points: list[dict], data: SyntheticSet) -> SyntheticSetup:
+    """Build the splits, stacked model, optimizer and DDP wrapping of a group of points that share
+    `data_size` and `seed` (see `run_synthetic_group`)."""
+    spec = points[0]["spec"]
+    data_size, seed = points[0]["data_size"], points[0]["seed"]
+    if any((point["data_size"], point["seed"]) != (data_size, seed) for point in points):
+        raise ValueError("a packed group shares one data size and seed (they fix the batch order)")
     training = SyntheticTraining.model_validate(spec["training"])
     model_cfg = SyntheticModel.model_validate(spec["model"])
     encoding = SyntheticData.model_validate(spec["data"]).encoding
-    context_length, seed = trial["context_length"], trial["seed"]
     rank, world = rank_and_world()
     device = pick_device(training.device)
-    torch.manual_seed(seed)
     num_tasks = len(data.tasks)
-    model = build_model(model_cfg.kind, context_length, num_tasks, hidden=model_cfg.hidden,
-                        negative_slope=model_cfg.negative_slope, bits_hidden=model_cfg.bits_hidden,
-                        feature_dim=model_cfg.feature_dim, head_hidden=model_cfg.head_hidden,
-                        feature_activation=model_cfg.feature_activation).to(device)
+
+    def build_member(context_length: int) -> torch.nn.Module:
+        return build_model(model_cfg.kind, context_length, num_tasks, hidden=model_cfg.hidden,
+                           negative_slope=model_cfg.negative_slope, bits_hidden=model_cfg.bits_hidden,
+                           feature_dim=model_cfg.feature_dim, head_hidden=model_cfg.head_hidden,
+                           feature_activation=model_cfg.feature_activation).to(device)
+
+    members = []
+    for point in points:
+        torch.manual_seed(seed)  # each member starts where its unpacked trial would
+        members.append(build_member(point["context_length"]))
+    lengths = [point["context_length"] for point in points]
+    model = StackedModel(members, lengths)
+
+    def make_optimizer(parameters):
+        return torch.optim.AdamW(parameters, lr=training.lr, weight_decay=training.weight_decay)
+
+    width = max(lengths)
     return SyntheticSetup(
-        training=training, model=model, net=data_parallel(model, device),
-        optimizer=torch.optim.AdamW(model.parameters(), lr=training.lr, weight_decay=training.weight_decay),
-        train=_Split(*data.train(trial["data_size"]), context_length, num_tasks, device, encoding),
-        val=_Split(*data.val(), context_length, num_tasks, device, encoding),
-        order=torch.Generator(device="cpu").manual_seed(seed),
-        context_length=context_length, device=device, rank=rank, world=world,
+        training=training, points=list(points), model=model, net=data_parallel(model, device),
+        optimizer=make_optimizer(model.parameters()), make_optimizer=make_optimizer, build_member=build_member,
+        train=_Split(*data.train(data_size), width, num_tasks, device, encoding),
+        val=_Split(*data.val(), width, num_tasks, device, encoding),
+        order=torch.Generator(device="cpu").manual_seed(seed), device=device, rank=rank, world=world,
     )
 
 
-def run_synthetic_trial(trial: dict, report: Report, data: SyntheticSet) -> dict:
-    """Train one model to its best validation loss and return the last reported metrics.
+def run_synthetic_group(points: list[dict], report: Report, data: SyntheticSet) -> list[dict]:
+    """Train every point of a group to its best validation loss; return each one's last metrics.
 
-    `trial` holds `spec` (the sweep spec as a dict), `context_length`, `data_size`, `seed`.
-    `report(metrics)` is called once per epoch; the last call has `status` ok or diverged.
+    A point holds `spec` (the sweep spec as a dict), `trial_id`, `context_length`, `data_size`,
+    `seed`. `report(metrics)` is called once per epoch per member still training, with the
+    member's trial id in `metrics["point"]`; a member's last call has `status` ok or diverged.
     """
-    return train_synthetic(setup_synthetic(trial, data), report, data)
+    return train_synthetic(setup_synthetic(points, data), report, data)
 
 
-def train_synthetic(run: SyntheticSetup, report: Report, data: SyntheticSet) -> dict:
-    """The epoch loop behind `run_synthetic_trial`: train, evaluate, keep the best weights, stop
-    after `patience` epochs without a better validation loss, at `max_epochs` or on divergence."""
+def run_synthetic_trial(trial: dict, report: Report, data: SyntheticSet) -> dict:
+    """One point alone (a group of one): its last reported metrics."""
+    (metrics,) = run_synthetic_group([trial], report, data)
+    return metrics
+
+
+def train_synthetic(run: SyntheticSetup, report: Report, data: SyntheticSet) -> list[dict]:
+    """The epoch loop behind `run_synthetic_group`: train, evaluate, keep each member's best weights,
+    stop a member after `patience` epochs without a better validation loss, at `max_epochs` or on
+    divergence. `wall_s` of a member is the group's wall time up to that evaluation."""
     training, rank, world, device = run.training, run.rank, run.world, run.device
-    data_size = len(run.train)
+    data_size, size = len(run.train), len(run.points)
     steps_per_epoch = math.ceil(data_size / training.batch_size)
-    best_val_loss, best_epoch, best_state, since_best = math.inf, 0, None, 0
-    best_task_losses: list[float] = [math.nan] * len(data.tasks)
+    active = list(range(size))  # the member (index into run.points) of each row of the stack
+    best_val_loss, best_epoch, since_best = [math.inf] * size, [0] * size, [0] * size
+    best_params: list = [None] * size
+    best_task_losses = [[math.nan] * len(data.tasks) for _ in range(size)]
+    finals: list[dict] = [{} for _ in range(size)]
     started, train_seconds, rows_seen = time.perf_counter(), 0.0, 0
-    metrics: dict = {}
     for epoch in range(1, training.max_epochs + 1):
         epoch_start = time.perf_counter()
         permutation = torch.randperm(data_size, generator=run.order).to(device)
         # summed on the device: a .item() per step would stall the GPU on every batch
-        loss_sum, loss_rows = torch.zeros((), device=device, dtype=torch.float64), 0
+        loss_sum, loss_rows = torch.zeros(len(active), device=device, dtype=torch.float64), 0
         for step in range(steps_per_epoch):
             rows = permutation[step * training.batch_size:(step + 1) * training.batch_size][rank::world]
             bits, control, labels = run.train.batch(rows)
-            loss = bce_loss(run.net(bits, control), labels)
+            losses = member_bce_losses(run.net(bits, control), labels)  # (M,)
             run.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            # members share no parameter: each one's gradient is that of its own loss
+            losses.sum().backward()
             if training.grad_clip is not None:
                 # under DDP the gradients are already averaged over ranks: every rank clips alike
-                torch.nn.utils.clip_grad_norm_(run.model.parameters(), training.grad_clip)
+                clip_grad_norm_per_member(run.model.parameters(), training.grad_clip)
             run.optimizer.step()
-            loss_sum += loss.detach() * len(rows)
+            loss_sum += losses.detach() * len(rows)
             loss_rows += len(rows)
         train_seconds += time.perf_counter() - epoch_start
-        loss_sum, loss_rows, rows_epoch = all_reduce([loss_sum.item(), loss_rows, loss_rows], device)
-        rows_seen += rows_epoch
-        train_loss = loss_sum / loss_rows
-        val_loss, task_losses = _evaluate(run.model, run.val, rank, world, device)
-        diverged = not (math.isfinite(train_loss) and math.isfinite(val_loss))
-        if not diverged and val_loss < best_val_loss:
-            best_val_loss, best_epoch, since_best = val_loss, epoch, 0
-            # the per-task losses of the kept weights come with the evaluation that chose them
-            best_task_losses = task_losses
-            best_state = copy.deepcopy(run.model.state_dict())
-        else:
-            since_best += 1
-        done = diverged or since_best >= training.patience or epoch == training.max_epochs
-        metrics = {
-            "epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
-            "best_val_loss": best_val_loss, "best_epoch": best_epoch,
-            "samples_per_s": rows_seen / max(train_seconds, 1e-9),
-            "wall_s": time.perf_counter() - started,
-            "status": ("diverged" if diverged else "ok") if done else "running",
-        }
-        if done:
-            metrics["final_train_loss"] = train_loss
-            metrics["world_size"] = world
-            # the exact Bayes risk of this context length, so analysis can show the gap to it
-            metrics["bayes_risk"] = float(bayes_risk(data.tasks, run.context_length, data.string_length))
-            metrics["string_length"] = data.string_length
-            metrics["tasks"] = json.dumps(np.asarray(data.tasks).tolist())
-            # which tasks the best weights learnt: validation BCE per task, in the task list's order
-            metrics["task_val_loss"] = best_task_losses
-            if isinstance(run.model, BiMLP) and best_state is not None:
-                run.model.load_state_dict(best_state)
-                metrics["feature_eigenvalues"] = feature_spectrum(run.model, run.val)
-        report(metrics)
-        if done:
+        reduced = all_reduce(loss_sum.tolist() + [loss_rows], device)
+        member_loss_sums, loss_rows = reduced[:-1], reduced[-1]
+        rows_seen += loss_rows
+        evaluations = _evaluate(run.model, run.val, rank, world, device, chunk=max(4096, 65_536 // len(active)))
+        stopped = []
+        for row, member in enumerate(active):
+            train_loss = member_loss_sums[row] / loss_rows
+            val_loss, task_losses = evaluations[row]
+            diverged = not (math.isfinite(train_loss) and math.isfinite(val_loss))
+            if not diverged and val_loss < best_val_loss[member]:
+                best_val_loss[member], best_epoch[member], since_best[member] = val_loss, epoch, 0
+                # the per-task losses of the kept weights come with the evaluation that chose them
+                best_task_losses[member] = task_losses
+                best_params[member] = run.model.member_parameters(row)
+            else:
+                since_best[member] += 1
+            done = diverged or since_best[member] >= training.patience or epoch == training.max_epochs
+            metrics = {
+                "point": run.points[member]["trial_id"],
+                "epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
+                "best_val_loss": best_val_loss[member], "best_epoch": best_epoch[member],
+                "samples_per_s": rows_seen / max(train_seconds, 1e-9),
+                "wall_s": time.perf_counter() - started,
+                "status": ("diverged" if diverged else "ok") if done else "running",
+            }
+            if done:
+                metrics.update(_final_metrics(run, member, train_loss, best_task_losses[member],
+                                              best_params[member], world, data))
+                finals[member] = metrics
+                stopped.append(row)
+            report(metrics)
+        if len(stopped) == len(active):
             break
+        if stopped:
+            kept = [row for row in range(len(active)) if row not in stopped]
+            run.optimizer = keep_members(run.model, run.optimizer, kept, run.make_optimizer)
+            run.net = data_parallel(run.model, device)  # the stack's parameters are new tensors
+            active = [active[row] for row in kept]
+    return finals
+
+
+def _final_metrics(run: SyntheticSetup, member: int, train_loss: float, task_losses: list[float],
+                   params, world: int, data: SyntheticSet) -> dict:
+    """What a member's last report adds: about the data and its best weights."""
+    context_length = run.points[member]["context_length"]
+    metrics = {
+        "final_train_loss": train_loss,
+        "world_size": world,
+        # the exact Bayes risk of this context length, so analysis can show the gap to it
+        "bayes_risk": float(bayes_risk(data.tasks, context_length, data.string_length)),
+        "string_length": data.string_length,
+        "tasks": json.dumps(np.asarray(data.tasks).tolist()),
+        # which tasks the best weights learnt: validation BCE per task, in the task list's order
+        "task_val_loss": task_losses,
+    }
+    if isinstance(run.model.template, BiMLP) and params is not None:
+        model = run.build_member(context_length)
+        model.load_state_dict(run.model.unstacked(params, context_length))
+        metrics["feature_eigenvalues"] = feature_spectrum(model, run.val, context_length)
     return metrics

@@ -1,0 +1,124 @@
+"""Several synthetic models trained as one: a stacked model and what its optimizer step needs.
+
+The models of one group differ only in how many bits they see (their context length). Each is
+built on its own (same seed, same initial values as an unpacked trial), then its bits layer is
+widened to the group's longest context with zero weight columns, and the members' parameters
+are stacked along a new leading "member" dimension. `torch.vmap` over `functional_call` runs every
+member in one batched matmul per layer; each member multiplies its own input by a mask that
+zeroes the bits beyond its context, so a padded column sees zero input, gets zero gradient, and
+stays zero under AdamW (zero moments, and decoupled decay keeps zero at zero). A member's output
+and gradients are therefore those of its unpacked model.
+
+The output layer gets a second, zero row whose logit is never used (so it too stays zero): a
+one-row output layer runs a matrix-vector kernel when the stack holds one member but a batched
+matrix kernel when it holds several, and their roundings differ; training on these tasks is
+chaotic enough that such a difference grows to percents of the loss within ten epochs (measured).
+With two rows every member computes the same bits whatever the stack's size, so a point gives
+the same numbers packed (`resources.pack: auto`) and alone (`pack: 1`) on a CPU.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Callable, Iterable
+
+import torch
+from torch import nn
+
+
+def _name_of(model: nn.Module, tensor: torch.Tensor) -> str:
+    return next(name for name, param in model.named_parameters() if param is tensor)
+
+
+def _widened(model: nn.Module, context_length: int, width: int) -> dict[str, torch.Tensor]:
+    """The model's parameters with zero columns inserted after its bits, up to `width` bits, and a
+    zero second row in its output layer."""
+    params = {name: param.detach() for name, param in model.named_parameters()}
+    name = _name_of(model, model.bits_input.weight)
+    weight = params[name]  # (out, context_length [+ num_tasks]): the bits' columns come first
+    padding = weight.new_zeros(weight.shape[0], width - context_length)
+    params[name] = torch.cat([weight[:, :context_length], padding, weight[:, context_length:]], dim=1)
+    for tensor in (model.output.weight, model.output.bias):  # (1, hidden), (1,)
+        name = _name_of(model, tensor)
+        params[name] = torch.cat([params[name], torch.zeros_like(params[name])])
+    return params
+
+
+class StackedModel(nn.Module):
+    """Models of one architecture and different context lengths as one module.
+
+    Every parameter has shape (M, *its member's shape), the bits layer widened to the longest
+    context length `width`. `forward(bits (B, width), control (B, T))` returns logits (M, B).
+    """
+
+    def __init__(self, members: list[nn.Module], context_lengths: list[int]):
+        super().__init__()
+        self.context_lengths = list(context_lengths)
+        self.width = max(context_lengths)
+        self.bits_weight_name = _name_of(members[0], members[0].bits_input.weight)
+        self.output_names = [_name_of(members[0], members[0].output.weight), _name_of(members[0], members[0].output.bias)]
+        widened = [_widened(model, length, self.width) for model, length in zip(members, context_lengths)]
+        self.names = list(widened[0])
+        self.stacked = nn.ParameterList([torch.stack([params[name] for params in widened]) for name in self.names])
+        lengths = torch.tensor(context_lengths, device=self.stacked[0].device)
+        positions = torch.arange(self.width, device=lengths.device)
+        self.register_buffer("bits_mask", (positions < lengths[:, None]).float())  # (M, width)
+        # the forward code of one member; kept out of the registered modules so that its (meta,
+        # unused) parameters are not the stacked model's
+        object.__setattr__(self, "template", copy.deepcopy(members[0]).to("meta"))
+
+    def _member_forward(self, params: dict, mask: torch.Tensor, bits: torch.Tensor,
+                        control: torch.Tensor) -> torch.Tensor:
+        # a zero bit, not a -1 or a shared +-1, beyond the member's context (whatever the encoding)
+        return torch.func.functional_call(self.template, params, (bits * mask, control))[:, 0]  # (B, 2) -> (B,)
+
+    def forward(self, bits: torch.Tensor, control: torch.Tensor) -> torch.Tensor:
+        params = dict(zip(self.names, self.stacked))
+        return torch.vmap(self._member_forward, in_dims=(0, 0, None, None))(params, self.bits_mask, bits, control)
+
+    def member_parameters(self, row: int) -> list[torch.Tensor]:
+        """Copies of one member's (widened) parameters, in `names` order: what `unstacked` takes."""
+        return [param[row].detach().clone() for param in self.stacked]
+
+    def unstacked(self, params: list[torch.Tensor], context_length: int) -> dict[str, torch.Tensor]:
+        """A member's parameters as the state dict of its own unpacked model (padding removed)."""
+        state = dict(zip(self.names, params))
+        weight = state[self.bits_weight_name]
+        state[self.bits_weight_name] = torch.cat([weight[:, :context_length], weight[:, self.width:]], dim=1)
+        for name in self.output_names:
+            state[name] = state[name][:1]
+        return state
+
+
+def keep_members(model: StackedModel, optimizer: torch.optim.Optimizer, rows: list[int],
+                 make_optimizer: Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]) -> torch.optim.Optimizer:
+    """Shrink the stack to the members at `rows` and return an optimizer that carries on from the
+    old one's state for them (AdamW's moments and step count, sliced alike).
+
+    A stopped member leaves the stack: it stops updating (Adam's momentum would move it on a zero
+    gradient) and stops costing compute.
+    """
+    index = torch.tensor(rows, device=model.bits_mask.device)
+    old = list(model.stacked)
+    model.stacked = nn.ParameterList([param.detach()[index].clone() for param in old])
+    model.bits_mask = model.bits_mask[index]
+    model.context_lengths = [model.context_lengths[row] for row in rows]
+    kept = make_optimizer(model.stacked.parameters())
+    for old_param, new_param in zip(old, model.stacked):
+        kept.state[new_param] = {
+            key: (value[index].clone() if value.dim() > 0 else value.clone()) if torch.is_tensor(value) else value
+            for key, value in optimizer.state[old_param].items()
+        }
+    return kept
+
+
+@torch.no_grad()
+def clip_grad_norm_per_member(parameters: Iterable[nn.Parameter], max_norm: float) -> torch.Tensor:
+    """`torch.nn.utils.clip_grad_norm_` applied to each member on its own: every member's gradients
+    are scaled by min(1, max_norm / (its global L2 norm + 1e-6)). Returns the norms (M,)."""
+    grads = [param.grad for param in parameters if param.grad is not None]
+    norms = torch.stack([torch.linalg.vector_norm(grad.flatten(1), dim=1) for grad in grads], dim=1)  # (M, P)
+    total = torch.linalg.vector_norm(norms, dim=1)  # (M,)
+    scale = (max_norm / (total + 1e-6)).clamp(max=1.0)
+    for grad in grads:
+        grad.mul_(scale.view(-1, *[1] * (grad.dim() - 1)))
+    return total
