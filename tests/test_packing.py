@@ -1,0 +1,114 @@
+"""Packing: several synthetic grid points trained as one stacked model give the numbers each
+gives alone (the stacked model against the unpacked one, and a sweep with pack 1 against pack auto)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ctxscale import store
+from ctxscale.experiments.training import pack_synthetic, synthetic_group_name
+from ctxscale.models.mlp import build_model
+from ctxscale.spec import parse_spec
+from ctxscale.sweep.grid import expand_grid
+from ctxscale.sweep.prepare import prepare_data
+from ctxscale.sweep.runner import run_sweep
+from ctxscale.train.packed import StackedModel, clip_grad_norm_per_member
+
+from conftest import TINY_SPEC
+
+NUM_TASKS = 5
+
+
+def _member(kind: str, context_length: int) -> torch.nn.Module:
+    torch.manual_seed(3)
+    return build_model(kind, context_length, NUM_TASKS, hidden=16, bits_hidden=12, feature_dim=4, head_hidden=8)
+
+
+@pytest.mark.parametrize("kind", ["mlp", "bimlp"])
+def test_a_member_computes_what_its_unpacked_model_computes(kind):
+    lengths = [4, 7, 10]
+    stacked = StackedModel([_member(kind, length) for length in lengths], lengths)
+    alone = [_member(kind, length) for length in lengths]
+    # signed bits: the padded bits a shorter member must not see are +-1 in the shared batch
+    bits = torch.randint(0, 2, (32, 10)).float() * 2 - 1
+    control = torch.eye(NUM_TASKS)[torch.arange(32) % NUM_TASKS]
+    labels = torch.randint(0, 2, (32,)).float()
+
+    logits = stacked(bits, control)  # (M, B)
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
+    bce(logits, labels.expand_as(logits), reduction="none").mean(dim=1).sum().backward()
+    for row, (length, model) in enumerate(zip(lengths, alone)):
+        own = model(bits[:, :length], control)
+        torch.testing.assert_close(logits[row], own)
+        bce(own, labels).backward()
+        grads = stacked.unstacked([param.grad[row] for param in stacked.stacked], length)
+        for name, param in model.named_parameters():
+            torch.testing.assert_close(grads[name], param.grad, msg=f"{kind} l={length} {name}")
+    # the padding receives no gradient, so it stays zero: columns beyond a member's bits, and the
+    # output layer's unused second row
+    bits_weight = dict(zip(stacked.names, stacked.stacked))[stacked.bits_weight_name].grad
+    assert bits_weight[0, :, 4:10].abs().max() == 0 and bits_weight[1, :, 7:10].abs().max() == 0
+    for name in stacked.output_names:
+        assert dict(zip(stacked.names, stacked.stacked))[name].grad[:, 1:].abs().max() == 0
+
+
+def test_gradients_are_clipped_per_member():
+    models = [_member("mlp", 6) for _ in range(2)]
+    stacked = StackedModel(models, [6, 6])
+    for param in stacked.parameters():
+        param.grad = torch.ones_like(param)
+    stacked.stacked[0].grad[1].mul_(1e-4)  # member 1's norm is dominated by the other parameters
+    norms = clip_grad_norm_per_member(stacked.parameters(), max_norm=1.0)
+    for row in range(2):
+        member_grads = torch.cat([param.grad[row].flatten() for param in stacked.parameters()])
+        expected = min(1.0, 1.0 / (norms[row].item() + 1e-6)) * norms[row].item()
+        assert torch.linalg.vector_norm(member_grads).item() == pytest.approx(expected, rel=1e-5)
+    assert norms[0] > norms[1]
+
+
+def test_groups_share_data_size_and_seed_and_respect_pack():
+    spec = parse_spec(TINY_SPEC)
+    groups = pack_synthetic(expand_grid(spec))
+    assert len(groups) == 4 and all(len(group) == 3 for group in groups)
+    assert all(len({(p["data_size"], p["seed"]) for p in group}) == 1 for group in groups)
+    assert synthetic_group_name(groups[0]).startswith("d2000_s0_l8-24_")
+    two = pack_synthetic(expand_grid(parse_spec(TINY_SPEC | {"resources": {"pack": 2}})))
+    assert sorted(len(group) for group in two) == [1, 1, 1, 1, 2, 2, 2, 2]
+    assert all(len(group) == 1 for group in pack_synthetic(expand_grid(parse_spec(TINY_SPEC | {"resources": {"pack": 1}}))))
+
+
+EQUIVALENCE = TINY_SPEC | {
+    "grid": {"context_length": [8, 16, 24], "data_size": [2000, 4000], "seed": [0]},
+    "data": TINY_SPEC["data"] | {"encoding": "signed"},
+    "training": {"batch_size": 250, "max_epochs": 6, "patience": 2, "grad_clip": 0.5},
+}
+
+
+@pytest.mark.slow
+def test_packed_and_unpacked_sweeps_give_the_same_numbers(tmp_path, ray_cluster):
+    tables = {}
+    for pack in (1, "auto"):
+        spec = parse_spec(EQUIVALENCE | {"name": f"pack-{pack}", "resources": {"pack": pack}})
+        run_sweep(spec, tmp_path, data=prepare_data(spec), verbose=0)
+        trials = store.load_results(tmp_path, sweep=spec.name).set_index("trial_id").sort_index()
+        assert set(trials["status"]) == {"ok"} and len(trials) == 6
+        tables[pack] = trials
+    unpacked, packed = tables[1], tables["auto"]
+    assert list(unpacked.index) == list(packed.index)  # the same trial ids
+    assert list(unpacked["best_epoch"]) == list(packed["best_epoch"])
+    assert (packed["best_val_loss"] / unpacked["best_val_loss"] - 1).abs().max() <= 1e-4
+    history = store.load_results(tmp_path, "history", sweep="pack-auto")
+    assert history.groupby("trial_id").size().to_dict() == packed["epoch"].to_dict()
+
+
+@pytest.mark.slow
+def test_a_partly_stored_group_trains_only_its_missing_points(tmp_path, ray_cluster):
+    raw = EQUIVALENCE | {"name": "partial", "grid": {"context_length": [8], "data_size": [2000], "seed": [0]},
+                         "training": EQUIVALENCE["training"] | {"max_epochs": 2}}
+    spec = parse_spec(raw)
+    run_sweep(spec, tmp_path, data=prepare_data(spec), verbose=0)
+    grown = parse_spec(raw | {"grid": raw["grid"] | {"context_length": [8, 16, 24]}})
+    outcome = run_sweep(grown, tmp_path, data=prepare_data(grown), verbose=0)
+    assert len(outcome.skipped) == 1 and len(outcome.ran) == 2
+    trials = store.load_results(tmp_path, sweep="partial")
+    assert sorted(trials["context_length"]) == [8, 16, 24] and set(trials["status"]) == {"ok"}
