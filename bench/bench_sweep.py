@@ -5,7 +5,7 @@ Each run is `ctxscale sweep` in a fresh process (a local Ray started by the CLI,
 it) into its own temporary results folder. Where `nvidia-smi` finds a GPU, the GPU's SM use is
 sampled every 500 ms during each run and its mean printed.
 
-    python bench/bench_sweep.py [--spec sweeps/synthetic.yaml]
+    python bench/bench_sweep.py [--spec sweeps/synthetic.yaml] [--packs 1,auto]
 """
 from __future__ import annotations
 
@@ -59,15 +59,20 @@ def run_once(spec: dict, pack, folder: Path) -> tuple[float, str, float | None]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spec", default="sweeps/synthetic.yaml", help="the sweep spec to run twice")
+    parser.add_argument("--packs", default="1,auto",
+                        help="comma-separated pack settings to run (e.g. 'auto' alone where pack 1 takes too long)")
     args = parser.parse_args()
     spec = yaml.safe_load(Path(args.spec).read_text())
+    packs = [p if p == "auto" else int(p) for p in args.packs.split(",")]
     results = {}
-    for pack in (1, "auto"):
+    for pack in packs:
         with tempfile.TemporaryDirectory() as tmp:
             results[pack] = run_once(spec, pack, Path(tmp))
         wall, table, sm_use = results[pack]
         use = f", mean GPU SM use {sm_use:.0f} %" if sm_use is not None else ""
         print(f"pack {pack}: {wall:.1f} s wall{use}\n{table}\n", flush=True)
+    if not {1, "auto"} <= set(results):
+        return
     (unpacked, table_1, _), (packed, table_auto, _) = results[1], results["auto"]
     print(f"{args.spec}: pack 1 {unpacked:.1f} s, pack auto {packed:.1f} s, speed-up {unpacked / packed:.2f}x, "
           f"best-loss tables {'agree' if table_1 == table_auto else 'DIFFER'}")
