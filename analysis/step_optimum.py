@@ -285,15 +285,14 @@ def step_optimum(trials: pd.DataFrame, n_boot: int = 1000, seed: int = 0, confid
 
     # noise for the bootstrap: seeds where every cell has several, else the fit's residuals
     fitted_loss = cell_risk[fit_idx] + forms.smooth_excess(design, theta)
+    resid_rel = (cell_mean[fit_idx] - fitted_loss) / fitted_loss * np.sqrt(cell_n[fit_idx])
     if seed_pool.size and seed_dof >= 2:
         method, pool, dof = "seeds", seed_pool, seed_dof
     else:
         dof = len(fit_idx) - len(terms)
-        resid = (cell_mean[fit_idx] - fitted_loss) / fitted_loss * np.sqrt(cell_n[fit_idx])
-        method, pool = "residuals", resid * math.sqrt(len(fit_idx) / max(dof, 1))
+        method, pool = "residuals", resid_rel * math.sqrt(len(fit_idx) / max(dof, 1))
     pool = pool * (stats.t_widening(dof, tail) if dof > 0 else 1.0)
     # standardised residuals of every cell, for the check that the smooth form fits near l*
-    resid_rel = (cell_mean[fit_idx] - fitted_loss) / fitted_loss * np.sqrt(cell_n[fit_idx])
     if method == "seeds":
         noise_sd = float(np.sqrt(np.mean(pool**2)))
     else:
@@ -311,8 +310,7 @@ def step_optimum(trials: pd.DataFrame, n_boot: int = 1000, seed: int = 0, confid
     mask = np.arange(int(cell_n.max()))[None, None, :] < cell_n[None, :, None]
     boot_means = base * (1.0 + (draws * mask).sum(axis=2) / cell_n)
     boot_means = np.vstack([cell_mean[None], boot_means])  # row 0: the data themselves
-    start = theta
-    boot_theta = _fit_excess(design, boot_means[:, fit_idx] - cell_risk[fit_idx], weight, start)
+    boot_theta = _fit_excess(design, boot_means[:, fit_idx] - cell_risk[fit_idx], weight, theta)
 
     cx = np.log(cand) - x0
     sizes_arr = np.array(learnt_sizes, float)
@@ -339,7 +337,8 @@ def step_optimum(trials: pd.DataFrame, n_boot: int = 1000, seed: int = 0, confid
         total = cand_risk[None] + excess
         pick = total.argmin(axis=1)
         boot_l[:, j] = cand[pick]
-        low_b, high_b = boot_l[:, j], boot_l[:, j]
+        low_b, high_b, method_here = boot_l[:, j], boot_l[:, j], method
+        row = rows[size]
         collapsed = cell_collapsed[order]
         # the smooth form is trusted where it fits: the two grid lengths on either side of l*
         below = np.flatnonzero(cell_l[order] <= boot_l[0, j])
@@ -364,13 +363,9 @@ def step_optimum(trials: pd.DataFrame, n_boot: int = 1000, seed: int = 0, confid
             last = np.where(some, len(cand) - 1 - mask[:, ::-1].argmax(axis=1), 0)
             low_b = np.where(some, np.minimum(cand[first], boot_l[:, j]), boot_l[:, j])
             high_b = np.where(some, np.maximum(cand[last], boot_l[:, j]), boot_l[:, j])
-        row = rows[size]
-        if collapsed.any() or misfit:
             method_here = method + "+bounds"
             if misfit:
                 row["note"] = f"the cells near l* disagree with the smooth excess (p = {misfit_p:.2g}): interval from the bounds"
-        else:
-            method_here = method
         l_star = float(boot_l[0, j])
         low, high = float(np.quantile(low_b[1:], tail, method="lower")), float(np.quantile(high_b[1:], 1 - tail, method="higher"))
         low, high = min(low, l_star), max(high, l_star)
@@ -387,8 +382,8 @@ def step_optimum(trials: pd.DataFrame, n_boot: int = 1000, seed: int = 0, confid
         else:
             row.update(bracketed=True, l_star=l_star)
         if collapsed.any():
-            collapsed = ", ".join(f"{v:g}" for v in cell_l[order][collapsed])
-            row["note"] = (row["note"] + "; " if row["note"] else "") + f"collapsed at l = {collapsed} (kept out of the smooth fit)"
+            lengths = ", ".join(f"{v:g}" for v in cell_l[order][collapsed])
+            row["note"] = (row["note"] + "; " if row["note"] else "") + f"collapsed at l = {lengths} (kept out of the smooth fit)"
 
     increase = []
     for j in range(len(learnt_sizes) - 1):
