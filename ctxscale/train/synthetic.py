@@ -33,13 +33,9 @@ from .packed import StackedModel, clip_grad_norm_per_member, keep_members
 Report = Callable[..., None]
 
 
-def bce_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean binary cross-entropy in nats, computed from logits (log-sum-exp safe for any logit)."""
-    return F.binary_cross_entropy_with_logits(logits, labels)
-
-
 def member_bce_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Each member's mean BCE: logits (M, B), labels (B,) -> (M,)."""
+    """Each member's mean binary cross-entropy in nats, from logits (log-sum-exp safe for any
+    logit): logits (M, B), labels (B,) -> (M,)."""
     return F.binary_cross_entropy_with_logits(logits, labels.expand_as(logits), reduction="none").mean(dim=-1)
 
 
