@@ -77,20 +77,23 @@ def cmd_sweep(args) -> int:
     spec = _load(args)
     results = _results_dir(spec, args)
     plan = plan_sweep(spec, results, source=args.spec)  # bad input stops here: Ray not started, nothing written
-    if plan.pending:
-        _start_ray(args.address, args.quiet)
-    outcome = plan.run(verbose=0 if args.quiet else 1)
+    with plan.leased():  # claims the pending points; an unwritable folder stops here, before Ray
+        if plan.pending:
+            _start_ray(args.address, args.quiet)
+        outcome = plan.run(verbose=0 if args.quiet else 1)
     trials = store.load_results(results, "trials", sweep=spec.name)
-    if trials.empty:
+    if trials.empty and not outcome.held:
         raise UsageError(f"{results / spec.name}: no trial was stored (see Ray's output above)")
-    trials = trials[trials["trial_id"].isin(outcome.trial_ids)]
-    failed = trials[trials["status"] == "failed"]
+    trials = trials[trials["trial_id"].isin(outcome.trial_ids)] if not trials.empty else trials
+    failed = trials[trials["status"] == "failed"] if not trials.empty else trials
     print()
-    print(f"sweep {spec.name}: {len(outcome.ran)} trials run, {len(outcome.skipped)} already stored "
-          f"({status_counts(trials)}); results in {results / spec.name}")
-    for error in dict.fromkeys(failed["error"]):  # each distinct error once, its last line
+    print(f"sweep {spec.name}: {status_counts(trials) if not trials.empty else 'none stored yet'}; "
+          f"results in {results / spec.name}")
+    for error in dict.fromkeys(failed["error"] if not failed.empty else []):  # each distinct error once, its last line
         print(f"failed: {(error.strip().splitlines() or ['(no message)'])[-1]}")
-    print(plan.experiment.table(results, spec, trials))
+    if not trials.empty:
+        print(plan.experiment.table(results, spec, trials))
+    print(outcome.summary())
     return 0 if failed.empty else 1
 
 
@@ -125,6 +128,10 @@ def cmd_data_tokenizer(args) -> int:
 def cmd_results(args) -> int:
     from .store import load_results
 
+    if args.compact:
+        return _compact(args)
+    if args.format == "parquet":
+        return _export(args)
     frame = load_results(args.results_dir, args.table, sweep=args.sweep)
     if frame.empty:
         print(f"no {args.table} rows stored under {args.results_dir}")
@@ -146,6 +153,36 @@ def cmd_results(args) -> int:
 
         with pd.option_context("display.max_rows", 500, "display.max_columns", 40, "display.width", 200):
             print(frame.to_string(index=False))
+    return 0
+
+
+def _compact(args) -> int:
+    from . import store
+    from .sweep.lease import Launch
+    from .sweep.runner import COMPACTION
+
+    for folder in store.sweep_folders(args.results_dir, args.sweep):
+        with Launch(folder) as launch:
+            running = launch.others_alive()
+            if running or not launch.claim([COMPACTION])[0]:
+                print(f"{folder.name}: not compacted, a launch is running on it ({', '.join(running) or 'compaction'})")
+                continue
+            done = store.compact(folder.parent, folder.name)
+        print(f"{folder.name}: {done['trials']:,} trial rows and {done['history']:,} history rows compacted, "
+              f"{done['files']:,} files folded in")
+    return 0
+
+
+def _export(args) -> int:
+    from . import files, store
+
+    if not args.out:
+        raise UsageError("--format parquet needs --out FILE (Parquet is not written to a terminal)")
+    import pyarrow.parquet as pq
+
+    data = store.load_table(args.results_dir, args.table, sweep=args.sweep)
+    files.atomic_write(args.out, lambda handle: pq.write_table(data, handle))
+    print(f"{data.num_rows:,} {args.table} rows, {data.num_columns} columns written to {args.out}", file=sys.stderr)
     return 0
 
 
@@ -199,7 +236,11 @@ def build_parser() -> argparse.ArgumentParser:
     results.add_argument("results_dir")
     results.add_argument("--sweep")
     results.add_argument("--table", default="trials", help="trials, history, or another stored table")
-    results.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    results.add_argument("--format", choices=("table", "csv", "json", "parquet"), default="table",
+                         help="parquet: the whole table as one file (needs --out)")
+    results.add_argument("--out", metavar="FILE", help="file for --format parquet")
+    results.add_argument("--compact", action="store_true",
+                         help="fold each sweep's finished trials into one Parquet file per table (crash-safe)")
     results.set_defaults(func=cmd_results)
 
     analyze = commands.add_parser("analyze", help="fit optimal context lengths and write a report")

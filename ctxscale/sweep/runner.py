@@ -14,12 +14,17 @@ the sweep was launched. One policy for all experiments:
   evaluation it reports twice keeps its latest report;
 - failure: a point whose trial ends without its final report is stored as failed, with the error,
   and runs again next time;
-- order: a point's own tables first, its trials row last: the trials row is the commit marker.
+- order: a point's own tables first, its trials row last: the trials row is the commit marker;
+  its history is written as it is reported too (at most every `LIVE_HISTORY_S`), whole each time;
+- leases: a launch claims the points it runs (`lease.Launch`); points held by another live launch
+  are left to it, and a launch that ends compacts the sweep's finished rows unless another is live;
+- Ctrl-C: Tune stops its trials, nothing running is stored, and `run` raises `SweepInterrupted`.
 
 The caller (the CLI, a test, a notebook) starts or connects to Ray; this module never calls `ray.init`.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -38,6 +43,7 @@ from ..errors import UserError
 from ..experiments import Experiment, experiment_of
 from ..provenance import versions
 from .adapters import ddp_trial, plain_trial
+from .lease import Launch
 
 FINISHED = ("ok", "diverged")  # stored points in these states are not run again
 _TUNE_KEYS = set(AUTO_RESULT_KEYS) | {"trial_id", "done", "should_checkpoint", "experiment_tag",
@@ -46,8 +52,16 @@ _TUNE_KEYS = set(AUTO_RESULT_KEYS) | {"trial_id", "done", "should_checkpoint", "
 _NOT_COORDINATES = ("trial_id", "config_hash", "spec")
 
 
+LIVE_HISTORY_S = 2.0  # a running point's history file is rewritten at most this often
+COMPACTION = "compaction"  # the claim a launch takes to compact its sweep
+
+
 class SweepError(UserError, RuntimeError):
     """The sweep cannot run as asked (e.g. one trial needs more than the cluster has)."""
+
+
+class SweepInterrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) stopped the sweep: finished points are stored, running ones are not."""
 
 
 @dataclass
@@ -58,6 +72,10 @@ class SweepOutcome:
     skipped: list[str] = field(default_factory=list)
     ran: list[str] = field(default_factory=list)
     wall_s: float = 0.0
+    held: list[str] = field(default_factory=list)  # pending points another live launch is running
+
+    def summary(self) -> str:
+        return f"ran {len(self.ran)}, skipped {len(self.skipped)} stored, {len(self.held)} held by another launch"
 
 
 def trial_resources(resources) -> dict:
@@ -128,6 +146,9 @@ class StoreCallback(tune.Callback):
         self.reports: dict[str, list[dict]] = defaultdict(list)  # point id -> its reports so far
         self.finished: dict[str, list[str]] = defaultdict(list)  # Tune trial -> points to store
         self.stored: set[str] = set()
+        self.closed: set[str] = set()  # Tune trials that completed or failed (the rest were interrupted)
+        self.live_written: dict[str, float] = {}  # point id -> when its history file was last written
+        self.storage_error: Optional[OSError] = None
 
     def _group(self, tune_trial) -> list[dict]:
         return self.groups[tune_trial.config["trial"]["id"]]
@@ -144,16 +165,20 @@ class StoreCallback(tune.Callback):
             self.finished[trial.trial_id].append(point_id)
             if not result.get("should_checkpoint"):  # else stored once its checkpoint's files are
                 self._store_finished(trial)
+        elif time.monotonic() - self.live_written.get(point_id, -math.inf) >= LIVE_HISTORY_S:
+            self._guarded(self._write_live_history, self.points[point_id])
 
     def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
         _publish_files(checkpoint, store.sweep_dir(self.results_dir, self.name))
         self._store_finished(trial)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
+        self.closed.add(trial.trial_id)
         self._close(trial, "the trial ended without its final report")
 
     def on_trial_error(self, iteration, trials, trial, **info):
         # Tune has written the error to the trial's local folder by now (storage syncs later)
+        self.closed.add(trial.trial_id)
         path = trial.error_file
         text = Path(path).read_text() if path and Path(path).is_file() else "unknown error (see Ray's logs)"
         self._close(trial, text[-4000:])
@@ -168,7 +193,27 @@ class StoreCallback(tune.Callback):
         for point_id in self.finished.pop(trial.trial_id, []):
             self._store(self.points[point_id], self.reports[point_id][-1]["status"], "")
 
+    def _guarded(self, write, *args) -> None:
+        """A storage error (a full disk, a folder gone) is kept for `SweepPlan.run` to report and
+        re-raised, which makes Tune stop the sweep; the failed write left nothing behind."""
+        try:
+            write(*args)
+        except OSError as err:
+            self.storage_error = self.storage_error or err
+            raise
+
+    def _write_live_history(self, point: dict) -> None:
+        point_id = point["trial_id"]
+        _, tables = self.experiment.rows(point, _one_row_per_evaluation(self.reports[point_id]))
+        if "history" in tables:
+            store.write_history(self.results_dir, self.name, point_id, tables["history"], point["config_hash"],
+                                self.experiment.name)
+        self.live_written[point_id] = time.monotonic()
+
     def _store(self, point: dict, status: str, error: str) -> None:
+        self._guarded(self._store_point, point, status, error)
+
+    def _store_point(self, point: dict, status: str, error: str) -> None:
         point_id = point["trial_id"]
         columns, tables = self.experiment.rows(point, _one_row_per_evaluation(self.reports.get(point_id, [])))
         row = {
@@ -200,20 +245,81 @@ class SweepPlan:
     data: Any  # what the experiment's prepare step returned, shared by every point
     points: list[dict]
     pending: list[dict]
+    held: list[dict] = field(default_factory=list)  # pending, but another live launch runs them
+    launch: Optional[Launch] = None
+    store_callback: Optional[StoreCallback] = None
+
+    @contextlib.contextmanager
+    def leased(self):
+        """Claim the pending points for this launch (see `lease`): those another live launch holds,
+        and those stored since the plan was made, leave `pending`. Released on exit, whatever happens."""
+        if self.launch is not None or not self.pending:  # nothing to claim: nothing is written
+            yield self
+            return
+        store.check_writable(self.results_dir, self.spec.name)
+        with Launch(store.sweep_dir(self.results_dir, self.spec.name)) as launch:
+            self.launch = launch
+            try:
+                mine, held = launch.claim(point["trial_id"] for point in self.pending)
+                if mine:  # another launch may have stored some between the plan and the claim
+                    now = store.stored_trials(self.results_dir, self.spec.name)
+                    launch.release([i for i in mine if now.get(i) in FINISHED])
+                held_ids = set(held)
+                self.held = [point for point in self.pending if point["trial_id"] in held_ids]
+                self.pending = [point for point in self.pending if point["trial_id"] in launch.claimed]
+                yield self
+            finally:
+                self.launch = None
 
     def run(self, verbose: int = 1) -> SweepOutcome:
         """Run the pending points; Ray must be initialised by the caller when any is pending."""
+        if self.launch is None and self.pending:
+            with self.leased():
+                return self.run(verbose)
         started = time.perf_counter()
-        pending_ids = {point["trial_id"] for point in self.pending}
+        pending_ids = {point["trial_id"] for point in self.pending + self.held}
         stored = [point for point in self.points if point["trial_id"] not in pending_ids]
         tuner = self._tuner(verbose) if self.pending else None  # refusals come before any write
         if self.experiment.refresh is not None:
             self.experiment.refresh(self.spec, self.results_dir, stored)
         if tuner is not None:
-            tuner.fit()
+            self._fit(tuner)
+        self._compact()
         return SweepOutcome(self.spec.name, self.results_dir, [point["trial_id"] for point in self.points],
                             skipped=[point["trial_id"] for point in stored],
-                            ran=[point["trial_id"] for point in self.pending], wall_s=time.perf_counter() - started)
+                            ran=[point["trial_id"] for point in self.pending], wall_s=time.perf_counter() - started,
+                            held=[point["trial_id"] for point in self.held])
+
+    def _fit(self, tuner: tune.Tuner) -> None:
+        callback = self.store_callback
+        try:
+            tuner.fit()
+        except Exception as err:
+            if callback.storage_error is None:
+                raise
+            error = callback.storage_error
+            raise store.StoreError(
+                f"{store.sweep_dir(self.results_dir, self.spec.name)}: a write failed ({error.strerror or error}); "
+                "the sweep stopped. Rows stored before are kept; free the space and run the same command "
+                "to run the rest") from err
+        if callback.storage_error is not None:
+            raise store.StoreError(f"{store.sweep_dir(self.results_dir, self.spec.name)}: a write failed "
+                                   f"({callback.storage_error.strerror or callback.storage_error}); the sweep stopped")
+        if len(callback.closed) < len(callback.groups):  # Tune stopped on SIGINT (or SIGUSR1)
+            raise SweepInterrupted()
+
+    def _compact(self) -> None:
+        """Fold the sweep's finished rows into its parts, unless another launch is running on it."""
+        if self.launch is None or self.launch.others_alive() or not (store.sweep_dir(self.results_dir, self.spec.name) / "trials").is_dir():
+            return
+        mine, _ = self.launch.claim([COMPACTION])
+        if mine:
+            store.compact(self.results_dir, self.spec.name)
+            self.launch.release(mine)
+
+    def _new_store_callback(self, groups: dict[str, list[dict]]) -> StoreCallback:
+        self.store_callback = StoreCallback(self.results_dir, self.spec.name, self.experiment, groups)
+        return self.store_callback
 
     def _tuner(self, verbose: int) -> tune.Tuner:
         if not ray.is_initialized():
@@ -240,7 +346,7 @@ class SweepPlan:
                 max_concurrent_trials=concurrency(resources, ray.cluster_resources(), len(groups))),
             run_config=tune.RunConfig(
                 name=spec.name, storage_path=storage, verbose=verbose,
-                callbacks=[StoreCallback(self.results_dir, spec.name, self.experiment, groups)],
+                callbacks=[self._new_store_callback(groups)],
                 failure_config=tune.FailureConfig(max_failures=resources.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             ),
