@@ -10,8 +10,8 @@ succeeds. Both operations are atomic on a local disk and on NFS alike: there is 
 A claim whose launch lease has expired (or is gone: its holder died without cleaning up) is
 taken over: it is first renamed to a name only this launch uses, and only when the renamed file
 still names the dead launch is it removed and claimed anew; had another launch already claimed the
-point in between, its claim is put back. A launch releases its claims and its lease when it ends,
-also on Ctrl-C or an error. Expiry compares wall clocks: the hosts of one shared folder must agree
+point in between, its claim is put back. A launch on the same host whose process is gone counts as dead at
+once. A launch releases its claims and its lease when it ends, also on Ctrl-C or an error. Expiry compares wall clocks: the hosts of one shared folder must agree
 on the time within `ttl_s`.
 """
 from __future__ import annotations
@@ -36,6 +36,16 @@ def _read_text(path: Path) -> Optional[str]:
         return path.read_text()
     except (FileNotFoundError, IsADirectoryError):
         return None
+
+
+def _process_exists(pid) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, TypeError, ValueError):
+        return True  # someone else's process, or no pid: assume alive
+    return True
 
 
 class Launch:
@@ -94,9 +104,13 @@ class Launch:
             return True
         text = _read_text(self.folder / f"{launch}.lease")
         try:
-            return text is not None and float(json.loads(text)["expires_at"]) > time.time()
+            lease = json.loads(text) if text is not None else None
+            if lease is None or float(lease["expires_at"]) <= time.time():
+                return False
         except (ValueError, KeyError, TypeError):
             return True  # being replaced this instant (or written by hand): not taken from it
+        # a holder on this host that is gone (kill -9) need not be waited for until its expiry
+        return lease.get("host") != socket.gethostname() or _process_exists(lease.get("pid"))
 
     def others_alive(self) -> list[str]:
         """Other launches of this sweep with an unexpired lease."""
