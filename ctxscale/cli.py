@@ -70,6 +70,8 @@ def _results_dir(spec, args) -> Path:
 
 def cmd_sweep(args) -> int:
     """Every experiment (`measure` too) runs the same way: plan, start Ray if anything is pending, run."""
+    import pandas as pd
+
     from . import store
     from .sweep.runner import plan_sweep
     from .tables import status_counts
@@ -81,7 +83,9 @@ def cmd_sweep(args) -> int:
         if plan.pending:
             _start_ray(args.address, args.quiet)
         outcome = plan.run(verbose=0 if args.quiet else 1)
-    trials = store.load_results(results, "trials", sweep=spec.name)
+    # nothing of the sweep is stored yet when another launch holds every point
+    trials = store.load_results(results, "trials", sweep=spec.name) \
+        if not outcome.held or (results / spec.name / "trials").is_dir() else pd.DataFrame()
     if trials.empty and not outcome.held:
         raise UsageError(f"{results / spec.name}: no trial was stored (see Ray's output above)")
     trials = trials[trials["trial_id"].isin(outcome.trial_ids)] if not trials.empty else trials

@@ -1,0 +1,128 @@
+"""Faults injected for real: SIGINT to a real `ctxscale sweep`, two launches at once, a full disk
+during a write, a results folder that cannot be written, a Ray worker killed mid-trial."""
+from __future__ import annotations
+
+import errno
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from ctxscale import store
+from ctxscale.cli import main
+from ctxscale.spec import parse_spec
+from ctxscale.sweep.prepare import prepare_data
+from ctxscale.sweep.runner import run_sweep
+
+from conftest import TINY_SPEC
+
+pytestmark = pytest.mark.slow
+SUMMARY = re.compile(r"^ran (\d+), skipped (\d+) stored, (\d+) held by another launch$", re.M)
+
+
+def _spec_file(tmp_path, name, **changes):
+    raw = TINY_SPEC | {"name": name, "grid": {"context_length": [8, 16, 24], "data_size": [2000], "seed": [0, 1]},
+                       "training": {"batch_size": 250, "max_epochs": 12, "patience": 12},
+                       "resources": {"pack": 1}} | changes
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def _launch(ray_cluster, spec_path, results):
+    address = ray_cluster.get_runtime_context().gcs_address
+    return subprocess.Popen([sys.executable, "-m", "ctxscale.cli", "sweep", str(spec_path), "--address", address,
+                             "--results", str(results), "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=os.environ | {"RAY_AUTH_MODE": "disabled"})
+
+
+def _stored_once(results, name, points):
+    trials = store.load_results(results, sweep=name)
+    history = store.load_results(results, "history", sweep=name)
+    assert len(trials) == points and trials["trial_id"].is_unique and set(trials["status"]) == {"ok"}
+    assert not history.duplicated(["trial_id", "epoch"]).any()
+    assert set(history["trial_id"]) == set(trials["trial_id"])
+    assert not [p for p in (results / name).rglob("*") if ".tmp-" in p.name and "_ray" not in p.parts]
+    return trials
+
+
+def test_ctrl_c_exits_130_stores_only_finished_points_and_the_next_launch_runs_the_rest(ray_cluster, tmp_path):
+    spec, results = _spec_file(tmp_path, "ctrlc"), tmp_path / "results"
+    proc = _launch(ray_cluster, spec, results)
+    trials_dir = results / "ctrlc" / "trials"
+    deadline = time.time() + 240
+    while not (trials_dir.is_dir() and any(trials_dir.glob("*.parquet"))) and time.time() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    sent = time.time()
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-3000:]
+    assert time.time() - sent < 30
+    assert "interrupted" in err and not SUMMARY.search(out)
+    stored = store.load_results(results, sweep="ctrlc")
+    finished = int((stored["status"] == "ok").sum())
+    assert 1 <= finished < 6 and set(stored["status"]) <= {"ok", "failed"}
+    history = store.load_results(results, "history", sweep="ctrlc")
+    for trial_id in stored.loc[stored["status"] == "ok", "trial_id"]:  # an ok point has its whole history
+        assert history.loc[history["trial_id"] == trial_id, "status"].iloc[-1] == "ok"
+    assert not [p for p in (results / "ctrlc").rglob("*") if ".tmp-" in p.name and "_ray" not in p.parts]
+    assert not list((results / "ctrlc" / "leases").iterdir())
+
+    again = _launch(ray_cluster, spec, results)
+    out, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err[-3000:]
+    assert SUMMARY.search(out).groups() == (str(6 - finished), str(finished), "0")
+    _stored_once(results, "ctrlc", 6)
+
+
+def test_two_launches_at_once_run_every_point_once_in_total(ray_cluster, tmp_path):
+    spec, results = _spec_file(tmp_path, "twice"), tmp_path / "results"
+    launches = [_launch(ray_cluster, spec, results) for _ in range(2)]
+    counts = []
+    for proc in launches:
+        out, err = proc.communicate(timeout=400)
+        assert proc.returncode == 0, err[-3000:]
+        counts.append(tuple(int(n) for n in SUMMARY.search(out).groups()))
+    assert sum(ran for ran, _, _ in counts) == 6, counts  # every point ran once, in one of them
+    assert all(sum(line) == 6 for line in counts)
+    assert any(held for _, _, held in counts), counts  # the second one left the first one's points to it
+    _stored_once(results, "twice", 6)
+
+
+def test_a_full_disk_stops_the_sweep_with_one_error_and_loses_nothing(ray_cluster, tmp_path, monkeypatch):
+    raw = yaml.safe_load(_spec_file(tmp_path, "full").read_text()) | {"training": {"max_epochs": 2, "patience": 2}}
+    spec = parse_spec(raw)
+    data = prepare_data(spec)
+    real_write, calls = store.pq.write_table, []
+
+    def disk_fills_up(table, where, **kwargs):
+        calls.append(1)
+        if len(calls) > 5:  # a few rows fit, then the disk is full, halfway through a file
+            where.write(b"PAR1 half a file")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_write(table, where, **kwargs)
+
+    monkeypatch.setattr(store.pq, "write_table", disk_fills_up)
+    with pytest.raises(store.StoreError, match="No space left on device"):
+        run_sweep(spec, tmp_path, data=data, verbose=0)
+    monkeypatch.undo()
+    assert not [p for p in (tmp_path / "full").rglob("*") if ".tmp-" in p.name and "_ray" not in p.parts]
+    kept = store.load_results(tmp_path, sweep="full")
+    assert 1 <= len(kept) < 6 and set(kept["status"]) == {"ok"}
+    outcome = run_sweep(spec, tmp_path, data=data, verbose=0)
+    assert len(outcome.ran) == 6 - len(kept)
+    _stored_once(tmp_path, "full", 6)
+
+
+def test_an_unwritable_results_folder_is_one_line_before_ray_starts(tmp_path, capsys):
+    spec = _spec_file(tmp_path, "nowhere")
+    (tmp_path / "a-file").write_text("")
+    assert main(["sweep", str(spec), "--results", str(tmp_path / "a-file" / "results")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "the results folder cannot be written" in err[0] and "a-file" in err[0]
