@@ -28,7 +28,9 @@ def _start_ray(address: str | None, quiet: bool = False) -> None:
     # NVLink multicast off in every process, Ray workers included (see the GPU notes)
     os.environ.setdefault("NCCL_NVLS_ENABLE", "0")
     try:
-        context = ray.init(address=address or os.environ.get("RAY_ADDRESS") or None,
+        cluster = address or os.environ.get("RAY_ADDRESS") or None
+        # a Ray started here serves its dashboard on this machine only (a cluster's is its own affair)
+        context = ray.init(address=cluster, **({} if cluster else {"dashboard_host": "127.0.0.1"}),
                            runtime_env={"env_vars": {"NCCL_NVLS_ENABLE": "0"}},
                            logging_level="WARNING", configure_logging=True,
                            log_to_driver=not quiet)  # failed trials keep their error in the store either way

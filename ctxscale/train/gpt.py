@@ -11,6 +11,8 @@ same `setup_gpt` object, so they measure what a trial runs.
 from __future__ import annotations
 
 import math
+import pickle
+import sys
 import tempfile
 import time
 from contextlib import ExitStack, nullcontext
@@ -277,7 +279,13 @@ def _save_checkpoint(path: Path, model, optimizer, progress: Progress, rng_state
 
 def _load_checkpoint(resume_dir: str, model, optimizer, rng: np.random.Generator, rank: int,
                      device: torch.device) -> tuple[Progress, dict]:
-    state = torch.load(Path(resume_dir) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
+    path = Path(resume_dir) / CHECKPOINT_FILE
+    try:  # weights_only: a checkpoint holds tensors and plain values, never code to run
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, EOFError, RuntimeError, pickle.UnpicklingError) as err:
+        print(f"ctxscale: {path}: damaged checkpoint ({str(err).splitlines()[0][:200]}); the trial starts fresh",
+              file=sys.stderr, flush=True)
+        return Progress(), {}
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     if rank < len(state["rng"]):  # same world size: every rank continues its own batch stream
