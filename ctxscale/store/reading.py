@@ -88,7 +88,7 @@ def read_table(folder: Path, file_times: bool = False) -> pa.Table:
     elif "stored_at" in data.column_names:
         data = data.drop_columns(["stored_at"])
     data = data.drop_columns(["__filename"])
-    if "trial_id" in data.column_names:
+    if "trial_id" in data.column_names and len(paths) > 1:  # one file (a part) is sorted already
         data = data.take(pc.sort_indices(data["trial_id"]))  # stable: a trial's history stays in order
     return data
 
