@@ -143,7 +143,8 @@ def cmd_results(args) -> int:
         print(f"no {args.table} rows stored under {args.results_dir}")
         return 0
     if args.table == "trials" and args.format == "table":
-        frame = frame.drop(columns=[c for c in ("config", "tasks", "feature_eigenvalues") if c in frame])
+        frame = frame.drop(columns=[c for c in frame if c in ("config", "tasks", "feature_eigenvalues")
+                                    or c.startswith("config.")])  # the flat spec: in csv, json, parquet
     if args.format == "table" and "config_hash" in frame:
         # beside the row's name, where a reader tells the configurations of one sweep apart
         after = next((c for c in ("trial_id", "model") if c in frame), None)

@@ -58,7 +58,8 @@ def test_measure_cli_stores_both_tables_and_skips_on_rerun(tmp_path, tiny_corpus
     results = tmp_path / "results"
     spec = _spec(tmp_path, tiny_corpus, tiny_model)
     assert main(["measure", spec, "--results", str(results)]) == 0
-    assert "3 trials run, 0 already stored (3 ok)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "tiny-measure: 3 ok;" in out and out.endswith("ran 3, skipped 0 stored, 0 held by another launch\n")
 
     ce = store.load_results(results, "ce", sweep="tiny-measure").sort_values("context_length")
     assert ce["context_length"].tolist() == LENGTHS and (ce["model"] == str(tiny_model)).all()
@@ -80,14 +81,14 @@ def test_measure_cli_stores_both_tables_and_skips_on_rerun(tmp_path, tiny_corpus
     files = sorted((results / "tiny-measure").glob("*/*.parquet"))
     before = {p: p.stat().st_mtime_ns for p in files}
     assert main(["measure", spec, "--results", str(results), "--quiet"]) == 0
-    assert "0 trials run, 3 already stored" in capsys.readouterr().out
+    assert "ran 0, skipped 3 stored, 0 held by another launch" in capsys.readouterr().out
     assert {p: p.stat().st_mtime_ns for p in files} == before
 
     # new thresholds: the spectra rows are recomputed from the stored eigenvalues; nothing is measured
     changed = _spec(tmp_path, tiny_corpus, tiny_model,
                     spectra={"thresholds": [0.01], "n_eigenvalues": [5]})
     assert main(["measure", changed, "--results", str(results), "--quiet"]) == 0
-    assert "0 trials run, 3 already stored" in capsys.readouterr().out
+    assert "ran 0, skipped 3 stored, 0 held by another launch" in capsys.readouterr().out
     refreshed = store.load_results(results, "spectra", sweep="tiny-measure")
     assert "intrinsic_dim_0.01" in refreshed and "intrinsic_dim_0.1" not in refreshed
     ce_files = sorted((results / "tiny-measure" / "ce").glob("*.parquet"))
@@ -106,7 +107,7 @@ def test_a_failing_model_is_stored_as_failed_and_measures_nothing(tmp_path, tiny
     spec = _spec(tmp_path, tiny_corpus, tmp_path / "no-such-model")
     assert main(["measure", spec, "--results", str(results)]) == 1
     out = capsys.readouterr().out
-    assert "3 trials run, 0 already stored (3 failed)" in out and "failed: " in out
+    assert "ran 3, skipped 0 stored, 0 held" in out and "tiny-measure: 3 failed;" in out and "failed: " in out
     trials = store.load_results(results, sweep="tiny-measure")
     assert set(trials["status"]) == {"failed"} and trials["error"].str.contains("no-such-model").all()
     assert sorted(trials["context_length"]) == LENGTHS
