@@ -116,6 +116,32 @@ class Resources(Section):
         return self.num_workers >= 1
 
 
+class WandbTracking(Section):
+    """Ray's WandbLoggerCallback: one W&B run per trial, grouped by sweep (needs `ctxscale[wandb]`)."""
+
+    project: str = Field(default="ctxscale", description="W&B project.")
+    entity: Optional[str] = Field(default=None, description="W&B entity (team or user); default: your own.")
+    mode: Optional[Literal["online", "offline", "disabled"]] = Field(
+        default=None, description="wandb.init's mode; default: $WANDB_MODE, else online.")
+
+
+class MLflowTracking(Section):
+    """Ray's MLflowLoggerCallback: one MLflow run per trial in an experiment named after the sweep
+    (needs `ctxscale[mlflow]`)."""
+
+    tracking_uri: Optional[str] = Field(
+        default=None, description="MLflow tracking URI (file:/abs/path, http://host:5000, ...); default: "
+        "$MLFLOW_TRACKING_URI, else MLflow's own default.")
+    experiment_name: Optional[str] = Field(default=None, description="MLflow experiment; default: the sweep name.")
+
+
+class Tracking(Section):
+    """Optional experiment tracking, on the driver, beside the results store (which stays the record)."""
+
+    wandb: Optional[WandbTracking] = Field(default=None, description="Log every trial to Weights & Biases.")
+    mlflow: Optional[MLflowTracking] = Field(default=None, description="Log every trial to MLflow.")
+
+
 def results_root(resources: Resources, override: Optional[str]) -> Path:
     return Path(override if override is not None else resources.results_dir)
 
