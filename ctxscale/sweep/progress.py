@@ -127,7 +127,7 @@ class SweepProgress(tune.Callback):
         frame = pd.DataFrame(list(self.rows.values()))
         for key in self.metrics:
             values = pd.to_numeric(frame[key], errors="coerce") if key in frame else pd.Series(math.nan, frame.index)
-            whole = values.dropna().apply(float.is_integer).all()  # epochs and steps without ".0000"
+            whole = bool((values.dropna() % 1 == 0).all())  # epochs and steps without ".0000"
             frame[key] = values.astype("Int64") if whole else values
         counts = frame["status"].value_counts()
         summary = ", ".join(f"{counts[s]} {s}" for s in ("running", "pending", "ok", "diverged", "failed") if s in counts)

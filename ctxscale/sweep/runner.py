@@ -21,6 +21,7 @@ The caller (the CLI, a test, a notebook) starts or connects to Ray; this module 
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -251,11 +252,15 @@ class SweepPlan:
                 trainable, {"CPU": resources.cpus_per_trial, "GPU": resources.gpus_per_trial})
         tensorboard = self.results_dir / spec.name / "tensorboard"
         callbacks = [StoreCallback(self.results_dir, spec.name, self.experiment, groups),
-                     TensorBoardCurves(tensorboard, groups), *tracking_callbacks(spec, groups)]
+                     TensorBoardCurves(tensorboard, groups),
+                     *tracking_callbacks(spec, groups, self.results_dir / spec.name)]
         if verbose:
             callbacks.append(SweepProgress(groups))
             print(f"ctxscale: {len(self.pending)} points in {len(groups)} Ray Tune trials; live curves: "
                   f"tensorboard --logdir {tensorboard}", flush=True)
+        # Tune's console: its new output prints an experiment box even when told to be silent, its
+        # legacy output is silent at verbosity 0; with --verbose, the new output in full
+        os.environ["RAY_AIR_NEW_OUTPUT"] = "1" if verbose >= 2 else "0"
         return tune.Tuner(
             trainable,
             param_space=_param_space(groups),
@@ -279,7 +284,7 @@ def _param_space(groups: dict[str, list[dict]]) -> dict:
     keys = [k for k in next(iter(labels.values())) if k != "id"]
 
     def coordinate(key):
-        return tune.sample_from(lambda spec: labels[spec.config["trial"]["id"]][key])
+        return tune.sample_from(lambda config: labels[config["trial"]["id"]][key])
 
     return {"trial": tune.grid_search([{"id": name} for name in groups]), **{k: coordinate(k) for k in keys}}
 

@@ -12,6 +12,8 @@ Their packages are optional extras (`pip install 'ctxscale[wandb]'`, `'ctxscale[
 from __future__ import annotations
 
 import importlib.util
+import os
+from pathlib import Path
 
 from ..spec.common import SpecError
 from .progress import trial_name
@@ -38,8 +40,9 @@ def _per_point(result: dict, group: list[dict]) -> dict:
     return {(k if k in AUTO_RESULT_KEYS or k == "config" else f"l{length}/{k}"): v for k, v in result.items()}
 
 
-def tracking_callbacks(spec, groups: dict[str, list[dict]]) -> list:
-    """Ray's logger callbacks for the spec's `tracking:` section (none when it has none)."""
+def tracking_callbacks(spec, groups: dict[str, list[dict]], sweep_dir) -> list:
+    """Ray's logger callbacks for the spec's `tracking:` section (none when it has none). W&B keeps
+    its local files (offline runs to `wandb sync`) in `<sweep_dir>/wandb/`."""
     check_tracking(spec)
     tracking = getattr(spec, "tracking", None)
     callbacks = []
@@ -51,7 +54,11 @@ def tracking_callbacks(spec, groups: dict[str, list[dict]]) -> list:
                 super().log_trial_result(iteration, trial, _per_point(result, groups[trial_name(trial)]))
 
         options = tracking.wandb.model_dump(exclude_none=True, exclude={"project"})
-        callbacks.append(WandbPerPoint(project=tracking.wandb.project, group=spec.name, **options))
+        if "mode" in options:
+            # Ray asks for an API key on the driver unless $WANDB_MODE says offline or disabled
+            os.environ["WANDB_MODE"] = options["mode"]
+        Path(sweep_dir).mkdir(parents=True, exist_ok=True)
+        callbacks.append(WandbPerPoint(project=tracking.wandb.project, group=spec.name, dir=str(sweep_dir), **options))
     if tracking is not None and tracking.mlflow is not None:
         from ray.air.integrations.mlflow import MLflowLoggerCallback
 
