@@ -88,10 +88,12 @@ def _results_dir(spec, args) -> Path:
     from .spec.common import results_root
 
     results = results_root(spec.resources, args.results)
-    if not results.is_absolute() and _job_working_dir():
-        # `ray job submit --working-dir` runs us in a temporary copy that Ray deletes: results there are lost
-        raise UsageError(f"results folder {results}: a relative path inside a Ray job runs in the job's temporary "
-                         f"working directory ({Path.cwd()}); give an absolute one, e.g. --results \"$PWD/results\"")
+    storage = spec.resources.storage_path
+    for what, path in (("results folder", str(results)), ("resources.storage_path", storage)):
+        if path and "://" not in path and not Path(path).is_absolute() and _job_working_dir():
+            # `ray job submit --working-dir` runs us in a temporary copy that Ray deletes: files there are lost
+            raise UsageError(f"{what} {path}: a relative path inside a Ray job runs in the job's temporary "
+                             f"working directory ({Path.cwd()}); give an absolute one, e.g. --results \"$PWD/results\"")
     results = results.absolute()  # made absolute at launch: trials and callbacks write where the user asked
     if results.exists() and not results.is_dir():
         raise UsageError(f"--results {results}: exists and is not a folder")

@@ -73,7 +73,8 @@ class Resources(Section):
         "context lengths. A packed trial takes one trial's resources. GPT and measure trials are never packed.",
     )
     max_concurrent_trials: Optional[int] = Field(
-        default=None, ge=1, description="Upper bound on trials running at once (default: what the cluster fits)."
+        default=None, ge=1,
+        description="Upper bound on trials running at once (default: none; Ray Tune and the autoscaler schedule).",
     )
     max_failures: int = Field(
         default=0, ge=0,

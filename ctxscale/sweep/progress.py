@@ -1,6 +1,6 @@
 """What a sweep shows while it runs, and where its live curves go: Tune callbacks on the driver.
 
-- `SweepProgress` prints, every `every_s` seconds, one table with one row per grid point (its
+- `SweepProgress` prints, at most every `every_s` seconds and only when something moved, one table with one row per grid point (its
   trial id, flat `context_length`, `data_size`, `seed`, its packed group when points share a
   trial, and the latest metrics), and one line per point as it finishes, with its best loss.
   Ray Tune's own console output (a config box and a result box per trial) stays off unless the
@@ -73,6 +73,7 @@ class SweepProgress(tune.Callback):
         self.metrics: list[str] = []
         self.started = time.monotonic()
         self.last_table = self.started  # the first table after `every_s`: a short sweep needs none
+        self.changed = False  # a table only when something moved since the last one
 
     def _print(self, text: str) -> None:
         print(text, file=self.out or sys.stdout, flush=True)
@@ -84,10 +85,12 @@ class SweepProgress(tune.Callback):
         for point in self.groups[trial_name(trial)]:
             if self.rows[point["trial_id"]]["status"] == "pending":
                 self.rows[point["trial_id"]]["status"] = "running"
+                self.changed = True
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         point_id = point_of(self.groups[trial_name(trial)], result)
         row = self.rows[point_id]
+        self.changed = True
         for key in METRIC_COLUMNS:
             if isinstance(result.get(key), (int, float)):
                 row[key] = result[key]
@@ -111,6 +114,7 @@ class SweepProgress(tune.Callback):
         for point in self.groups[trial_name(trial)]:
             if self.rows[point["trial_id"]]["status"] in ("pending", "running"):
                 self.rows[point["trial_id"]]["status"] = "failed"
+                self.changed = True
                 self._line(point["trial_id"], status, "its error is in the store")
 
     def _line(self, point_id: str, status: str, detail: str) -> None:
@@ -118,8 +122,8 @@ class SweepProgress(tune.Callback):
                     f"{point_id} {status}{': ' + detail if detail else ''}")
 
     def on_step_end(self, iteration, trials, **info):
-        if time.monotonic() - self.last_table >= self.every_s:
-            self.last_table = time.monotonic()
+        if self.changed and time.monotonic() - self.last_table >= self.every_s:
+            self.last_table, self.changed = time.monotonic(), False
             self._print(self.table())
 
     def table(self) -> str:
