@@ -139,7 +139,7 @@ class SweepProgress(tune.Callback):
         with pd.option_context("display.width", 250, "display.max_columns", 30, "display.max_rows", 1000,
                                "display.float_format", "{:.4f}".format):
             body = frame.to_string(index=False, na_rep="")
-        return f"\n== {_clock(time.monotonic() - self.started)} elapsed: {len(frame)} points, {summary}\n{body}\n"
+        return f"\n== {_clock(time.monotonic() - self.started)} elapsed: {len(frame)} points, {summary}\n{body}"
 
 
 def _scalars(metrics: dict, prefix: str = "") -> dict[str, float]:
