@@ -92,6 +92,44 @@ def plot_loss_curves(trials: pd.DataFrame, optimal: pd.DataFrame, path, surface=
     return _save(fig, path)
 
 
+def plot_learning_curves(history: pd.DataFrame, trials: pd.DataFrame, path, metric: str = "val_loss") -> Path:
+    """Each grid point's `metric` per evaluation (x: step where the history has steps, else epoch):
+    one panel per data size, one colour per context length, one line per seed. Reads a history
+    that is still being written: points whose trials row is not stored yet are placed by their id."""
+    from ctxscale.sweep.grid import coordinates_of
+
+    if metric not in history:
+        raise ValueError(f"history has no column {metric!r} (it has {', '.join(history.columns)})")
+    keys = ["context_length", "data_size", "seed"]
+    known = trials.drop_duplicates("trial_id").set_index("trial_id") if "trial_id" in trials else pd.DataFrame()
+    coordinates = {}
+    for trial_id in history["trial_id"].unique():
+        if trial_id in known.index and set(keys) <= set(known.columns):
+            coordinates[trial_id] = known.loc[trial_id, keys].to_dict()
+        else:
+            coordinates[trial_id] = coordinates_of(trial_id) or {}
+    frame = history.drop(columns=[k for k in keys if k in history]).join(
+        pd.DataFrame.from_dict(coordinates, orient="index")[keys], on="trial_id").dropna(subset=keys)
+    x = "step" if "step" in frame and frame["step"].notna().any() else "epoch"
+    sizes = sorted(frame["data_size"].unique())
+    palette = _colours(frame["context_length"].unique())
+    fig = _figure(4.2 * len(sizes) + 1.2, 4.0)
+    axes = fig.subplots(1, len(sizes), sharey=True, squeeze=False)[0]
+    for ax, size in zip(axes, sizes):
+        for (length, seed), curve in frame[frame["data_size"] == size].groupby(["context_length", "seed"]):
+            curve = curve.sort_values(x)
+            ax.plot(curve[x], curve[metric], color=palette[float(length)], lw=1.1, marker=".", ms=3,
+                    label=f"l = {int(length)}")
+        ax.set_title(f"D = {data_size(size)}", fontsize=10)
+        ax.set_xlabel(x)
+    axes[0].set_ylabel(metric)
+    handles, labels = axes[0].get_legend_handles_labels()
+    unique = dict(zip(labels, handles))
+    axes[-1].legend(unique.values(), unique.keys(), fontsize=8, loc="upper right")
+    fig.suptitle(f"Learning curves ({frame['trial_id'].nunique()} points, {len(frame)} evaluations)", fontsize=10)
+    return _save(fig, path)
+
+
 def plot_optimal_law(optimal: pd.DataFrame, law, path, surface=None) -> Path:
     """l* vs D on log-log axes with the fitted law and its band; optima outside the grid are
     drawn as triangles at the grid end they pass; the surface fit's optima as open squares."""

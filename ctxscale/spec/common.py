@@ -73,7 +73,8 @@ class Resources(Section):
         "context lengths. A packed trial takes one trial's resources. GPT and measure trials are never packed.",
     )
     max_concurrent_trials: Optional[int] = Field(
-        default=None, ge=1, description="Upper bound on trials running at once (default: what the cluster fits)."
+        default=None, ge=1,
+        description="Upper bound on trials running at once (default: none; Ray Tune and the autoscaler schedule).",
     )
     max_failures: int = Field(
         default=0, ge=0,
@@ -114,6 +115,32 @@ class Resources(Section):
     @property
     def use_ddp(self) -> bool:
         return self.num_workers >= 1
+
+
+class WandbTracking(Section):
+    """Ray's WandbLoggerCallback: one W&B run per trial, grouped by sweep (needs `ctxscale[wandb]`)."""
+
+    project: str = Field(default="ctxscale", description="W&B project.")
+    entity: Optional[str] = Field(default=None, description="W&B entity (team or user); default: your own.")
+    mode: Optional[Literal["online", "offline", "disabled"]] = Field(
+        default=None, description="wandb.init's mode; default: $WANDB_MODE, else online.")
+
+
+class MLflowTracking(Section):
+    """Ray's MLflowLoggerCallback: one MLflow run per trial in an experiment named after the sweep
+    (needs `ctxscale[mlflow]`)."""
+
+    tracking_uri: Optional[str] = Field(
+        default=None, description="MLflow tracking URI (file:/abs/path, http://host:5000, ...); default: "
+        "$MLFLOW_TRACKING_URI, else MLflow's own default.")
+    experiment_name: Optional[str] = Field(default=None, description="MLflow experiment; default: the sweep name.")
+
+
+class Tracking(Section):
+    """Optional experiment tracking, on the driver, beside the results store (which stays the record)."""
+
+    wandb: Optional[WandbTracking] = Field(default=None, description="Log every trial to Weights & Biases.")
+    mlflow: Optional[MLflowTracking] = Field(default=None, description="Log every trial to MLflow.")
 
 
 def results_root(resources: Resources, override: Optional[str]) -> Path:

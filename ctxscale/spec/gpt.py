@@ -13,7 +13,7 @@ from typing import Literal, Optional
 
 from pydantic import Field, model_validator
 
-from .common import LOCAL_CORPUS, Grid, Resources, Section, SpecError
+from .common import LOCAL_CORPUS, Grid, Resources, Section, SpecError, Tracking
 
 MAX_STEP_DEVIATION = 0.01  # tokens per step may differ from the target by at most 1 %
 
@@ -142,6 +142,7 @@ class GPTSpec(Section):
     model: GPTModel = Field(default_factory=GPTModel)  # built on use: its checks import torch
     training: GPTTraining = Field(default_factory=GPTTraining)
     resources: Resources = Resources()
+    tracking: Tracking = Tracking()
 
     @model_validator(mode="after")
     def _grid_fits_training(self):

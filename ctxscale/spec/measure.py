@@ -11,7 +11,7 @@ from typing import Literal, Optional, Union
 
 from pydantic import Field, field_validator, model_validator
 
-from .common import LOCAL_CORPUS, Resources, Section, _check_values
+from .common import LOCAL_CORPUS, Resources, Section, Tracking, _check_values
 
 _THRESHOLDS = [0.002, 0.0035, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25]  # = measure.spectra.DEFAULT_THRESHOLDS
 _N_EIGENVALUES = [3, 5, 10, 20, 50, 100, 200, 500, 1000, 2000]
@@ -109,6 +109,7 @@ class MeasureSpec(Section):
     spectra: MeasureSpectra = MeasureSpectra()
     inference: MeasureInference = MeasureInference()
     resources: Resources = Resources()
+    tracking: Tracking = Tracking()
 
     @field_validator("model")
     @classmethod

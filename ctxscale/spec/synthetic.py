@@ -8,7 +8,7 @@ from typing import Literal, Optional, Union
 
 from pydantic import Field, field_validator, model_validator
 
-from .common import Grid, Resources, Section
+from .common import Grid, Resources, Section, Tracking
 
 STUDY_TASKS = "study50"  # the 50 (l, a) tasks of the reference study, shipped as package data
 
@@ -123,6 +123,7 @@ class SyntheticSpec(Section):
     model: SyntheticModel = SyntheticModel()
     training: SyntheticTraining = SyntheticTraining()
     resources: Resources = Resources()
+    tracking: Tracking = Tracking()
 
     @model_validator(mode="after")
     def _grid_fits_data(self):

@@ -11,11 +11,15 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import re
+from typing import Optional
+
+TRIAL_ID = re.compile(r"l(?P<context_length>\d+)_d(?P<data_size>\d+)_s(?P<seed>-?\d+)_(?P<config_hash>[0-9a-f]+)")
 
 
 def science_hash(spec) -> str:
-    """Hash of the sections that change what a trial computes (not its name or resources)."""
-    payload = spec.model_dump(mode="json", exclude={"name", "resources", "grid"})
+    """Hash of the sections that change what a trial computes (not its name, resources or tracking)."""
+    payload = spec.model_dump(mode="json", exclude={"name", "resources", "grid", "tracking"})
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:8]
 
 
@@ -28,7 +32,7 @@ def expand_grid(spec) -> list[dict]:
         spec.grid.context_length, spec.grid.data_size, spec.grid.seed
     ):
         trials.append({
-            "trial_id": f"l{context_length}_d{data_size}_s{seed}_{digest}",
+            "trial_id": f"l{context_length}_d{data_size}_s{seed}_{digest}",  # TRIAL_ID reads it back
             "context_length": context_length,
             "data_size": data_size,
             "seed": seed,
@@ -36,3 +40,14 @@ def expand_grid(spec) -> list[dict]:
             "spec": spec_dict,
         })
     return trials
+
+
+def coordinates_of(trial_id: str) -> Optional[dict]:
+    """The grid point a training trial id names (None for another id), e.g. for history rows
+    whose trials row is not stored yet.
+
+    >>> coordinates_of("l24_d50000_s0_f7b8b1a6")
+    {'context_length': 24, 'data_size': 50000, 'seed': 0}
+    """
+    match = TRIAL_ID.fullmatch(trial_id)
+    return {k: int(v) for k, v in match.groupdict().items() if k != "config_hash"} if match else None

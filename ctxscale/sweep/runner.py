@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
+import os
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -78,28 +78,39 @@ class SweepOutcome:
         return f"ran {len(self.ran)}, skipped {len(self.skipped)} stored, {len(self.held)} held by another launch"
 
 
-def trial_resources(resources) -> dict:
-    """What one trial holds while it runs, summed over its DDP workers."""
+def worker_bundle(resources) -> dict:
+    """What one trial needs on one node: a plain trial, or one DDP worker of it."""
     if resources.use_ddp:
-        return {"CPU": resources.num_workers * resources.cpus_per_trial,
-                "GPU": resources.num_workers * (1.0 if resources.gpus_per_trial > 0 else 0.0)}
+        return {"CPU": resources.cpus_per_trial, "GPU": 1.0 if resources.gpus_per_trial > 0 else 0.0}
     return {"CPU": resources.cpus_per_trial, "GPU": resources.gpus_per_trial}
 
 
-def concurrency(resources, cluster: dict, pending: int) -> int:
-    """How many trials may run at once so that none waits forever on resources."""
-    need = trial_resources(resources)
-    fits = math.inf
-    for kind, amount in need.items():
-        if amount > 0:
-            fits = min(fits, math.floor(cluster.get(kind, 0.0) / amount + 1e-9))
-    if fits < 1:
-        have = ", ".join(f"{cluster.get(k, 0):g} {k}" for k in need)
-        want = ", ".join(f"{v:g} {k}" for k, v in need.items() if v > 0)
-        raise SweepError(f"resources: one trial needs {want} but the Ray cluster has {have}")
-    if resources.max_concurrent_trials is not None:
-        fits = min(fits, resources.max_concurrent_trials)
-    return int(max(1, min(fits, pending)))
+def node_types() -> list[dict]:
+    """The resources of every kind of node the cluster has or may add: the live nodes, and the node
+    groups an autoscaler (the cluster launcher, KubeRay) has declared to Ray."""
+    types = [dict(node["Resources"]) for node in ray.nodes() if node.get("Alive")]
+    try:
+        from ray._private.state import state  # the autoscaler's declared node groups (as Ray Data reads them)
+
+        config = state.get_cluster_config()
+    except Exception:  # noqa: BLE001 -- an older GCS or a Ray client: the live nodes only
+        config = None
+    for group in getattr(config, "node_group_configs", []):
+        if group.max_count != 0:
+            types.append(dict(group.resources))
+    return types
+
+
+def check_fits(resources, types: list[dict]) -> None:
+    """Refuse a sweep whose trials can never run: one trial (or one DDP worker) fits no node type.
+    A trial that fits a node type but not the cluster as it is now waits for Tune and the autoscaler."""
+    need = {kind: amount for kind, amount in worker_bundle(resources).items() if amount > 0}
+    if not any(all(node.get(kind, 0.0) + 1e-9 >= amount for kind, amount in need.items()) for node in types):
+        want = ", ".join(f"{v:g} {k}" for k, v in need.items())
+        per = f"each of its {resources.num_workers} DDP workers needs" if resources.use_ddp else "one trial needs"
+        largest = "; ".join(sorted({", ".join(f"{node.get(k, 0):g} {k}" for k in need) for node in types})) or "none"
+        raise SweepError(f"resources: {per} {want} on one node, and no node type of the Ray cluster has that "
+                         f"(node types: {largest})")
 
 
 def _loop_metrics(result: dict) -> dict:
@@ -322,12 +333,18 @@ class SweepPlan:
         return self.store_callback
 
     def _tuner(self, verbose: int) -> tune.Tuner:
+        """verbose 0: silent; 1: ctxscale's progress table and one line per finished point; 2: also
+        Ray Tune's own output (its config and result boxes per trial)."""
+        from .progress import SweepProgress, TensorBoardCurves, trial_name
+        from .tracking import tracking_callbacks
+
         if not ray.is_initialized():
             raise SweepError("Ray is not initialised: call ray.init() (or use the ctxscale CLI) first")
         spec, resources = self.spec, self.spec.resources
         storage = resources.storage_path or str(self.results_dir / spec.name / "_ray")
         if "://" not in storage:  # s3://, gs://, ... stay as they are; local paths must be absolute for Ray
             storage = str(Path(storage).absolute())
+        check_fits(resources, node_types())  # what never fits is refused; the rest waits for the autoscaler
         groups = {self.experiment.group_name(group): group for group in self.experiment.group(self.pending)}
         run = self.experiment.run
         if resources.use_ddp:
@@ -339,18 +356,43 @@ class SweepPlan:
             trainable = tune.with_parameters(plain_trial, groups=groups, run=run, data=self.data)
             trainable = tune.with_resources(
                 trainable, {"CPU": resources.cpus_per_trial, "GPU": resources.gpus_per_trial})
+        tensorboard = self.results_dir / spec.name / "tensorboard"
+        callbacks = [self._new_store_callback(groups),
+                     TensorBoardCurves(tensorboard, groups),
+                     *tracking_callbacks(spec, groups, self.results_dir / spec.name)]
+        if verbose:
+            callbacks.append(SweepProgress(groups))
+            print(f"ctxscale: {len(self.pending)} points in {len(groups)} Ray Tune trials; live curves: "
+                  f"tensorboard --logdir {tensorboard}", flush=True)
+        # Tune's console: its new output prints an experiment box even when told to be silent, its
+        # legacy output is silent at verbosity 0; with --verbose, the new output in full
+        os.environ["RAY_AIR_NEW_OUTPUT"] = "1" if verbose >= 2 else "0"
         return tune.Tuner(
             trainable,
-            param_space={"trial": tune.grid_search([_label(name, group) for name, group in groups.items()])},
+            param_space=_param_space(groups),
             tune_config=tune.TuneConfig(
-                max_concurrent_trials=concurrency(resources, ray.cluster_resources(), len(groups))),
+                # only the spec caps concurrency: Tune and the autoscaler schedule the rest
+                max_concurrent_trials=resources.max_concurrent_trials,
+                trial_name_creator=trial_name, trial_dirname_creator=trial_name),
             run_config=tune.RunConfig(
-                name=spec.name, storage_path=storage, verbose=verbose,
-                callbacks=[self._new_store_callback(groups)],
+                name=spec.name, storage_path=storage, verbose=2 if verbose >= 2 else 0,
+                callbacks=callbacks,
                 failure_config=tune.FailureConfig(max_failures=resources.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             ),
         )
+
+
+def _param_space(groups: dict[str, list[dict]]) -> dict:
+    """One Tune trial per group, found by `trial.id`, with its grid coordinates as flat config keys
+    (one value, or the list of its points' values) for Tune's table and the tracking callbacks."""
+    labels = {name: _label(name, group) for name, group in groups.items()}
+    keys = [k for k in next(iter(labels.values())) if k != "id"]
+
+    def coordinate(key):
+        return tune.sample_from(lambda config: labels[config["trial"]["id"]][key])
+
+    return {"trial": tune.grid_search([{"id": name} for name in groups]), **{k: coordinate(k) for k in keys}}
 
 
 def plan_sweep(spec, results_dir: str | Path, *, data: Any = None, source: Optional[str] = None) -> SweepPlan:

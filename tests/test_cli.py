@@ -1,0 +1,99 @@
+"""The `ctxscale` command: --version, overrides, a spec on stdin, help, machine formats, columns."""
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+import ctxscale
+from ctxscale import store
+from ctxscale.cli import build_parser, main
+from ctxscale.spec import parse_spec
+from ctxscale.sweep.grid import science_hash
+
+from conftest import TINY_SPEC
+
+ONE_POINT = TINY_SPEC | {"name": "one", "grid": {"context_length": [8], "data_size": [1000], "seed": [0]},
+                         "training": {"batch_size": 500, "max_epochs": 2, "patience": 2}}
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out.strip() == f"ctxscale {ctxscale.__version__}"
+
+
+def test_every_argument_has_help_and_the_description_is_whole():
+    parser = build_parser()
+    assert parser.description.rstrip().endswith(".")
+
+    def walk(p):
+        yield p
+        for action in p._actions:
+            if isinstance(action.choices, dict):  # a subcommand's parsers
+                for sub in dict.fromkeys(action.choices.values()):
+                    yield from walk(sub)
+
+    missing = [f"{p.prog} {a.dest}" for p in walk(parser) for a in p._actions
+               if a.help is None and a.dest not in ("help", "command", "kind")]
+    assert missing == []
+
+
+def test_plain_imports_and_types():
+    assert {"load_results", "load_spec"} <= set(dir(ctxscale))
+    assert (Path(ctxscale.__file__).parent / "py.typed").is_file()
+
+
+def test_overrides_and_stdin_reach_the_stored_config_and_hash(ray_cluster, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("sys.stdin", io.StringIO(yaml.safe_dump(ONE_POINT)))
+    code = main(["sweep", "-", "training.lr=2e-3", "name=over", "grid.seed=[3]", "--results", str(tmp_path), "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    (row,) = store.load_results(tmp_path, sweep="over").to_dict("records")
+    config = json.loads(row["config"])
+    assert config["training"]["lr"] == 0.002 and config["name"] == "over" and row["seed"] == 3
+    edited = parse_spec(ONE_POINT | {"training": ONE_POINT["training"] | {"lr": 0.002}})
+    assert row["config_hash"] == science_hash(edited) != science_hash(parse_spec(ONE_POINT))
+
+
+@pytest.mark.parametrize("override, message", [
+    ("training.lr=abc", "training.lr: Input should be a valid number"),
+    ("training.lrr=1", "training.lrr: unknown key"),
+    ("name.x=1", "override 'name.x=1': name is not a section"),
+    ("lr", "override 'lr': expected key=value"),
+])
+def test_bad_overrides_get_one_line_and_write_nothing(tmp_path, capsys, override, message):
+    spec = tmp_path / "one.yaml"
+    spec.write_text(yaml.safe_dump(ONE_POINT))
+    assert main(["sweep", str(spec), override, "--results", str(tmp_path / "results")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith(f"ctxscale: error: {spec}") and message in err, err
+    assert not (tmp_path / "results").exists()
+
+
+def test_machine_formats_keep_prose_off_stdout(tmp_path, capsys):
+    assert main(["results", str(tmp_path), "--format", "csv"]) == 0
+    out = capsys.readouterr()
+    assert out.out == "" and "no trials rows" in out.err
+    assert main(["results", str(tmp_path), "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out) == []
+
+
+def test_results_hides_bulky_columns_unless_asked(synthetic_results, capsys):
+    assert main(["results", str(synthetic_results), "--table", "history", "--sweep", "tiny"]) == 0
+    out = capsys.readouterr()
+    header = out.out.splitlines()[0].split()
+    assert "val_loss" in header and "tasks" not in header and "tasks" in out.err
+    assert main(["results", str(synthetic_results), "--table", "history", "--columns", "trial_id,tasks"]) == 0
+    assert capsys.readouterr().out.splitlines()[0].split() == ["trial_id", "tasks"]
+    assert main(["results", str(synthetic_results), "--columns", "nope"]) == 2
+    assert "--columns: no column nope" in capsys.readouterr().err
+
+
+def test_plot_draws_learning_curves(synthetic_results, tmp_path, capsys):
+    out = tmp_path / "curves.png"
+    assert main(["plot", str(synthetic_results), "--sweep", "tiny", "--out", str(out)]) == 0
+    assert out.read_bytes()[:4] == b"\x89PNG" and str(out) in capsys.readouterr().out
+    assert main(["plot", str(synthetic_results), "--sweep", "tiny", "--metric", "nope"]) == 2

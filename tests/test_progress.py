@@ -1,0 +1,85 @@
+"""What a sweep shows while it runs: the progress table, the finished lines, TensorBoard files, curves."""
+from __future__ import annotations
+
+import io
+import struct
+
+import pandas as pd
+from ray.tune.experiment import Trial
+
+from ctxscale import store
+from ctxscale.experiments.training import pack_synthetic, synthetic_group_name
+from ctxscale.spec import parse_spec
+from ctxscale.sweep.grid import expand_grid
+from ctxscale.sweep.progress import SweepProgress
+
+from conftest import TINY_SPEC
+
+
+def _groups():
+    groups = pack_synthetic(expand_grid(parse_spec(TINY_SPEC)))
+    return {synthetic_group_name(group): group for group in groups}
+
+
+def test_progress_has_one_flat_row_per_point_and_a_line_per_finished_point():
+    groups = _groups()
+    out = io.StringIO()
+    progress = SweepProgress(groups, out=out)
+    name, group = next(iter(groups.items()))
+    trial = Trial("plain_trial", config={"trial": {"id": name}}, stub=True)  # a real (unstarted) Tune trial
+    progress.on_trial_start(0, [trial], trial)
+    first, second = group[0]["trial_id"], group[1]["trial_id"]
+    progress.on_trial_result(0, [trial], trial, {"point": first, "epoch": 1, "val_loss": 0.70, "best_val_loss": 0.70,
+                                                 "status": "running"})
+    assert out.getvalue() == ""  # nothing per report
+    progress.on_trial_result(0, [trial], trial, {"point": first, "epoch": 2, "val_loss": 0.71, "best_val_loss": 0.70,
+                                                 "best_epoch": 1, "status": "ok"})
+    line = out.getvalue().strip()
+    assert line.endswith(f"1/12 {first} ok: best_val_loss 0.7000 at epoch 1"), line
+    progress.on_trial_error(0, [trial], trial)  # the rest of its group failed
+    assert f"{second} failed" in out.getvalue() and out.getvalue().count("\n") == 1 + len(group) - 1
+
+    table = progress.table()
+    header = table.strip().splitlines()[1].split()
+    assert header == ["trial_id", "context_length", "data_size", "seed", "group", "status", "epoch", "val_loss",
+                      "best_val_loss"]
+    assert "12 points, 9 pending, 1 ok, 2 failed" in table and "{" not in table
+    row = next(line for line in table.splitlines() if line.strip().startswith(first)).split()
+    assert row[1:7] == ["8", "2000", "0", name, "ok", "2"]  # the epoch without ".0000"
+
+
+def _scalars(path) -> dict[str, list[tuple[int, float]]]:
+    """The scalars of a TensorBoard event file (TFRecord framing: length, crc, event, crc)."""
+    from tensorboardX.proto.event_pb2 import Event
+
+    data, at, out = path.read_bytes(), 0, {}
+    while at < len(data):
+        (length,) = struct.unpack("<Q", data[at:at + 8])
+        event = Event.FromString(data[at + 12:at + 12 + length])
+        at += 12 + length + 4
+        for value in event.summary.value:
+            out.setdefault(value.tag, []).append((event.step, value.simple_value))
+    return out
+
+
+def test_tensorboard_curves_are_where_the_readme_says(synthetic_results):
+    history = store.load_results(synthetic_results, "history", sweep="tiny")
+    folder = synthetic_results / "tiny" / "tensorboard"
+    assert sorted(p.name for p in folder.iterdir()) == sorted(history["trial_id"].unique())
+    point = history["trial_id"].iloc[0]
+    (events,) = (folder / point).glob("events.out.tfevents.*")
+    scalars = _scalars(events)
+    mine = history[history["trial_id"] == point].sort_values("epoch")
+    assert [step for step, _ in scalars["val_loss"]] == mine["epoch"].tolist()
+    assert all(abs(logged - stored) < 1e-6 for (_, logged), stored in zip(scalars["val_loss"], mine["val_loss"]))
+
+
+def test_learning_curves_from_history_with_and_without_trials_rows(synthetic_results, tmp_path):
+    from analysis.plots import plot_learning_curves
+
+    history = store.load_results(synthetic_results, "history", sweep="tiny")
+    trials = store.load_results(synthetic_results, "trials", sweep="tiny")
+    png = plot_learning_curves(history, trials, tmp_path / "a.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # mid-sweep: evaluations stored, trials rows not yet; the points are placed by their ids
+    assert plot_learning_curves(history, pd.DataFrame(), tmp_path / "b.png").stat().st_size > 10_000
