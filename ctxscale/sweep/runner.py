@@ -237,7 +237,10 @@ class SweepPlan:
             trainable,
             param_space={"trial": tune.grid_search([_label(name, group) for name, group in groups.items()])},
             tune_config=tune.TuneConfig(
-                max_concurrent_trials=concurrency(resources, ray.cluster_resources(), len(groups))),
+                max_concurrent_trials=concurrency(resources, ray.cluster_resources(), len(groups)),
+                # a finished trial's worker process runs the next one: no new process, torch import or
+                # CUDA context per trial, and what it moved to the device stays there (train.synthetic)
+                reuse_actors=True),
             run_config=tune.RunConfig(
                 name=spec.name, storage_path=storage, verbose=verbose,
                 callbacks=[StoreCallback(self.results_dir, spec.name, self.experiment, groups)],
