@@ -83,7 +83,11 @@ def synthetic_group_name(group: list[dict]) -> str:
 def _run_synthetic(group: list[dict], report, data, resume_dir: Optional[str] = None) -> None:
     from ..train.synthetic import run_synthetic_group
 
-    run_synthetic_group(group, report, data)
+    def report_epoch(epoch_metrics: list[dict]) -> None:
+        # one report per epoch for the whole group: each is a round trip to Tune's driver
+        report(epoch_metrics[0] if len(group) == 1 else {"epoch": epoch_metrics[0]["epoch"], "points": epoch_metrics})
+
+    run_synthetic_group(group, report_epoch, data)
 
 
 def _run_gpt(group: list[dict], report, data, resume_dir: Optional[str] = None) -> None:

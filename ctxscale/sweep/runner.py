@@ -135,15 +135,18 @@ class StoreCallback(tune.Callback):
     def on_trial_result(self, iteration, trials, trial, result, **info):
         metrics = _loop_metrics(result)
         group = self._group(trial)
-        point_id = metrics.pop("point", None)
-        if point_id is None:
-            (only,) = group  # a group of several points names the point of each report
-            point_id = only["trial_id"]
-        self.reports[point_id].append(metrics)
-        if metrics.get("status") in FINISHED:
-            self.finished[trial.trial_id].append(point_id)
-            if not result.get("should_checkpoint"):  # else stored once its checkpoint's files are
-                self._store_finished(trial)
+        # a group of several points names the point of each report, or reports several at once
+        for point_metrics in metrics.get("points") or [metrics]:
+            point_metrics = dict(point_metrics)
+            point_id = point_metrics.pop("point", None)
+            if point_id is None:
+                (only,) = group
+                point_id = only["trial_id"]
+            self.reports[point_id].append(point_metrics)
+            if point_metrics.get("status") in FINISHED:
+                self.finished[trial.trial_id].append(point_id)
+        if self.finished.get(trial.trial_id) and not result.get("should_checkpoint"):
+            self._store_finished(trial)  # else stored once its checkpoint's files are
 
     def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
         _publish_files(checkpoint, store.sweep_dir(self.results_dir, self.name))

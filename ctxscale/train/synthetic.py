@@ -213,15 +213,17 @@ def run_synthetic_group(points: list[dict], report: Report, data: SyntheticSet) 
     """Train every point of a group to its best validation loss; return each one's last metrics.
 
     A point holds `spec` (the sweep spec as a dict), `trial_id`, `context_length`, `data_size`,
-    `seed`. `report(metrics)` is called once per epoch per member still training, with the
-    member's trial id in `metrics["point"]`; a member's last call has `status` ok or diverged.
+    `seed`. `report(epoch_metrics)` is called once per epoch with a list of metrics, one per
+    member still training, each naming its member's trial id in `point`; a member's last metrics
+    have `status` ok or diverged. (One call per epoch rather than per member: under Ray Tune each
+    call is a round trip to the driver.)
     """
     return train_synthetic(setup_synthetic(points, data), report, data)
 
 
 def run_synthetic_trial(trial: dict, report: Report, data: SyntheticSet) -> dict:
-    """One point alone (a group of one): its last reported metrics."""
-    (metrics,) = run_synthetic_group([trial], report, data)
+    """One point alone (a group of one): `report(metrics)` once per epoch; its last metrics."""
+    (metrics,) = run_synthetic_group([trial], lambda epoch_metrics: report(*epoch_metrics), data)
     return metrics
 
 
@@ -261,7 +263,7 @@ def train_synthetic(run: SyntheticSetup, report: Report, data: SyntheticSet) -> 
         member_loss_sums, loss_rows = reduced[:-1], reduced[-1]
         rows_seen += loss_rows
         evaluations = _evaluate(run.model, run.val, rank, world, device)
-        stopped = []
+        stopped, epoch_metrics = [], []
         for row, member in enumerate(active):
             train_loss = member_loss_sums[row] / loss_rows
             val_loss, task_losses = evaluations[row]
@@ -287,7 +289,8 @@ def train_synthetic(run: SyntheticSetup, report: Report, data: SyntheticSet) -> 
                                               best_params[member], world, data))
                 finals[member] = metrics
                 stopped.append(row)
-            report(metrics)
+            epoch_metrics.append(metrics)
+        report(epoch_metrics)
         if len(stopped) == len(active):
             break
         if stopped:
