@@ -8,7 +8,7 @@ import torch
 from ctxscale import store
 from ctxscale.experiments.training import pack_synthetic, synthetic_group_name
 from ctxscale.models.mlp import build_model
-from ctxscale.spec import parse_spec
+from ctxscale.spec import SpecError, parse_spec
 from ctxscale.sweep.grid import expand_grid
 from ctxscale.sweep.prepare import prepare_data
 from ctxscale.sweep.runner import run_sweep
@@ -78,6 +78,13 @@ def test_groups_share_data_size_and_seed_and_respect_pack():
     two = pack_synthetic(expand_grid(parse_spec(TINY_SPEC | {"resources": {"pack": 2}})))
     assert sorted(len(group) for group in two) == [1, 1, 1, 1, 2, 2, 2, 2]
     assert all(len(group) == 1 for group in pack_synthetic(expand_grid(parse_spec(TINY_SPEC | {"resources": {"pack": 1}}))))
+
+
+@pytest.mark.parametrize("pack", ["two", 0, 2.5, True])
+def test_a_bad_pack_is_one_line_naming_the_field(pack):
+    with pytest.raises(SpecError) as err:
+        parse_spec(TINY_SPEC | {"resources": {"pack": pack}}, source="spec.yaml")
+    assert str(err.value) == f"spec.yaml: resources.pack: must be 'auto' or an integer >= 1, got {pack!r}"
 
 
 EQUIVALENCE = TINY_SPEC | {

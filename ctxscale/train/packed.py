@@ -120,7 +120,8 @@ def _layers(sequence: nn.Sequential, prefix: str, params: dict, x: torch.Tensor)
             else:
                 x = torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
         elif isinstance(layer, nn.LeakyReLU):
-            x = F.leaky_relu(x, layer.negative_slope)
+            # in place where autograd keeps nothing (evaluation): no second activation-sized buffer
+            x = F.leaky_relu(x, layer.negative_slope, inplace=not torch.is_grad_enabled())
         else:
             raise TypeError(f"cannot stack a {type(layer).__name__} layer")
     return x

@@ -180,6 +180,8 @@ def setup_synthetic(points: list[dict], data: SyntheticSet) -> SyntheticSetup:
     encoding = SyntheticData.model_validate(spec["data"]).encoding
     rank, world = rank_and_world()
     device = pick_device(training.device)
+    # process-wide, so set for every group: a reused worker process may have run another spec before
+    torch.backends.cuda.matmul.allow_tf32 = training.tf32
     num_tasks = len(data.tasks)
 
     def build_member(context_length: int) -> torch.nn.Module:
