@@ -8,7 +8,7 @@ import torch
 from ctxscale import store
 from ctxscale.experiments.training import pack_synthetic, synthetic_group_name
 from ctxscale.models.mlp import build_model
-from ctxscale.spec import parse_spec
+from ctxscale.spec import SpecError, parse_spec
 from ctxscale.sweep.grid import expand_grid
 from ctxscale.sweep.prepare import prepare_data
 from ctxscale.sweep.runner import run_sweep
@@ -71,10 +71,20 @@ def test_groups_share_data_size_and_seed_and_respect_pack():
     groups = pack_synthetic(expand_grid(spec))
     assert len(groups) == 4 and all(len(group) == 3 for group in groups)
     assert all(len({(p["data_size"], p["seed"]) for p in group}) == 1 for group in groups)
-    assert synthetic_group_name(groups[0]).startswith("d2000_s0_l8-24_")
+    # the largest groups first, so that Tune starts the longest trials first
+    assert [group[0]["data_size"] for group in groups] == [4000, 4000, 2000, 2000]
+    assert synthetic_group_name(groups[-1]).startswith("d2000_s")
+    assert [p["context_length"] for p in groups[0]] == [8, 16, 24]
     two = pack_synthetic(expand_grid(parse_spec(TINY_SPEC | {"resources": {"pack": 2}})))
     assert sorted(len(group) for group in two) == [1, 1, 1, 1, 2, 2, 2, 2]
     assert all(len(group) == 1 for group in pack_synthetic(expand_grid(parse_spec(TINY_SPEC | {"resources": {"pack": 1}}))))
+
+
+@pytest.mark.parametrize("pack", ["two", 0, 2.5, True])
+def test_a_bad_pack_is_one_line_naming_the_field(pack):
+    with pytest.raises(SpecError) as err:
+        parse_spec(TINY_SPEC | {"resources": {"pack": pack}}, source="spec.yaml")
+    assert str(err.value) == f"spec.yaml: resources.pack: must be 'auto' or an integer >= 1, got {pack!r}"
 
 
 EQUIVALENCE = TINY_SPEC | {

@@ -9,8 +9,9 @@ A point is a plain dict that travels to Ray and into the store: `trial_id` (its 
 `config_hash`), its coordinates (`context_length`, and `data_size` and `seed` or `model`),
 `config_hash` and `spec` (the resolved spec as JSON). `run(group, report, data, resume_dir)` calls
 `report(metrics, checkpoint_dir=None)` one or more times per point; a group of several points names
-the point of each report in `metrics["point"]` (its trial id). The final report of a point has
-`status` ok or diverged. A checkpoint folder may hold a `store/` folder whose files the runner
+the point of each report in `metrics["point"]` (its trial id), or reports several points at once
+as a list of such metrics in `metrics["points"]`. The final report of a point has `status` ok or
+diverged. A checkpoint folder may hold a `store/` folder whose files the runner
 copies into the sweep's results folder (measure's hidden states).
 
 Nothing here imports Ray; torch is imported only by the run functions.

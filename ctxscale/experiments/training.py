@@ -51,10 +51,15 @@ def _grid_points(spec, prepared) -> list[dict]:
 
 def pack_synthetic(points: list[dict]) -> list[list[dict]]:
     """The pending points in groups that share (data size, seed), hence the batch order, each in
-    increasing context length and at most `resources.pack` long (one group per pair for 'auto')."""
+    increasing context length and at most `resources.pack` long (one group per pair for 'auto').
+
+    The groups come largest first (rows trained and evaluated per epoch, times members), so that
+    Tune starts the longest ones first and the last groups to finish are short ones that fill the
+    remaining slots."""
     if not points:
         return []
-    limit = SyntheticSpec.model_validate(points[0]["spec"]).resources.points_per_trial
+    spec = SyntheticSpec.model_validate(points[0]["spec"])
+    limit = spec.resources.points_per_trial
     pairs: dict[tuple, list[dict]] = {}
     for point in points:
         pairs.setdefault((point["data_size"], point["seed"]), []).append(point)
@@ -63,7 +68,8 @@ def pack_synthetic(points: list[dict]) -> list[list[dict]]:
         pair.sort(key=lambda point: point["context_length"])
         size = limit or len(pair)
         groups += [pair[start:start + size] for start in range(0, len(pair), size)]
-    return groups
+    # an epoch trains on data_size rows (forward and backward: about 3 forward passes) and evaluates val_rows
+    return sorted(groups, key=lambda group: -len(group) * (3 * group[0]["data_size"] + spec.data.val_rows))
 
 
 def synthetic_group_name(group: list[dict]) -> str:
@@ -77,7 +83,11 @@ def synthetic_group_name(group: list[dict]) -> str:
 def _run_synthetic(group: list[dict], report, data, resume_dir: Optional[str] = None) -> None:
     from ..train.synthetic import run_synthetic_group
 
-    run_synthetic_group(group, report, data)
+    def report_epoch(epoch_metrics: list[dict]) -> None:
+        # one report per epoch for the whole group: each is a round trip to Tune's driver
+        report(epoch_metrics[0] if len(group) == 1 else {"epoch": epoch_metrics[0]["epoch"], "points": epoch_metrics})
+
+    run_synthetic_group(group, report_epoch, data)
 
 
 def _run_gpt(group: list[dict], report, data, resume_dir: Optional[str] = None) -> None:

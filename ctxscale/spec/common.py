@@ -95,10 +95,16 @@ class Resources(Section):
             )
         return self
 
+    @field_validator("pack", mode="before")
+    @classmethod
+    def _pack_is_auto_or_positive(cls, value):
+        # one message naming the field, not pydantic's one per member of the union
+        if value != "auto" and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"must be 'auto' or an integer >= 1, got {value!r}")
+        return value
+
     @model_validator(mode="after")
-    def _pack_is_positive_and_not_ddp(self):
-        if self.pack != "auto" and self.pack < 1:
-            raise ValueError(f"pack must be 'auto' or an integer >= 1, got {self.pack}")
+    def _pack_is_not_above_1_with_ddp(self):
         if self.num_workers >= 1 and self.pack != "auto" and self.pack > 1:
             raise ValueError(
                 f"pack must be 1 or 'auto' when num_workers >= 1: a DDP trial trains one grid point (got pack {self.pack})"

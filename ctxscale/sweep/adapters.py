@@ -22,6 +22,8 @@ from ..provenance import provenance
 
 def _with_provenance(metrics: dict) -> dict:
     # the final report carries where and with what the trial ran (the worker knows, the driver doesn't)
+    if "points" in metrics:  # several points reported at once
+        return {**metrics, "points": [_with_provenance(point) for point in metrics["points"]]}
     if metrics.get("status") == "running":
         return metrics
     return {**metrics, **provenance()}

@@ -9,7 +9,7 @@
   `<results>/<sweep>/tensorboard/<trial id>/`, as they arrive.
 - `trial_name` names each Tune trial (and its folder under `_ray/`) by the ctxscale id of its group.
 
-A point's reports carry its id in `metrics["point"]` when its trial runs several points.
+A packed trial's reports name their point (`point_reports`).
 """
 from __future__ import annotations
 
@@ -33,12 +33,17 @@ def trial_name(trial) -> str:
     return trial.config["trial"]["id"]
 
 
-def point_of(group: list[dict], metrics: dict) -> str:
-    """The id of the point a report is about: named in the report when the trial runs several."""
-    if "point" in metrics:
-        return metrics["point"]
+def point_reports(group: list[dict], result: dict) -> list[tuple[str, dict]]:
+    """(point id, its metrics) for each point a report is about. A trial of one point reports it
+    alone; a packed trial names the point in `result["point"]`, or reports several at once as a list
+    in `result["points"]` (each then keeps the report's other keys, Tune's among them)."""
+    if "points" in result:
+        rest = {k: v for k, v in result.items() if k != "points"}
+        return [(metrics["point"], {**rest, **metrics}) for metrics in result["points"]]
+    if "point" in result:
+        return [(result["point"], dict(result))]
     (only,) = group
-    return only["trial_id"]
+    return [(only["trial_id"], dict(result))]
 
 
 def _clock(seconds: float) -> str:
@@ -88,7 +93,10 @@ class SweepProgress(tune.Callback):
                 self.changed = True
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        point_id = point_of(self.groups[trial_name(trial)], result)
+        for point_id, metrics in point_reports(self.groups[trial_name(trial)], result):
+            self._point_result(point_id, metrics)
+
+    def _point_result(self, point_id: str, result: dict) -> None:
         row = self.rows[point_id]
         self.changed = True
         for key in METRIC_COLUMNS:
@@ -161,18 +169,20 @@ class TensorBoardCurves(tune.Callback):
         self.writers: dict = {}
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
+        for point_id, metrics in point_reports(self.groups[trial_name(trial)], result):
+            self._write(point_id, metrics)
+
+    def _write(self, point_id: str, result: dict) -> None:
+        from ray.tune.result import AUTO_RESULT_KEYS
         from tensorboardX import SummaryWriter  # a dependency of ray[tune]
 
-        point_id = point_of(self.groups[trial_name(trial)], result)
         if point_id not in self.writers:
             self.writers[point_id] = SummaryWriter(str(self.folder / point_id), flush_secs=10)
         writer = self.writers[point_id]
         step = next((result[k] for k in ("step", "epoch") if isinstance(result.get(k), (int, float))),
                     result.get("training_iteration", 0))
-        from ray.tune.result import AUTO_RESULT_KEYS
-
         for key, value in _scalars({k: v for k, v in result.items()
-                                    if k not in AUTO_RESULT_KEYS and k not in ("config", "training_iteration")}).items():
+                                    if k not in AUTO_RESULT_KEYS and k not in ("config", "training_iteration", "point")}).items():
             writer.add_scalar(key, value, global_step=int(step))
         if result.get("status") in FINISHED:
             writer.flush()

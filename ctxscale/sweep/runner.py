@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import time
 from collections import defaultdict
@@ -44,6 +45,7 @@ from ..experiments import Experiment, experiment_of
 from ..provenance import versions
 from .adapters import ddp_trial, plain_trial
 from .lease import Launch
+from .progress import point_reports
 
 FINISHED = ("ok", "diverged")  # stored points in these states are not run again
 _TUNE_KEYS = set(AUTO_RESULT_KEYS) | {"trial_id", "done", "should_checkpoint", "experiment_tag",
@@ -167,17 +169,15 @@ class StoreCallback(tune.Callback):
     def on_trial_result(self, iteration, trials, trial, result, **info):
         metrics = _loop_metrics(result)
         group = self._group(trial)
-        point_id = metrics.pop("point", None)
-        if point_id is None:
-            (only,) = group  # a group of several points names the point of each report
-            point_id = only["trial_id"]
-        self.reports[point_id].append(metrics)
-        if metrics.get("status") in FINISHED:
-            self.finished[trial.trial_id].append(point_id)
-            if not result.get("should_checkpoint"):  # else stored once its checkpoint's files are
-                self._store_finished(trial)
-        elif time.monotonic() - self.live_written.get(point_id, -math.inf) >= LIVE_HISTORY_S:
-            self._guarded(self._write_live_history, self.points[point_id])
+        for point_id, point_metrics in point_reports(group, metrics):
+            point_metrics.pop("point", None)
+            self.reports[point_id].append(point_metrics)
+            if point_metrics.get("status") in FINISHED:
+                self.finished[trial.trial_id].append(point_id)
+            elif time.monotonic() - self.live_written.get(point_id, -math.inf) >= LIVE_HISTORY_S:
+                self._guarded(self._write_live_history, self.points[point_id])
+        if self.finished.get(trial.trial_id) and not result.get("should_checkpoint"):
+            self._store_finished(trial)  # else stored once its checkpoint's files are
 
     def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
         _publish_files(checkpoint, store.sweep_dir(self.results_dir, self.name))
@@ -373,7 +373,10 @@ class SweepPlan:
             tune_config=tune.TuneConfig(
                 # only the spec caps concurrency: Tune and the autoscaler schedule the rest
                 max_concurrent_trials=resources.max_concurrent_trials,
-                trial_name_creator=trial_name, trial_dirname_creator=trial_name),
+                trial_name_creator=trial_name, trial_dirname_creator=trial_name,
+                # a finished trial's worker process runs the next one: no new process, torch import or
+                # CUDA context per trial, and what it moved to the device stays there (train.synthetic)
+                reuse_actors=True),
             run_config=tune.RunConfig(
                 name=spec.name, storage_path=storage, verbose=2 if verbose >= 2 else 0,
                 callbacks=callbacks,

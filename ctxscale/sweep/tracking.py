@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 
 from ..spec.common import SpecError
-from .progress import trial_name
+from .progress import point_reports, trial_name
 
 PACKAGES = {"wandb": "wandb", "mlflow": "mlflow"}  # tracking key -> the module it imports
 
@@ -31,13 +31,17 @@ def check_tracking(spec, source: str | None = None) -> None:
 
 
 def _per_point(result: dict, group: list[dict]) -> dict:
-    """A packed trial's report with its metrics under the reporting point's context length."""
-    if len(group) == 1 or "point" not in result:
+    """A packed trial's report with each point's metrics under its context length (`l24/val_loss`)."""
+    if len(group) == 1 or ("point" not in result and "points" not in result):
         return result
-    length = next(p["context_length"] for p in group if p["trial_id"] == result["point"])
     from ray.tune.result import AUTO_RESULT_KEYS
 
-    return {(k if k in AUTO_RESULT_KEYS or k == "config" else f"l{length}/{k}"): v for k, v in result.items()}
+    length = {p["trial_id"]: p["context_length"] for p in group}
+    flat = {k: v for k, v in result.items() if k in AUTO_RESULT_KEYS or k == "config"}
+    for point_id, metrics in point_reports(group, result):
+        flat.update({f"l{length[point_id]}/{k}": v for k, v in metrics.items()
+                     if k not in flat and k not in ("point", "points")})
+    return flat
 
 
 def tracking_callbacks(spec, groups: dict[str, list[dict]], sweep_dir) -> list:

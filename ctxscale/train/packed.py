@@ -3,11 +3,12 @@
 The models of one group differ only in how many bits they see (their context length). Each is
 built on its own (same seed, same initial values as an unpacked trial), then its bits layer is
 widened to the group's longest context with zero weight columns, and the members' parameters
-are stacked along a new leading "member" dimension. `torch.vmap` over `functional_call` runs every
-member in one batched matmul per layer; each member multiplies its own input by a mask that
-zeroes the bits beyond its context, so a padded column sees zero input, gets zero gradient, and
-stays zero under AdamW (zero moments, and decoupled decay keeps zero at zero). A member's output
-and gradients are therefore those of its unpacked model.
+are stacked along a new leading "member" dimension. Every member reads the same batch, so the
+bits layer of all members is one matrix product and each later layer one batched product over
+the member dimension (`StackedModel.forward`). The bits layer's weights enter the product times
+a 0/1 mask that zeroes each member's padding columns: they meet bits the member must not see,
+contribute zero, get zero gradient, and stay zero under AdamW (zero moments, and decoupled decay
+keeps zero at zero). A member's output and gradients are therefore those of its unpacked model.
 
 The output layer gets a second, zero row whose logit is never used (so it too stays zero): a
 one-row output layer runs a matrix-vector kernel when the stack holds one member but a batched
@@ -23,6 +24,9 @@ from typing import Callable, Iterable
 
 import torch
 from torch import nn
+from torch.nn import functional as F
+
+from ..models.mlp import MLP, BiMLP
 
 
 def _name_of(model: nn.Module, tensor: torch.Tensor) -> str:
@@ -48,10 +52,17 @@ class StackedModel(nn.Module):
 
     Every parameter has shape (M, *its member's shape), the bits layer widened to the longest
     context length `width`. `forward(bits (B, width), control (B, T))` returns logits (M, B).
+
+    The batch is the same for every member, so the layer the bits enter is one matrix product
+    for all of them (members' weights side by side), and the later layers are batched products
+    over the member dimension. A member's bits beyond its context meet zero weight columns, which
+    are multiplied by a 0/1 mask on the way in, so they also get zero gradient and stay zero.
     """
 
     def __init__(self, members: list[nn.Module], context_lengths: list[int]):
         super().__init__()
+        if not isinstance(members[0], (MLP, BiMLP)):
+            raise TypeError(f"cannot stack a {type(members[0]).__name__}: only the MLP and the Bi-MLP")
         self.context_lengths = list(context_lengths)
         self.width = max(context_lengths)
         self.bits_weight_name = _name_of(members[0], members[0].bits_input.weight)
@@ -59,21 +70,26 @@ class StackedModel(nn.Module):
         widened = [_widened(model, length, self.width) for model, length in zip(members, context_lengths)]
         self.names = list(widened[0])
         self.stacked = nn.ParameterList([torch.stack([params[name] for params in widened]) for name in self.names])
+        # 1 where a member's bits layer sees an input column: its own bits and what follows the
+        # bits (the MLP's control columns), 0 on the padding
         lengths = torch.tensor(context_lengths, device=self.stacked[0].device)
-        positions = torch.arange(self.width, device=lengths.device)
-        self.register_buffer("bits_mask", (positions < lengths[:, None]).float())  # (M, width)
-        # the forward code of one member; kept out of the registered modules so that its (meta,
-        # unused) parameters are not the stacked model's
+        columns = torch.arange(widened[0][self.bits_weight_name].shape[1], device=lengths.device)
+        seen = (columns < lengths[:, None]) | (columns >= self.width)
+        self.register_buffer("input_mask", seen.float()[:, None, :])  # (M, 1, columns)
+        # the layer structure of one member; kept out of the registered modules so that its
+        # (meta, unused) parameters are not the stacked model's
         object.__setattr__(self, "template", copy.deepcopy(members[0]).to("meta"))
-
-    def _member_forward(self, params: dict, mask: torch.Tensor, bits: torch.Tensor,
-                        control: torch.Tensor) -> torch.Tensor:
-        # a zero bit, not a -1 or a shared +-1, beyond the member's context (whatever the encoding)
-        return torch.func.functional_call(self.template, params, (bits * mask, control))[:, 0]  # (B, 2) -> (B,)
 
     def forward(self, bits: torch.Tensor, control: torch.Tensor) -> torch.Tensor:
         params = dict(zip(self.names, self.stacked))
-        return torch.vmap(self._member_forward, in_dims=(0, 0, None, None))(params, self.bits_mask, bits, control)
+        params[self.bits_weight_name] = params[self.bits_weight_name] * self.input_mask
+        if isinstance(self.template, MLP):
+            logits = _layers(self.template.net, "net", params, torch.cat([bits, control], dim=1))
+        else:
+            features = _layers(self.template.bits_net, "bits_net", params, bits)
+            logits = _layers(self.template.head, "head", params,
+                             torch.cat([features, control.expand(len(features), -1, -1)], dim=2))
+        return logits[..., 0]  # (M, B, 2) -> (M, B)
 
     def member_parameters(self, row: int) -> list[torch.Tensor]:
         """Copies of one member's (widened) parameters, in `names` order: what `unstacked` takes."""
@@ -89,6 +105,28 @@ class StackedModel(nn.Module):
         return state
 
 
+def _layers(sequence: nn.Sequential, prefix: str, params: dict, x: torch.Tensor) -> torch.Tensor:
+    """`sequence` (Linear and LeakyReLU layers) run by every member on its stacked weights.
+
+    x is (B, in) when it is the same for every member, else (M, B, in); the result is (M, B, out).
+    """
+    for index, layer in enumerate(sequence):
+        if isinstance(layer, nn.Linear):
+            weight, bias = params[f"{prefix}.{index}.weight"], params[f"{prefix}.{index}.bias"]  # (M, out, in), (M, out)
+            members, out = bias.shape
+            if x.dim() == 2:  # one input: the members' weights side by side make one matrix product
+                x = torch.addmm(bias.reshape(-1), x, weight.reshape(members * out, -1).t())
+                x = x.view(len(x), members, out).transpose(0, 1)
+            else:
+                x = torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
+        elif isinstance(layer, nn.LeakyReLU):
+            # in place where autograd keeps nothing (evaluation): no second activation-sized buffer
+            x = F.leaky_relu(x, layer.negative_slope, inplace=not torch.is_grad_enabled())
+        else:
+            raise TypeError(f"cannot stack a {type(layer).__name__} layer")
+    return x
+
+
 def keep_members(model: StackedModel, optimizer: torch.optim.Optimizer, rows: list[int],
                  make_optimizer: Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]) -> torch.optim.Optimizer:
     """Shrink the stack to the members at `rows` and return an optimizer that carries on from the
@@ -97,10 +135,10 @@ def keep_members(model: StackedModel, optimizer: torch.optim.Optimizer, rows: li
     A stopped member leaves the stack: it stops updating (Adam's momentum would move it on a zero
     gradient) and stops costing compute.
     """
-    index = torch.tensor(rows, device=model.bits_mask.device)
+    index = torch.tensor(rows, device=model.input_mask.device)
     old = list(model.stacked)
     model.stacked = nn.ParameterList([param.detach()[index].clone() for param in old])
-    model.bits_mask = model.bits_mask[index]
+    model.input_mask = model.input_mask[index]
     model.context_lengths = [model.context_lengths[row] for row in rows]
     kept = make_optimizer(model.stacked.parameters())
     for old_param, new_param in zip(old, model.stacked):

@@ -13,11 +13,12 @@ with; `train_synthetic` runs the epochs on it.
 """
 from __future__ import annotations
 
+import copy
 import json
 import math
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -59,6 +60,12 @@ class _Split:
     def __len__(self) -> int:
         return len(self.labels)
 
+    def first(self, rows: int) -> "_Split":
+        """The first `rows` rows, sharing this split's device memory."""
+        prefix = copy.copy(self)
+        prefix.bits, prefix.labels, prefix.task_index = self.bits[:rows], self.labels[:rows], self.task_index[:rows]
+        return prefix
+
     def batch(self, rows: torch.Tensor):
         bits = self.bits[rows].float()
         if self.signed:
@@ -67,30 +74,58 @@ class _Split:
         return bits, control, self.labels[rows]
 
 
+# What this process last moved to the device, per split: a worker process (a Tune actor that Tune
+# reuses from trial to trial) unpacks and sends the validation rows once, and the training rows
+# once for its largest data size; later groups slice them (`_on_device`).
+_DEVICE_SPLITS: dict[str, tuple[tuple, _Split]] = {}
+
+
+def _on_device(data: SyntheticSet, split: str, rows: int, width: int, device: torch.device,
+               encoding: str) -> _Split:
+    """The first `rows` rows of `data`'s 'train' or 'val' split, `width` bits each, on `device`."""
+    key = (data.train_rows, data.val_rows, data.seed, data.string_length, data.tasks.tobytes(),
+           width, str(device), encoding)
+    held = _DEVICE_SPLITS.get(split)
+    if held is None or held[0] != key or len(held[1]) < rows:
+        _DEVICE_SPLITS.pop(split, None)  # free the device memory before taking more
+        arrays = data.train(rows) if split == "train" else data.val()
+        held = key, _Split(*arrays, width, len(data.tasks), device, encoding)
+        _DEVICE_SPLITS[split] = held
+    return held[1].first(rows)
+
+
+# rows x members evaluated at once: large enough that a chunk's products keep a GPU busy, small
+# enough that its activations stay a few GiB with four trials on one GPU
+_EVAL_MEMBER_ROWS = {"cuda": 1 << 21, "cpu": 1 << 17}
+
+
 @torch.no_grad()
 def _evaluate(model, split: _Split, rank: int, world: int, device,
-              chunk: int = 65_536) -> list[tuple[float, list[float]]]:
+              chunk: Optional[int] = None) -> list[tuple[float, list[float]]]:
     """Each model's mean BCE over the split and its mean BCE per task (in the task list's order):
     one pair per member of a stacked model, one pair for a plain model.
 
     Each rank evaluates every world-th row; the per-task sums and counts are summed over ranks,
-    so the result is the whole split's whatever the world size.
+    so the result is the whole split's whatever the world size. Sums stay on the device until
+    the end: one host synchronisation per evaluation. `chunk`: rows per forward pass (default:
+    `_EVAL_MEMBER_ROWS` over the number of members).
     """
     model.eval()
-    task_sum, task_count = None, torch.zeros(split.num_tasks, dtype=torch.float64, device=device)
+    members = len(getattr(model, "context_lengths", [None]))
+    chunk = chunk or max(4096, _EVAL_MEMBER_ROWS.get(device.type, 1 << 17) // members)
+    task_sum = torch.zeros(members, split.num_tasks, dtype=torch.float64, device=device)
+    task_count = torch.zeros(split.num_tasks, dtype=torch.float64, device=device)
     rows = torch.arange(rank, len(split), world, device=device)
     for start in range(0, len(rows), chunk):
         chunk_rows = rows[start:start + chunk]
         bits, control, labels = split.batch(chunk_rows)
-        logits = model(bits, control).reshape(-1, len(chunk_rows))  # (M, rows)
+        logits = model(bits, control).reshape(members, len(chunk_rows))
         losses = F.binary_cross_entropy_with_logits(logits, labels.expand_as(logits), reduction="none")
-        if task_sum is None:
-            task_sum = torch.zeros(len(logits), split.num_tasks, dtype=torch.float64, device=device)
-        tasks = split.task_index[chunk_rows]
-        task_sum.index_add_(1, tasks, losses.double())
-        task_count.index_add_(0, tasks, torch.ones_like(tasks, dtype=torch.float64))
+        # per-task sums as a product with the one-hot task matrix: no atomics, the same order every run
+        one_hot = control.double()
+        task_sum += losses.double() @ one_hot
+        task_count += one_hot.sum(dim=0)
     model.train()
-    members = len(task_sum)
     summed = all_reduce(task_sum.flatten().tolist() + task_count.tolist(), device)
     counts = summed[members * split.num_tasks:]
     results = []
@@ -145,6 +180,8 @@ def setup_synthetic(points: list[dict], data: SyntheticSet) -> SyntheticSetup:
     encoding = SyntheticData.model_validate(spec["data"]).encoding
     rank, world = rank_and_world()
     device = pick_device(training.device)
+    # process-wide, so set for every group: a reused worker process may have run another spec before
+    torch.backends.cuda.matmul.allow_tf32 = training.tf32
     num_tasks = len(data.tasks)
 
     def build_member(context_length: int) -> torch.nn.Module:
@@ -161,14 +198,15 @@ def setup_synthetic(points: list[dict], data: SyntheticSet) -> SyntheticSetup:
     model = StackedModel(members, lengths)
 
     def make_optimizer(parameters):
-        return torch.optim.AdamW(parameters, lr=training.lr, weight_decay=training.weight_decay)
+        # fused: one kernel per step for all parameters (the for-loop version is several per parameter)
+        return torch.optim.AdamW(parameters, lr=training.lr, weight_decay=training.weight_decay, fused=True)
 
     width = max(lengths)
     return SyntheticSetup(
         training=training, points=list(points), model=model, net=data_parallel(model, device),
         optimizer=make_optimizer(model.parameters()), make_optimizer=make_optimizer, build_member=build_member,
-        train=_Split(*data.train(data_size), width, num_tasks, device, encoding),
-        val=_Split(*data.val(), width, num_tasks, device, encoding),
+        train=_on_device(data, "train", data_size, width, device, encoding),
+        val=_on_device(data, "val", data.val_rows, width, device, encoding),
         order=torch.Generator(device="cpu").manual_seed(seed), device=device, rank=rank, world=world,
     )
 
@@ -177,15 +215,17 @@ def run_synthetic_group(points: list[dict], report: Report, data: SyntheticSet) 
     """Train every point of a group to its best validation loss; return each one's last metrics.
 
     A point holds `spec` (the sweep spec as a dict), `trial_id`, `context_length`, `data_size`,
-    `seed`. `report(metrics)` is called once per epoch per member still training, with the
-    member's trial id in `metrics["point"]`; a member's last call has `status` ok or diverged.
+    `seed`. `report(epoch_metrics)` is called once per epoch with a list of metrics, one per
+    member still training, each naming its member's trial id in `point`; a member's last metrics
+    have `status` ok or diverged. (One call per epoch rather than per member: under Ray Tune each
+    call is a round trip to the driver.)
     """
     return train_synthetic(setup_synthetic(points, data), report, data)
 
 
 def run_synthetic_trial(trial: dict, report: Report, data: SyntheticSet) -> dict:
-    """One point alone (a group of one): its last reported metrics."""
-    (metrics,) = run_synthetic_group([trial], report, data)
+    """One point alone (a group of one): `report(metrics)` once per epoch; its last metrics."""
+    (metrics,) = run_synthetic_group([trial], lambda epoch_metrics: report(*epoch_metrics), data)
     return metrics
 
 
@@ -224,8 +264,8 @@ def train_synthetic(run: SyntheticSetup, report: Report, data: SyntheticSet) -> 
         reduced = all_reduce(loss_sum.tolist() + [loss_rows], device)
         member_loss_sums, loss_rows = reduced[:-1], reduced[-1]
         rows_seen += loss_rows
-        evaluations = _evaluate(run.model, run.val, rank, world, device, chunk=max(4096, 65_536 // len(active)))
-        stopped = []
+        evaluations = _evaluate(run.model, run.val, rank, world, device)
+        stopped, epoch_metrics = [], []
         for row, member in enumerate(active):
             train_loss = member_loss_sums[row] / loss_rows
             val_loss, task_losses = evaluations[row]
@@ -251,7 +291,8 @@ def train_synthetic(run: SyntheticSetup, report: Report, data: SyntheticSet) -> 
                                               best_params[member], world, data))
                 finals[member] = metrics
                 stopped.append(row)
-            report(metrics)
+            epoch_metrics.append(metrics)
+        report(epoch_metrics)
         if len(stopped) == len(active):
             break
         if stopped:

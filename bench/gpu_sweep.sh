@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# The H200 figure of issue 10: the whole sweeps/synthetic-paper.yaml grid through `ctxscale sweep`,
+# with the GPU's SM use sampled by nvidia-smi every 500 ms in the same run. Prints the wall time,
+# the stored rows by status, the mean SM use, and the best-loss table.
+#   bash bench/gpu_sweep.sh [seconds allowed, default 600] [spec, default sweeps/synthetic-paper.yaml]
+# Writes under ${OUT:-/tmp/gpu_sweep}: sm.txt (the samples), sweep.txt (the CLI's output), results/.
+set -u
+limit=${1:-600}; spec=${2:-sweeps/synthetic-paper.yaml}; out=${OUT:-/tmp/gpu_sweep}
+mkdir -p "$out"; rm -rf "$out/results"
+python3 -c 'import ctxscale; print("ctxscale from", ctxscale.__file__)'
+nvidia-smi --query-gpu=utilization.gpu --format=csv,noheader,nounits -lms 500 > "$out/sm.txt" &
+sampler=$!
+started=$(date +%s.%N)
+timeout "$limit" python3 -m ctxscale.cli sweep "$spec" --quiet --results "$out/results" > "$out/sweep.txt" 2>&1
+rc=$?
+ended=$(date +%s.%N)
+kill "$sampler"
+python3 - "$out" "$spec" "$started" "$ended" "$rc" <<'PY'
+import sys
+from pathlib import Path
+import yaml
+from ctxscale import load_results
+from ctxscale.tables import best_loss_table
+out, spec, started, ended, rc = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5])
+samples = [float(v) for v in Path(out, "sm.txt").read_text().split() if v.strip()]
+name = yaml.safe_load(Path(spec).read_text())["name"]
+try:
+    trials = load_results(Path(out, "results"), sweep=name)
+    counts = trials["status"].value_counts().to_dict()
+except Exception as err:  # nothing stored yet
+    trials, counts = None, {"error": str(err)[:200]}
+print(f"{spec}: exit {rc}, {ended - started:.1f} s wall, stored {counts}, "
+      f"mean SM use {sum(samples) / max(len(samples), 1):.1f} % over {len(samples)} samples")
+if trials is not None and len(trials):
+    print(best_loss_table(trials))
+PY
+tail -5 "$out/sweep.txt"
