@@ -208,6 +208,16 @@ def test_early_stopping_after_patience_evaluations():
     assert last["best_val_loss"] == report.metrics[best]["val_loss"]
 
 
+def test_checkpoints_at_most_every_checkpoint_every_s_and_at_the_end(tmp_path):
+    report = Recorder(tmp_path)
+    last = train_gpt(tiny_spec(checkpoint_every_s=3600), T, 0, TRAIN, VAL, report)
+    assert [m["step"] for m in report.metrics] == [5, 10, 15, 20]
+    assert [c.name for c in report.checkpoints] == ["step5", "step20"]  # the first, then only the last
+    resumed = Recorder()  # the last one holds the finished trial
+    assert train_gpt(tiny_spec(checkpoint_every_s=3600), T, 0, TRAIN, VAL, resumed,
+                     resume_dir=str(tmp_path / "step20"))["best_val_loss"] == last["best_val_loss"]
+
+
 def test_non_finite_loss_stops_as_diverged():
     report = Recorder()
     last = train_gpt(tiny_spec(lr=1e30, min_lr=1e29, warmup_steps=0), T, 0, TRAIN, VAL, report)

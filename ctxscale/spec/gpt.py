@@ -140,6 +140,12 @@ class GPTTraining(Section):
         description="'fixed': windows spread evenly over the validation split, the same at every evaluation. "
         "'random': new uniformly drawn windows at every evaluation (nanoGPT's estimate_loss, the study's).",
     )
+    checkpoint_every_s: float = Field(
+        default=0.0, ge=0,
+        description="Seconds of a trial's wall time between checkpoints (0: at every evaluation); the last "
+        "evaluation always has one. Small models evaluate every few seconds, and the weights and AdamW "
+        "state of a 50k-vocabulary model are ~150 MB even at width 256.",
+    )
     patience: int = Field(default=5, gt=0, description="Stop after this many evaluations without a better val loss.")
     compile: bool = Field(default=True, description="torch.compile the model (worth it on GPUs; slow to start on CPUs).")
     precision: Literal["bf16", "fp32"] = Field(

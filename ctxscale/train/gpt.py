@@ -335,7 +335,8 @@ def train_gpt(spec, context_length: int, seed: int, train_tokens: np.ndarray, va
 
     `report(metrics, checkpoint_dir)` is called after every evaluation (every `eval_every` steps
     and at the end) on every rank with the same all-reduced metrics; rank 0 passes a fresh folder
-    holding the checkpoint, deleted when `report` returns (Ray's report persists it before). The
+    holding the checkpoint, deleted when `report` returns (Ray's report persists it before), at
+    every evaluation or, with `training.checkpoint_every_s`, at most that often and at the last. The
     last report has status "ok" (early stop or max_steps) or "diverged" (non-finite loss).
     """
     t = spec.training
@@ -354,6 +355,7 @@ def train_gpt(spec, context_length: int, seed: int, train_tokens: np.ndarray, va
              "micro_batch": plan.micro_batch, "accumulation": plan.accumulation, "world_size": world,
              "num_params": run.model.num_params(non_embedding=False)}
     started, wall_before = time.perf_counter(), progress.wall_s
+    checkpointed_s = progress.wall_s if resume_dir else -math.inf  # wall time of the last checkpoint
 
     while not progress.done:
         interval_start, steps, loss_sum = time.perf_counter(), 0, torch.zeros((), device=run.device)
@@ -390,7 +392,12 @@ def train_gpt(spec, context_length: int, seed: int, train_tokens: np.ndarray, va
             "wall_s": wall_s, "status": ("diverged" if diverged else "ok") if progress.done else "running",
             "final_train_loss": train_loss if progress.done else math.nan, **fixed,
         }
-        rng_states = all_gather_object(_rng_state(run.rng, run.device))  # a collective: every rank takes part
+        # wall_s is all-reduced, so every rank takes the same decision (the gather is a collective)
+        if not (progress.done or wall_s - checkpointed_s >= t.checkpoint_every_s):
+            report(metrics, checkpoint_dir=None)
+            continue
+        checkpointed_s = wall_s
+        rng_states = all_gather_object(_rng_state(run.rng, run.device))
         if run.rank == 0:
             with tempfile.TemporaryDirectory(prefix="ctxscale-gpt-") as checkpoint_dir:
                 _save_checkpoint(Path(checkpoint_dir), run.model, run.optimizer, progress, rng_states, metrics)
