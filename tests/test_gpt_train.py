@@ -349,6 +349,10 @@ def test_study_spec_is_the_study_grid():
     assert spec.model.config_kwargs()["n_layer"] == 6 and spec.model.config_kwargs()["n_embd"] == 768
     assert min(spec.grid.context_length) == 128 and max(spec.grid.context_length) == 15_360
     assert spec.training.tokens_per_step == 491_520 and spec.resources.gpus_per_trial == 1
+    # the study's choices (README, "The GPT settings") and data sizes
+    assert spec.model.rope_fraction == 0.5 and spec.training.lr_decay_steps == 600_000
+    assert spec.data.subset == "random" and spec.training.eval_windows == "random"
+    assert min(spec.grid.data_size) == 200_000_000 and max(spec.grid.data_size) == 750_000_000
 
 
 @pytest.mark.parametrize("sections, field", [
