@@ -169,7 +169,7 @@ def optimal_context_length(trials: pd.DataFrame, n_boot: int = 1000, seed: int =
     if is_synthetic(trials):
         return step_optimum(trials, n_boot=n_boot, seed=seed, confidence=confidence)
     ok, excluded = _validate.split_trials(trials)
-    rng = np.random.default_rng(seed)
+    rng, end_rng = np.random.default_rng(seed), np.random.default_rng([seed, 1])
     sizes = sorted(set(ok["data_size"]) | set(excluded["data_size"]))
     per_size = {}
     pool = []
@@ -186,7 +186,16 @@ def optimal_context_length(trials: pd.DataFrame, n_boot: int = 1000, seed: int =
     residuals = np.concatenate([r for r, _ in pool]) if pool else np.empty(0)
     tail = (1.0 - confidence) / 2
 
-    rows = []
+    def noise_for(cells, lo, hi):
+        """(mode, widened noise) of the bootstrap over the window [lo, hi), or None without one."""
+        seed_noise, seed_dof = stats.seed_deviations(cells)
+        if all(len(c) >= 2 for c in cells[lo:hi]) and seed_dof:
+            return "seeds", seed_noise * stats.t_widening(seed_dof, tail)
+        if residuals.size:
+            return "residuals", residuals * stats.t_widening(residual_dof, tail)
+        return None
+
+    rows, boots = [], {}  # boots: bootstrap log l* per data size, a grid end where the curve's minimum is there
     for size in sizes:
         sub, grid, x, cells, means = per_size[size]
         n_excl = int((excluded["data_size"] == size).sum())
@@ -205,31 +214,37 @@ def optimal_context_length(trials: pd.DataFrame, n_boot: int = 1000, seed: int =
             row["outside"] = "" if len(grid) == 1 else ("below" if k == 0 else "above")
             rows.append(row)
             continue
+        lo, hi = _window(k, len(grid), window)
+        found = noise_for(cells, lo, hi)
         if k in (0, len(grid) - 1):
             row["outside"] = "below" if k == 0 else "above"
             row["note"] = f"grid minimum at the {'smallest' if k == 0 else 'largest'} context length"
+            if found:  # for the increase probabilities: how often the minimum leaves this end (own
+                # generator: the bracketed sizes' intervals stay what they were without this)
+                curves = _bootstrap_curves(cells, means, x, window, *found, n_boot, end_rng)
+                boots[size] = _vertices(x, curves, window)[0]
             rows.append(row)
             continue
-        lo, hi = _window(k, len(grid), window)
         x_star, loss_at, _ = _vertices(x, means[None, :], window)
         row.update(bracketed=True, l_star=math.exp(x_star[0]), loss_at_l_star=loss_at[0], n_fit_points=hi - lo)
-        seed_noise, seed_dof = stats.seed_deviations(cells)
-        if all(len(c) >= 2 for c in cells[lo:hi]) and seed_dof:
-            mode, noise, dof = "seeds", seed_noise, seed_dof
-        elif residuals.size:
-            mode, noise, dof = "residuals", residuals, residual_dof
-        else:
+        if found is None:
             row["note"] = "one seed and windows without spare points: no noise estimate, no interval"
             rows.append(row)
             continue
-        noise = noise * stats.t_widening(dof, tail)
+        mode, noise = found
         curves = _bootstrap_curves(cells, means, x, window, mode, noise, n_boot, rng)
         boot_x, _, side = _vertices(x, curves, window)
+        boots[size] = boot_x
         low, high = np.quantile(boot_x, [tail, 1 - tail])
         row.update(l_star_low=math.exp(low), l_star_high=math.exp(high), interval_method=mode,
                    boot_unbracketed=float(np.mean(side != 0)))
         rows.append(row)
-    return OptimalContextLength(pd.DataFrame(rows, columns=OPTIMAL_COLUMNS), confidence, n_boot, window)
+    increase = [{"data_size": a, "next_data_size": b, "p_not_lower": float(np.mean(boots[b] >= boots[a])),
+                 "p_higher": float(np.mean(boots[b] > boots[a]))}
+                for a, b in zip(sizes, sizes[1:]) if a in boots and b in boots]
+    return OptimalContextLength(pd.DataFrame(rows, columns=OPTIMAL_COLUMNS), confidence, n_boot, window,
+                                increase=pd.DataFrame(increase, columns=["data_size", "next_data_size", "p_not_lower",
+                                                                         "p_higher"]))
 
 
 @_validate.fits_one_configuration

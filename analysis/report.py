@@ -19,7 +19,6 @@ from .bayes import is_synthetic, synthetic_gap, synthetic_risk_curve
 from .entropy import entropy_report
 from .optimum import fit_optimal_context_law, optimal_context_length
 from .present import data_size, html_figure, html_sections, html_table, html_text, number, write_html_page
-from .results import StepOptimum
 from .surface import fit_loss_surface, surface_residuals
 from .tasks import has_task_losses, task_loss_table
 
@@ -37,8 +36,8 @@ def write_report(trials: pd.DataFrame, out_dir, name: str = "sweep", n_boot: int
     """Analyse one sweep's trials table, write its report into `out_dir`, return the summary text.
 
     Writes report.html (self-contained), optimal_context_length.csv, law.json, surface_fit.json,
-    surface_optima.csv, the PNG plots, and for synthetic sweeps synthetic_gap.csv and
-    optimum_increase.csv (and task_excess.csv when the trials carry per-task losses). `extra` is
+    surface_optima.csv, optimum_increase.csv, the PNG plots, and for synthetic sweeps
+    synthetic_gap.csv (and task_excess.csv when the trials carry per-task losses). `extra` is
     (text, HTML sections) to add, e.g. `entropy_report`'s.
     Raises ValueError when no trial is usable.
     """
@@ -56,8 +55,7 @@ def write_report(trials: pd.DataFrame, out_dir, name: str = "sweep", n_boot: int
     surface_optima = surface.optima_frame()
 
     optimal.table.to_csv(out / "optimal_context_length.csv", index=False)
-    if isinstance(optimal, StepOptimum):
-        optimal.increase.to_csv(out / "optimum_increase.csv", index=False)
+    optimal.increase.to_csv(out / "optimum_increase.csv", index=False)
     (out / "law.json").write_text(json.dumps({"sweep": name, **law.to_dict()}, indent=2))
     (out / "surface_fit.json").write_text(json.dumps({"sweep": name, **surface.to_dict()}, indent=2))
     comparison = optimal.table[["data_size", "l_star", "l_star_low", "l_star_high", "bracketed"]].merge(

@@ -252,7 +252,12 @@ class OptimumResult(_Result):
         raise NotImplementedError
 
     def _extra_lines(self) -> list[str]:
-        return []
+        """P(l* does not fall) and P(l* rises) per pair of consecutive data sizes (`.increase`)."""
+        increase = getattr(self, "increase", None)
+        if increase is None:
+            return []
+        return [f"  D {data_size(r['data_size'])} -> {data_size(r['next_data_size'])}: P(l* does not fall) = "
+                f"{r['p_not_lower']:.2f}, P(l* rises) = {r['p_higher']:.2f}" for _, r in increase.iterrows()]
 
     def summary(self) -> str:
         """A line per data size: l* with its interval, or why there is none."""
@@ -301,6 +306,10 @@ class OptimalContextLength(OptimumResult):
     n_boot: int
     window: int
     message: str = ""
+    # per pair of consecutive data sizes with bootstrap curves: P(l* does not fall), P(l* rises);
+    # a curve whose minimum is at a grid end counts at that end
+    increase: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(
+        columns=["data_size", "next_data_size", "p_not_lower", "p_higher"]))
 
     def _method(self) -> str:
         return f"smooth estimator: a polynomial in log l through at most {self.window} grid points around the grid minimum"
@@ -330,7 +339,3 @@ class StepOptimum(OptimumResult):
         values = [int(v) for v in self.candidates]
         shown = ", ".join(map(str, values)) if len(values) <= 12 else f"{values[0]}, {values[1]}, ..., {values[-1]} ({len(values)})"
         return f"step estimator: exact Bayes risk + a smooth excess; candidates {shown}"
-
-    def _extra_lines(self) -> list[str]:
-        return [f"  D {data_size(r['data_size'])} -> {data_size(r['next_data_size'])}: P(l* does not fall) = "
-                f"{r['p_not_lower']:.2f}, P(l* rises) = {r['p_higher']:.2f}" for _, r in self.increase.iterrows()]

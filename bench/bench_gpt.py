@@ -64,12 +64,15 @@ DEFAULT_VARIANTS = [
 
 
 def variant_spec(context_length: int, attention: str, micro_batch_tokens: int, *, tokens_per_step: int,
-                 compile: bool, preset: str, device: str, data_size: int, world: int) -> GPTSpec:
-    """The GPT spec a sweep would run this variant with (everything else at the spec's defaults)."""
+                 compile: bool, preset: str, device: str, data_size: int, world: int,
+                 shape: tuple[int, int, int] | None = None) -> GPTSpec:
+    """The GPT spec a sweep would run this variant with (everything else at the spec's defaults);
+    `shape` (n_layer, n_head, n_embd) replaces the preset."""
+    model = {"preset": preset} if shape is None else dict(zip(("n_layer", "n_head", "n_embd"), shape), preset=None)
     return GPTSpec.model_validate({
         "name": "bench", "experiment": "gpt",
         "grid": {"context_length": [context_length], "data_size": [data_size]},
-        "model": {"preset": preset},
+        "model": model,
         "training": {"tokens_per_step": tokens_per_step, "micro_batch_tokens": micro_batch_tokens,
                      "compile": compile, "attention": attention, "precision": "bf16", "device": device},
         "resources": {"num_workers": world if world > 1 else 0},
@@ -78,12 +81,14 @@ def variant_spec(context_length: int, attention: str, micro_batch_tokens: int, *
 
 def bench_variant(context_length: int, attention: str, micro_batch_tokens: int, *, tokens: np.ndarray,
                   tokens_per_step: int, steps: int, warmup: int, compile: bool, peak: float,
-                  preset: str = "study", device: str = "cuda", profile_to: str | None = None) -> dict:
+                  preset: str = "study", device: str = "cuda", profile_to: str | None = None,
+                  shape: tuple[int, int, int] | None = None) -> dict:
     cuda = device == "cuda"
     torch._dynamo.reset()  # each variant compiles its own graphs (another T or kernel choice)
     world = rank_and_world()[1]
     spec = variant_spec(context_length, attention, micro_batch_tokens, tokens_per_step=tokens_per_step,
-                        compile=compile, preset=preset, device=device, data_size=len(tokens), world=world)
+                        compile=compile, preset=preset, device=device, data_size=len(tokens), world=world,
+                        shape=shape)
     # validation windows are never cut here: the training tokens stand in for them
     run = setup_gpt(spec, context_length, 0, tokens, tokens)
     lr = spec.training.lr  # the step's time does not depend on the schedule
@@ -141,6 +146,7 @@ def main() -> None:
     parser.add_argument("--coordinate-descent", action="store_true", help="inductor's coordinate-descent kernel tuning")
     parser.add_argument("--profile", default=None, help="append a per-kernel GPU time table per variant here")
     parser.add_argument("--preset", default="study", choices=sorted(PRESETS), help="model size (tiny: smoke test)")
+    parser.add_argument("--shape", default=None, help="n_layer:n_head:n_embd instead of --preset")
     parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"], help="cpu: smoke test of this script")
     args = parser.parse_args()
 
@@ -164,7 +170,8 @@ def main() -> None:
             row = bench_variant(int(T), attention, int(mb), tokens=tokens, tokens_per_step=args.tokens_per_step,
                                 steps=args.steps, warmup=args.warmup, compile=not args.no_compile,
                                 peak=args.peak_flops, preset=args.preset, device=args.device,
-                                profile_to=args.profile)
+                                profile_to=args.profile,
+                                shape=tuple(map(int, args.shape.split(":"))) if args.shape else None)
         except Exception as err:  # e.g. a kernel that does not support the shape: report, go on
             row = {"variant": variant, "error": f"{type(err).__name__}: {str(err)[:300]}"}
             if args.device == "cuda":

@@ -68,6 +68,29 @@ def test_the_result_reads_as_text_and_json(family):
     assert fit_optimal_context_law(result).to_dict() == fit_optimal_context_law(table).to_dict()
 
 
+def test_increase_probabilities_of_optima_that_rise_with_data(family):
+    trials, _ = family
+    result = optimal_context_length(trials, seed=1)
+    inc = result.increase
+    assert list(inc.columns) == ["data_size", "next_data_size", "p_not_lower", "p_higher"]
+    assert inc["data_size"].tolist() == [1e3, *INSIDE] and inc["next_data_size"].tolist() == [*INSIDE, 1e8]
+    # true l* rises by 3^0.4 = 1.55x per step, more than the intervals' half-widths
+    assert (inc["p_higher"] > 0.9).all() and (inc["p_not_lower"] >= inc["p_higher"]).all()
+    lines = result.summary().splitlines()
+    assert f"  D 1,000 -> 10,000: P(l* does not fall) = {inc['p_not_lower'].iloc[0]:.2f}, " \
+           f"P(l* rises) = {inc['p_higher'].iloc[0]:.2f}" in lines
+    # the same curve at two data sizes: l* neither rises nor falls beyond chance
+    flat = trials[trials["data_size"] == 1e5]
+    twice = pd.concat([flat, flat.assign(data_size=2e5)], ignore_index=True)
+    p = optimal_context_length(twice, seed=1).increase.iloc[0]
+    assert 0.3 < p["p_higher"] < 0.7
+    # two data sizes whose minimum is at the top of the grid: tied there, so l* never rises
+    top = trials[trials["data_size"] == 1e8]
+    ends = optimal_context_length(pd.concat([top, top.assign(data_size=2e8)], ignore_index=True), seed=1)
+    assert not ends.table["bracketed"].any()
+    assert ends.increase["p_higher"].iloc[0] < 0.5 <= ends.increase["p_not_lower"].iloc[0]
+
+
 def test_law_recovered_with_an_interval_covering_the_truth(family):
     _, opt = family
     law = fit_optimal_context_law(opt)

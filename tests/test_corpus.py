@@ -294,3 +294,25 @@ def test_default_local_corpus(tmp_path):
     assert (m["splits"]["train"]["documents"], m["splits"]["val"]["documents"]) == (38, 2)
     assert (m["splits"]["train"]["tokens"], m["splits"]["val"]["tokens"]) == (1_493_662, 69_169)
     assert default_local_corpus(cache_dir=tmp_path) == path  # cached: second call is a no-op
+
+
+def test_random_subset_samples_whole_documents_nested_by_seed():
+    lengths = [10, 20, 30, 40, 50, 60, 70, 80, 90, 100]
+    c = synthetic_corpus(lengths)  # token i of the corpus has value i: a token names its document
+    doc_of = np.repeat(np.arange(len(lengths)), lengths)
+    small, large = c.sampled_subset(tokens=120, seed=3), c.sampled_subset(tokens=400, seed=3)
+    assert len(small) == 120 and len(large) == 400
+    np.testing.assert_array_equal(large[:120], small)  # one seed, one document order: nested
+    # whole documents, each contiguous and in its own order, only the last one cut
+    docs = [d for i, d in enumerate(doc_of[large]) if i == 0 or d != doc_of[large][i - 1]]
+    assert len(docs) == len(set(docs))
+    for d in docs[:-1]:
+        np.testing.assert_array_equal(np.sort(large[doc_of[large] == d]), np.arange(sum(lengths[:d]), sum(lengths[:d + 1])))
+    # not the prefix, and another seed another sample
+    assert docs[:3] != [0, 1, 2]
+    assert not np.array_equal(c.sampled_subset(tokens=120, seed=4), small)
+    np.testing.assert_array_equal(np.sort(c.sampled_subset(tokens=550, seed=3)), np.arange(550))  # all of it
+    with pytest.raises(ValueError, match=r"tokens=551 exceeds the 550 training tokens of /corpora/synthetic"):
+        c.sampled_subset(tokens=551)
+    with pytest.raises(ValueError, match="positive"):
+        c.sampled_subset(tokens=0)

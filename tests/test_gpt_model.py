@@ -97,8 +97,51 @@ def test_tied_embedding_and_parameter_counts():
 
 
 @pytest.mark.parametrize(
-    "kwargs, message", [(dict(n_embd=100, n_head=3), "divisible"), (dict(n_embd=12, n_head=4), "even")]
+    "kwargs, message", [(dict(n_embd=100, n_head=3), "divisible"), (dict(n_embd=12, n_head=4), "even"),
+                        (dict(n_embd=32, n_head=2, rope_fraction=0.3), "even whole number"),  # 4.8 channels
+                        (dict(n_embd=32, n_head=2, rope_fraction=0.0), "rope_fraction")]
 )
 def test_config_rejects_bad_shapes(kwargs, message):
     with pytest.raises(ValueError, match=message):
         GPTConfig(n_layer=1, **kwargs)
+
+
+def test_partial_rope_rotates_the_first_channels_and_leaves_the_rest():
+    # the study's fork: half of each head rotated (rotary dim = head_dim / 2), frequencies over that half
+    torch.manual_seed(0)
+    x = torch.randn(2, 9, 3, 16, dtype=torch.float64)
+    config = GPTConfig(n_layer=1, n_head=2, n_embd=32, rope_fraction=0.5, rope_base=100.0)
+    assert config.rotary_dim == 8
+    cos, sin = rope_angles(9, config.rotary_dim, base=100.0)
+    got = apply_rope(x, cos, sin).numpy()
+    np.testing.assert_allclose(got[..., :8], reference_rope(x[..., :8].numpy(), 100.0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(got[..., 8:], x[..., 8:].numpy())  # position-free channels
+
+
+def test_rope_fraction_one_is_the_default_model_and_half_differs():
+    torch.manual_seed(0)
+    idx = torch.randint(0, 256, (2, 24))
+    models = {}
+    for fraction in (None, 1.0, 0.5):
+        torch.manual_seed(1)
+        kwargs = {} if fraction is None else {"rope_fraction": fraction}
+        models[fraction] = GPT(GPTConfig(**PRESETS["tiny"], vocab_size=256, **kwargs)).eval()
+    with torch.no_grad():
+        default, full, half = (models[f](idx)[0] for f in (None, 1.0, 0.5))
+    torch.testing.assert_close(default, full, rtol=0, atol=0)
+    assert (half - full).abs().amax() > 1e-5  # same weights, other positions: another function
+    assert models[0.5].rope_cos.shape == (16384, 8)  # tiny: head_dim 32, 16 rotated, 8 frequencies
+
+
+def test_partial_rope_model_exports_as_gpt_neox_rotary_pct(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    from ctxscale.measure.export import export_gpt
+
+    torch.manual_seed(0)
+    config = dict(n_layer=2, n_head=4, n_embd=64, vocab_size=320, rope_base=500.0, rope_fraction=0.5)
+    model = GPT(GPTConfig(**config)).eval()
+    torch.save({"model": model.state_dict(), "model_config": config}, tmp_path / "state.pt")
+    hf = transformers.AutoModelForCausalLM.from_pretrained(export_gpt(tmp_path, tmp_path / "hf"), dtype=torch.float32)
+    x = torch.randint(0, 320, (3, 50))
+    with torch.no_grad():
+        torch.testing.assert_close(model(x)[0], hf.eval()(x).logits, atol=1e-4, rtol=1e-4)

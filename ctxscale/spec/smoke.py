@@ -25,7 +25,8 @@ def smoke(spec):
     if "data_size" in raw["grid"]:
         raw["grid"]["data_size"] = sorted(raw["grid"]["data_size"])[:2]
         raw["grid"]["seed"] = raw["grid"]["seed"][:1]
-    raw["resources"].update(gpus_per_trial=0.0, num_workers=0, max_concurrent_trials=None)
+    # one CPU per trial: a spec written for a GPU machine's cores still fits a 2-core laptop
+    raw["resources"].update(gpus_per_trial=0.0, cpus_per_trial=1, num_workers=0, max_concurrent_trials=None)
     if spec.experiment == "synthetic":
         raw["training"].update(max_epochs=min(spec.training.max_epochs, 3), device="cpu")
         # generate only what the smaller grid reads, and validate on few rows: evaluation dominates on a CPU

@@ -75,11 +75,14 @@ def plan_batches(tokens_per_step: int, context_length: int, micro_batch_tokens: 
     return best[1]
 
 
-def lr_at(step: int, *, lr: float, min_lr: float, warmup_steps: int, decay_steps: int) -> float:
+def lr_at(step: int, *, lr: float, min_lr: float, warmup_steps: int, decay_steps: Optional[int]) -> float:
     """Learning rate for optimizer step `step` (0-based): linear warm-up to `lr` over
-    `warmup_steps`, cosine decay to `min_lr` at `decay_steps`, `min_lr` after (nanoGPT)."""
+    `warmup_steps`, cosine decay to `min_lr` at `decay_steps`, `min_lr` after (nanoGPT);
+    `decay_steps=None`: `lr` from the end of the warm-up on (constant)."""
     if step < warmup_steps:
         return lr * (step + 1) / warmup_steps
+    if decay_steps is None:
+        return lr
     if step >= decay_steps:
         return min_lr
     progress = (step - warmup_steps) / (decay_steps - warmup_steps)
@@ -113,6 +116,10 @@ class TokenWindows:
     def fixed_starts(self, count: int) -> np.ndarray:
         """`count` window starts spread evenly over the array: the same windows at every evaluation."""
         return np.linspace(0, len(self.tokens) - self.context_length - 1, count).astype(np.int64)
+
+    def random_starts(self, rng: np.random.Generator, count: int) -> np.ndarray:
+        """`count` window starts drawn uniformly (nanoGPT's evaluation: new windows every time)."""
+        return rng.integers(0, len(self.tokens) - self.context_length, size=count)
 
 
 # --- Model, optimizer, one step ---------------------------------------------------------------
@@ -209,6 +216,8 @@ class GPTSetup:
     val_windows: TokenWindows
     val_starts: np.ndarray  # this rank's share of the fixed validation windows
     grad_clip: float
+    seed: int
+    eval_windows: str  # "fixed": val_starts at every evaluation; "random": as many, drawn anew each time
     device: torch.device
     rank: int
     world: int
@@ -216,6 +225,14 @@ class GPTSetup:
     def step(self, lr: float) -> torch.Tensor:
         """One optimizer step at learning rate `lr` (see `train_step`)."""
         return train_step(self.net, self.optimizer, self.batches, self.plan, lr, self.grad_clip, self.forward_ctx)
+
+    def eval_starts(self, step: int) -> np.ndarray:
+        """This rank's validation windows for the evaluation after optimizer step `step`. Random
+        ones come from a generator seeded by (seed, rank, step): a resumed trial draws the same."""
+        if self.eval_windows == "fixed":
+            return self.val_starts
+        rng = np.random.default_rng([self.seed, self.rank, step, 1])
+        return self.val_windows.random_starts(rng, len(self.val_starts))
 
 
 def setup_gpt(spec, context_length: int, seed: int, train_tokens: np.ndarray, val_tokens: np.ndarray) -> GPTSetup:
@@ -243,7 +260,7 @@ def setup_gpt(spec, context_length: int, seed: int, train_tokens: np.ndarray, va
         batches=TokenWindows(train_tokens, context_length, device).random_batches(rng, plan.micro_batch),
         val_windows=val_windows,
         val_starts=val_windows.fixed_starts(per_eval)[rank::world],  # whole micro-batches per rank: no recompiles
-        grad_clip=t.grad_clip, device=device, rank=rank, world=world,
+        grad_clip=t.grad_clip, seed=seed, eval_windows=t.eval_windows, device=device, rank=rank, world=world,
     )
 
 
@@ -312,7 +329,10 @@ def run_gpt_trial(trial: dict, report: Report, resume_dir: Optional[str] = None)
 
     spec = GPTSpec.model_validate(trial["spec"])
     corpus = load_corpus(resolve_corpus_path(spec.data.corpus))
-    train_tokens = corpus.training_subset(tokens=trial["data_size"], offset_percent=spec.data.offset_percent)
+    if spec.data.subset == "random":
+        train_tokens = corpus.sampled_subset(tokens=trial["data_size"], seed=spec.data.subset_seed)
+    else:
+        train_tokens = corpus.training_subset(tokens=trial["data_size"], offset_percent=spec.data.offset_percent)
     return train_gpt(spec, trial["context_length"], trial["seed"], train_tokens, corpus.val_tokens,
                      report, resume_dir=resume_dir)
 
@@ -323,7 +343,8 @@ def train_gpt(spec, context_length: int, seed: int, train_tokens: np.ndarray, va
 
     `report(metrics, checkpoint_dir)` is called after every evaluation (every `eval_every` steps
     and at the end) on every rank with the same all-reduced metrics; rank 0 passes a fresh folder
-    holding the checkpoint, deleted when `report` returns (Ray's report persists it before). The
+    holding the checkpoint, deleted when `report` returns (Ray's report persists it before), at
+    every evaluation or, with `training.checkpoint_every_s`, at most that often and at the last. The
     last report has status "ok" (early stop or max_steps) or "diverged" (non-finite loss).
     """
     t = spec.training
@@ -337,11 +358,12 @@ def train_gpt(spec, context_length: int, seed: int, train_tokens: np.ndarray, va
             return metrics
 
     flops_per_token = run.model.flops_per_token(context_length)
-    decay_steps = t.lr_decay_steps or t.max_steps
+    decay_steps = None if t.lr_schedule == "constant" else t.lr_decay_steps or t.max_steps
     fixed = {"context_length": context_length, "data_size": data_size, "tokens_per_step": plan.tokens_per_step,
              "micro_batch": plan.micro_batch, "accumulation": plan.accumulation, "world_size": world,
              "num_params": run.model.num_params(non_embedding=False)}
     started, wall_before = time.perf_counter(), progress.wall_s
+    checkpointed_s = progress.wall_s if resume_dir else -math.inf  # wall time of the last checkpoint
 
     while not progress.done:
         interval_start, steps, loss_sum = time.perf_counter(), 0, torch.zeros((), device=run.device)
@@ -353,7 +375,8 @@ def train_gpt(spec, context_length: int, seed: int, train_tokens: np.ndarray, va
             steps += 1
         train_loss = loss_sum.item() / max(steps, 1)  # .item() waits for the GPU: the timing below is real
         train_s = time.perf_counter() - interval_start
-        val_sum, val_count = evaluate(run.compiled, run.val_windows, run.val_starts, plan.micro_batch, run.forward_ctx)
+        val_sum, val_count = evaluate(run.compiled, run.val_windows, run.eval_starts(progress.step), plan.micro_batch,
+                                      run.forward_ctx)
         train_loss, val_sum, val_count = all_reduce([train_loss, val_sum, val_count], run.device)
         train_s, wall_s = all_reduce([train_s, wall_before + time.perf_counter() - started], run.device, op="max")
         train_loss, val_loss = train_loss / world, val_sum / val_count
@@ -377,7 +400,12 @@ def train_gpt(spec, context_length: int, seed: int, train_tokens: np.ndarray, va
             "wall_s": wall_s, "status": ("diverged" if diverged else "ok") if progress.done else "running",
             "final_train_loss": train_loss if progress.done else math.nan, **fixed,
         }
-        rng_states = all_gather_object(_rng_state(run.rng, run.device))  # a collective: every rank takes part
+        # wall_s is all-reduced, so every rank takes the same decision (the gather is a collective)
+        if not (progress.done or wall_s - checkpointed_s >= t.checkpoint_every_s):
+            report(metrics, checkpoint_dir=None)
+            continue
+        checkpointed_s = wall_s
+        rng_states = all_gather_object(_rng_state(run.rng, run.device))
         if run.rank == 0:
             with tempfile.TemporaryDirectory(prefix="ctxscale-gpt-") as checkpoint_dir:
                 _save_checkpoint(Path(checkpoint_dir), run.model, run.optimizer, progress, rng_states, metrics)

@@ -110,6 +110,26 @@ class Corpus:
             )
         return self.train_tokens[start : start + tokens]
 
+    def sampled_subset(self, *, tokens: int, seed: int = 0) -> np.ndarray:
+        """``tokens`` training tokens of whole documents taken in a random order (the last one cut).
+
+        The study's subsets are shares of its shuffled long documents; this is that sample sized
+        in tokens. One seed gives one document order, so a smaller subset is the start of a larger
+        one, and every subset is a sample of the whole split rather than of its first sources.
+        Returns an in-memory copy (the documents are not contiguous in ``train.bin``).
+        """
+        if tokens <= 0:
+            raise ValueError(f"tokens={tokens} must be positive")
+        if tokens > len(self.train_tokens):
+            raise ValueError(
+                f"tokens={tokens:,} exceeds the {len(self.train_tokens):,} training tokens of {self.path}"
+            )
+        order = np.random.default_rng(seed).permutation(len(self.train_docs))
+        ends = np.cumsum(self.train_docs[order, 1])
+        taken = int(np.searchsorted(ends, tokens)) + 1  # documents up to the one that reaches the budget
+        pieces = [self.train_tokens[start:start + length] for start, length in self.train_docs[order[:taken]]]
+        return np.concatenate(pieces)[:tokens]
+
     def documents(self, split: str) -> np.ndarray:
         """[start, length] rows of the documents of ``split`` ("train" or "val")."""
         if split not in SPLITS:
