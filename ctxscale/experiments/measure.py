@@ -11,8 +11,8 @@ trials row, a finished point stores:
     <results>/<name>/spectra/<trial_id>.parquet  model, context_length, eigenvalues (JSON), intrinsic_dim_<t>, ...
     <results>/<name>/features/<trial_id>.npy     the hidden states (spectra.write_features only)
 
-`config_hash` covers what changes a measured number (model, corpus content, protocol, layer, dtype,
-tokenizer), not the name, resources, batch size or spectrum thresholds: a changed threshold or N
+`config_hash` covers what changes a measured number (model, corpus content, protocol, layer, KDE
+settings, dtype, tokenizer), not the name, resources, batch size or spectrum thresholds: a changed threshold or N
 list recomputes the stored spectra columns from the stored eigenvalues, without the model.
 """
 from __future__ import annotations
@@ -28,6 +28,7 @@ from typing import Iterator, Optional
 import numpy as np
 
 from .. import store
+from ..measure.kde import kde_entropy
 from ..measure.spectra import (DEFAULT_THRESHOLD, measure_columns, pca_eigenvalues, spectrum_measures,
                                threshold_column, usable_count)
 from ..spec.common import SpecError, resolve_corpus_path
@@ -56,7 +57,8 @@ def config_hash(spec: MeasureSpec, model: str, corpus_path: Path) -> str:
 
     split = load_corpus(corpus_path).manifest["splits"][spec.protocol.split]
     payload = {"model": model, "corpus_sha256": split["sha256"], "protocol": spec.protocol.model_dump(mode="json"),
-               "layer": spec.spectra.layer, "dtype": spec.inference.dtype, "tokenizer": spec.inference.tokenizer}
+               "layer": spec.spectra.layer, "kde": [spec.spectra.kde_dims, spec.spectra.kde_max_samples],
+               "dtype": spec.inference.dtype, "tokenizer": spec.inference.tokenizer}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:8]
 
 
@@ -170,6 +172,8 @@ def measure_model(group: list[dict], report, corpus_path, resume_dir: Optional[s
         spectra_row = {**fixed, "layer": spec.spectra.layer, "n_samples": len(features),
                        "hidden_dim": int(features.shape[1]), "n_usable": usable_count(eig, len(features)),
                        "eigenvalues": json.dumps(eig.tolist()),
+                       "kde_entropy": kde_entropy(features, spec.spectra.kde_dims, spec.spectra.kde_max_samples),
+                       "kde_dims": spec.spectra.kde_dims,
                        **spectrum_measures(eig, spec.spectra.thresholds, spec.spectra.n_eigenvalues, len(features))}
         print(_line(ce_row, spectra_row), flush=True)
         metrics = {"point": point["trial_id"], "status": "ok", "ce": ce_row, "spectra": spectra_row}
