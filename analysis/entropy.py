@@ -113,7 +113,7 @@ def merged_measurements(ce: pd.DataFrame, spectra: pd.DataFrame) -> pd.DataFrame
     keys = [k for k in ("sweep", "model", "context_length", "config_hash") if k in ce.columns and k in spectra.columns]
     columns = [c for pairs in measure_columns(spectra.columns).values() for _, c in pairs]
     columns += [c for c in KDE_COLUMNS if c in spectra.columns]
-    merged = ce[keys + ["ce"] + [c for c in ("ce_se", "bayes_risk") if c in ce.columns]].merge(
+    merged = ce[keys + ["ce"] + [c for c in ("ce_se", "bayes_risk", "data_size") if c in ce.columns]].merge(
         spectra[keys + columns + ["eigenvalues"]], on=keys, how="inner")
     merged.insert(0, "series", _series_key(merged))
     return merged.sort_values(["series", "context_length"]).reset_index(drop=True)
@@ -173,7 +173,8 @@ def kde_sumlog_correlation(merged: pd.DataFrame) -> pd.DataFrame:
 
 def bayes_risk_table(merged: pd.DataFrame) -> pd.DataFrame:
     """Trained CE beside the exact Bayes risk per context length (rows of a `ce` table that carries
-    `bayes_risk`, e.g. the parity experiment's), mean and spread over models (trained seeds).
+    `bayes_risk`, e.g. the parity experiment's), per data size where the rows have one: mean and
+    spread over models (trained seeds).
 
     Examples
     --------
@@ -183,7 +184,8 @@ def bayes_risk_table(merged: pd.DataFrame) -> pd.DataFrame:
     [[17.0, 0.467, 0.0027, 0.0058, 2.0]]
     """
     frame = merged.assign(gap=merged["ce"] - merged["bayes_risk"])
-    table = frame.groupby("context_length").agg(
+    keys = ["data_size", "context_length"] if "data_size" in frame.columns else ["context_length"]
+    table = frame.groupby(keys).agg(
         bayes_risk=("bayes_risk", "mean"), ce=("ce", "mean"), ce_min=("ce", "min"), ce_max=("ce", "max"),
         gap=("gap", "mean"), abs_gap=("gap", lambda g: float(np.abs(g).mean())), n_models=("ce", "size")).reset_index()
     table.insert(table.columns.get_loc("abs_gap") + 1, "relative_gap",
@@ -280,6 +282,8 @@ def _measured_section(ce, spectra, out: Path, figures: list) -> tuple[list[str],
     merged.drop(columns=["eigenvalues"]).to_csv(out / "ce_spectra.csv", index=False)
     for series, group in fits[fits["success"]].groupby("series"):
         for measure, sub in group.groupby("measure"):
+            if measure == "kde_entropy":  # one estimate per row: its own line below
+                continue
             best = sub.loc[sub["r2"].idxmax()]
             label = "t" if measure == "intrinsic_dim" else "N"
             lines.append(f"{series}: CE vs {MEASURES[measure]}: best R² = {number(best['r2'])} (r = {number(best['r'])}) "
@@ -327,11 +331,13 @@ def _kde_and_bayes(merged, fits, out: Path, figures: list) -> tuple[list[str], l
         table.to_csv(out / "ce_vs_bayes_risk.csv", index=False)
         from .bayes import fit_bayes_risk
 
-        law = fit_bayes_risk(table["context_length"], table["bayes_risk"])
+        risk = table.groupby("context_length")["bayes_risk"].first()
+        law = fit_bayes_risk(risk.index, risk.to_numpy())
         (out / "bayes_risk_law.json").write_text(json.dumps(law.to_dict(), indent=2))
-        lines.append(f"trained CE vs exact Bayes risk: mean |CE − Bayes| = {number(table['abs_gap'].mean(), 4)} nats over "
-                     f"{len(table)} context lengths, largest relative gap {number(table['relative_gap'].abs().max(), 3)} "
-                     "(ce_vs_bayes_risk.csv)")
+        for size, rows in (table.groupby("data_size") if "data_size" in table.columns else [(None, table)]):
+            lines.append(f"trained CE vs exact Bayes risk{'' if size is None else f' at D = {data_size(size)}'}: mean "
+                         f"|CE − Bayes| = {number(rows['abs_gap'].mean(), 4)} nats over {len(rows)} context lengths, "
+                         f"largest relative gap {number(rows['relative_gap'].abs().max(), 3)} (ce_vs_bayes_risk.csv)")
         lines.append("exact Bayes risk vs context length: " + law.summary())
         lines.append(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
         figures.append((entropy_plots.plot_bayes(table, law, out / "ce_vs_bayes_risk.png"),

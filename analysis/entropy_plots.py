@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from .plots import _figure, _log_x, _save, _scatter_fit
-from .present import number
+from .present import data_size, number
 
 
 def plot_kde(merged: pd.DataFrame, fits: pd.DataFrame, correlation: pd.DataFrame, path) -> Path:
@@ -42,11 +42,15 @@ def plot_bayes(table: pd.DataFrame, law, path) -> Path:
     C0 + C/l^γ fit of the Bayes risk."""
     fig = _figure()
     ax = fig.add_subplot()
-    l = table["context_length"].to_numpy(float)
-    ax.plot(l, table["bayes_risk"], "s-", color="k", ms=4, lw=1, label="exact Bayes risk")
-    ce = table["ce"].to_numpy(float)
-    ax.errorbar(l, ce, yerr=[ce - table["ce_min"], table["ce_max"] - ce], fmt="o", ms=4, capsize=2,
-                color="C1", label="trained CE (mean, min–max over models)")
+    risk = table.groupby("context_length")["bayes_risk"].first()
+    l = risk.index.to_numpy(float)
+    ax.plot(l, risk.to_numpy(), "s-", color="k", ms=4, lw=1, label="exact Bayes risk")
+    groups = table.groupby("data_size") if "data_size" in table.columns else [(None, table)]
+    for i, (size, rows) in enumerate(groups):
+        ce = rows["ce"].to_numpy(float)
+        ax.errorbar(rows["context_length"], ce, yerr=[ce - rows["ce_min"], rows["ce_max"] - ce], fmt="o", ms=4,
+                    capsize=2, color=f"C{(i + 1) % 10}",
+                    label="trained CE" + ("" if size is None else f", D = {data_size(size)}") + " (min–max over seeds)")
     if law.success:
         grid = np.geomspace(l.min(), l.max(), 200)
         ax.plot(grid, law.predict(grid), "--", color="C0", lw=1,

@@ -76,6 +76,7 @@ def test_measure_cli_stores_both_tables_and_skips_on_rerun(tmp_path, tiny_corpus
     assert len(spectra) == 3 and (spectra["hidden_dim"] == 32).all() and (spectra["n_samples"] == expected_chunks).all()
     assert {"intrinsic_dim_0.0035", "intrinsic_dim_0.1", "sum_log_eig_3", "sum_log_eig_10", "eigenvalues"} <= set(spectra.columns)
     assert (spectra["intrinsic_dim_0.1"] <= spectra["intrinsic_dim_0.0035"]).all()
+    assert np.isfinite(spectra["kde_entropy"]).all() and (spectra["kde_dims"] == 16).all()
 
     files = sorted((results / "tiny-measure").glob("*/*.parquet"))
     before = {p: p.stat().st_mtime_ns for p in files}

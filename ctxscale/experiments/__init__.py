@@ -1,4 +1,4 @@
-"""The three experiments as the sweep runner sees them: one small `Experiment` object each.
+"""The experiments as the sweep runner sees them: one small `Experiment` object each.
 
 An experiment says, for its kind of spec, what happens before Ray starts (`prepare`), which grid
 points the spec has (`points`), how pending points are grouped into Ray Tune trials (`group`), the
@@ -71,9 +71,10 @@ def provenance_keys() -> frozenset:
 def experiment_of(spec) -> Experiment:
     """The experiment object of a loaded spec."""
     from .measure import MEASURE
+    from .parity import PARITY
     from .training import GPT, SYNTHETIC
 
-    for experiment in (SYNTHETIC, GPT, MEASURE):
+    for experiment in (SYNTHETIC, GPT, MEASURE, PARITY):
         if isinstance(spec, experiment.spec_type):
             return experiment
     raise TypeError(f"not a sweep spec: {type(spec).__name__}")
