@@ -135,8 +135,8 @@ def measure_model(group: list[dict], report, corpus_path, resume_dir: Optional[s
     if inf.tokenizer is not None:
         from transformers import AutoTokenizer
 
-        source = loaded.path if inf.tokenizer == "model" else inf.tokenizer
-        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=inf.trust_remote_code)
+        source, extra = loaded.pretrained_source() if inf.tokenizer == "model" else (inf.tokenizer, {})
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=inf.trust_remote_code, **extra)
     protocol = Protocol(p.min_doc_tokens, p.drop_first, p.drop_last, p.chunk_length)
     chunks = build_chunks(corpus_documents(corpus, p.split, tokenizer, p.max_documents), protocol, p.max_chunks)
     # what only the loaded model and tokenizer can tell: checked here, before any length is measured
