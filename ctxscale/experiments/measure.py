@@ -37,10 +37,13 @@ from . import Experiment, provenance_keys
 
 
 def prepare_measure(spec: MeasureSpec, source: Optional[str] = None) -> Path:
-    """The corpus exists (preparing 'local' once) and its split has documents; returns its folder."""
+    """A GGUF model file exists; the corpus exists (preparing 'local' once) and its split has documents; returns its folder."""
     from ..data.corpus import CorpusError, load_corpus
 
     where = source or f"spec {spec.name!r}"
+    for model in spec.models:  # a GGUF file is local by nature: missing, it is the user's to fetch
+        if model.endswith(".gguf") and not Path(model).expanduser().is_file():
+            raise SpecError(f"{where}: model: GGUF file {model} not found (see the spec's header for how to get it)")
     path = resolve_corpus_path(spec.corpus)
     try:
         corpus = load_corpus(path)
