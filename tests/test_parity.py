@@ -131,4 +131,5 @@ def test_a_parity_sweep_stores_ce_and_spectra_per_context_length_and_the_report_
     report = results / "tiny-parity" / "report"
     assert (report / "ce_vs_bayes_risk.png").is_file() and (report / "kde_entropy.png").is_file()
     table = __import__("pandas").read_csv(report / "ce_vs_bayes_risk.csv")
-    assert table["context_length"].tolist() == [2, 4, 6]
+    assert table[["data_size", "context_length"]].values.tolist() == [[300, 2], [300, 4], [300, 6], [600, 2], [600, 4], [600, 6]]
+    assert (table["n_models"] == 1).all() and table["gap"].to_numpy() == pytest.approx(table["ce"] - table["bayes_risk"])
