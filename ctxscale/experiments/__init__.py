@@ -6,8 +6,8 @@ Ray-free function that runs one group (`run`) and the rows each finished point s
 `ctxscale.sweep.runner` applies the same scheduling and storage policy to all of them.
 
 A point is a plain dict that travels to Ray and into the store: `trial_id` (its coordinates and its
-`config_hash`), its coordinates (`context_length`, and `data_size` and `seed` or `model`),
-`config_hash` and `spec` (the resolved spec as JSON). `run(group, report, data, resume_dir)` calls
+`config_hash`), its coordinates (`context_length`, and `data_size` and `seed` or `model`; a
+parity point is `data_size` and `seed`, its context lengths evaluated inside), `config_hash` and `spec` (the resolved spec as JSON). `run(group, report, data, resume_dir)` calls
 `report(metrics, checkpoint_dir=None)` one or more times per point; a group of several points names
 the point of each report in `metrics["point"]` (its trial id). The final report of a point has
 `status` ok or diverged. A checkpoint folder may hold a `store/` folder whose files the runner
