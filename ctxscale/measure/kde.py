@@ -75,7 +75,10 @@ def kde_entropy(features, dims: Optional[int] = DEFAULT_DIMS, max_samples: Optio
     Returns
     -------
     float
-        NaN when fewer than 4 rows or no axis with variance are left, or fewer rows than 2 × dims.
+        NaN when fewer than 4 rows or no axis with variance are left, fewer rows than 2 × (dims + 1),
+        or a half whose covariance is singular. States that take few distinct values (a small model
+        on a discrete task) give a large negative entropy set by the bandwidth: compare such
+        values across context lengths of one model, not with other models.
 
     Examples
     --------
@@ -104,7 +107,10 @@ def kde_entropy(features, dims: Optional[int] = DEFAULT_DIMS, max_samples: Optio
     total, count = 0.0, 0
     for fit, scored in (halves, halves[::-1]):
         # scipy wants (d, n); bw_method 'scott' = n^(-1/(d+4)) times the sample covariance
-        density = gaussian_kde(fit.T, bw_method="scott")
+        try:
+            density = gaussian_kde(fit.T, bw_method="scott")
+        except np.linalg.LinAlgError:  # a half whose points span fewer axes than the whole: no density
+            return math.nan
         total -= float(density.logpdf(scored.T).sum())
         count += len(scored)
     return total / count
