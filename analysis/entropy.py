@@ -157,9 +157,10 @@ def kde_sumlog_correlation(merged: pd.DataFrame) -> pd.DataFrame:
 
     Examples
     --------
-    >>> rows = pd.DataFrame({"series": "m", "kde_entropy": [1.0, 2.0, 2.5, 4.0], "sum_log_eig_3": [-9.0, -7.0, -6.0, -3.0]})
-    >>> kde_sumlog_correlation(rows)[["N", "n"]].values.tolist(), round(kde_sumlog_correlation(rows)["r"][0], 3)
-    ([[3.0, 4.0]], 0.998)
+    >>> rows = pd.DataFrame({"series": "m", "kde_entropy": [1.0, 2.0, 2.4, 4.0], "sum_log_eig_3": [-9.0, -7.0, -6.0, -3.0]})
+    >>> table = kde_sumlog_correlation(rows)
+    >>> table[["N", "n"]].values.tolist(), round(float(table["r"][0]), 3)
+    ([[3.0, 4.0]], 0.999)
     """
     rows = []
     if "kde_entropy" in merged.columns:
