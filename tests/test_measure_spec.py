@@ -72,7 +72,8 @@ def test_config_hash_follows_the_science_only(tmp_path):
             _with(resources={"cpus_per_trial": 2}), _with(grid={"context_length": [8]})]
     for raw in same:
         assert config_hash(parse_spec(raw), "m", corpus) == base
-    for raw in (_with(protocol={"drop_first": 0}), _with(inference={"dtype": "bfloat16"}), _with(spectra={"layer": 1})):
+    for raw in (_with(protocol={"drop_first": 0}), _with(inference={"dtype": "bfloat16"}), _with(spectra={"layer": 1}),
+                _with(spectra={"kde_dims": 8})):
         assert config_hash(parse_spec(raw), "m", corpus) != base
     assert config_hash(parse_spec(GOOD), "other-model", corpus) != base
 
