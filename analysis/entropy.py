@@ -5,8 +5,11 @@ of Bi-MLP trials of a synthetic sweep. The study's claims (../shared/notes/paper
 
 - CE(l) = C0 + C / l^γ (fitted with `analysis.fit_bayes_risk`);
 - CE is linear in the intrinsic entropy measured from hidden states: in the thresholded-PCA
-  intrinsic dimension (every threshold) and in the sum of log relative eigenvalues (every N);
-  reported as linear fits with R² and Pearson r (the study: |r| ≈ 0.99).
+  intrinsic dimension (every threshold), in the sum of log relative eigenvalues (every N) and in
+  the Gaussian-KDE entropy (`kde_entropy`); reported as linear fits with R² and Pearson r (the
+  study: |r| ≈ 0.99), with the KDE vs sum-of-log-eigenvalue correlation (the study: r ≈ 0.998);
+- where the ce rows carry the exact Bayes risk (the parity experiment): trained CE beside it per
+  context length, and C0 + C/l^γ fitted to the Bayes risk.
 
 Fitting only; `entropy_report` draws with `analysis.plots` and writes the report section.
 Pandas / NumPy only (no Ray, no torch): the spectrum measures come from the pure-NumPy
@@ -28,10 +31,12 @@ from ctxscale.measure.spectra import (DEFAULT_N_EIGENVALUES, DEFAULT_THRESHOLD, 
 from ctxscale.store import load_results
 
 from . import _validate, stats
-from .present import data_size, html_figure, html_sections, html_table, number
+from .present import data_size, html_figure, html_sections, html_table, html_text, number
 from .results import LinearFit
 
-MEASURES = {"intrinsic_dim": "intrinsic dimension (threshold t)", "sum_log_eig": "sum of log relative eigenvalues (first N)"}
+MEASURES = {"intrinsic_dim": "intrinsic dimension (threshold t)", "sum_log_eig": "sum of log relative eigenvalues (first N)",
+            "kde_entropy": "KDE entropy (PCA dims)"}
+KDE_COLUMNS = ("kde_entropy", "kde_dims")  # ctxscale.measure.kde's estimate and its PCA dimensions
 
 
 def fit_linear(x, y) -> LinearFit:
@@ -107,7 +112,8 @@ def merged_measurements(ce: pd.DataFrame, spectra: pd.DataFrame) -> pd.DataFrame
     # a ce row pairs only with the spectrum of the same measurement configuration
     keys = [k for k in ("sweep", "model", "context_length", "config_hash") if k in ce.columns and k in spectra.columns]
     columns = [c for pairs in measure_columns(spectra.columns).values() for _, c in pairs]
-    merged = ce[keys + ["ce"] + (["ce_se"] if "ce_se" in ce.columns else [])].merge(
+    columns += [c for c in KDE_COLUMNS if c in spectra.columns]
+    merged = ce[keys + ["ce"] + [c for c in ("ce_se", "bayes_risk", "data_size") if c in ce.columns]].merge(
         spectra[keys + columns + ["eigenvalues"]], on=keys, how="inner")
     merged.insert(0, "series", _series_key(merged))
     return merged.sort_values(["series", "context_length"]).reset_index(drop=True)
@@ -136,8 +142,56 @@ def ce_entropy_fits(merged: pd.DataFrame) -> pd.DataFrame:
             for parameter, column in pairs:
                 fit = fit_linear(group[column], group["ce"])
                 rows.append({"series": series, "measure": measure, "parameter": parameter, **fit.to_dict()})
+        if "kde_entropy" in group.columns:  # one estimate per row; its parameter is the PCA dimension
+            dims = group["kde_dims"].dropna() if "kde_dims" in group.columns else pd.Series(dtype=float)
+            fit = fit_linear(group["kde_entropy"], group["ce"])
+            rows.append({"series": series, "measure": "kde_entropy",
+                         "parameter": float(dims.iloc[0]) if len(dims) else math.nan, **fit.to_dict()})
     columns = ["series", "measure", "parameter", *[f.name for f in dataclasses.fields(LinearFit)]]
     return pd.DataFrame(rows, columns=columns)
+
+
+def kde_sumlog_correlation(merged: pd.DataFrame) -> pd.DataFrame:
+    """Pearson r of the KDE entropy with the sum of log relative eigenvalues, per model and N, across
+    context lengths (the study's Fig. 9: r ≈ 0.998 for its best N).
+
+    Examples
+    --------
+    >>> rows = pd.DataFrame({"series": "m", "kde_entropy": [1.0, 2.0, 2.4, 4.0], "sum_log_eig_3": [-9.0, -7.0, -6.0, -3.0]})
+    >>> table = kde_sumlog_correlation(rows)
+    >>> table[["N", "n"]].values.tolist(), round(float(table["r"][0]), 3)
+    ([[3.0, 4.0]], 0.999)
+    """
+    rows = []
+    if "kde_entropy" in merged.columns:
+        for series, group in merged.groupby("series"):
+            for n, column in measure_columns(merged.columns)["sum_log_eig"]:
+                fit = fit_linear(group[column], group["kde_entropy"])
+                rows.append({"series": series, "N": n, "r": fit.r, "slope": fit.slope, "n": fit.n,
+                             "success": fit.success})
+    return pd.DataFrame(rows, columns=["series", "N", "r", "slope", "n", "success"])
+
+
+def bayes_risk_table(merged: pd.DataFrame) -> pd.DataFrame:
+    """Trained CE beside the exact Bayes risk per context length (rows of a `ce` table that carries
+    `bayes_risk`, e.g. the parity experiment's), per data size where the rows have one: mean and
+    spread over models (trained seeds).
+
+    Examples
+    --------
+    >>> rows = pd.DataFrame({"series": ["a", "b"], "context_length": [17, 17], "ce": [0.466, 0.468],
+    ...                      "bayes_risk": [0.4643, 0.4643]})
+    >>> bayes_risk_table(rows)[["context_length", "ce", "gap", "relative_gap", "n_models"]].round(4).values.tolist()
+    [[17.0, 0.467, 0.0027, 0.0058, 2.0]]
+    """
+    frame = merged.assign(gap=merged["ce"] - merged["bayes_risk"])
+    keys = ["data_size", "context_length"] if "data_size" in frame.columns else ["context_length"]
+    table = frame.groupby(keys).agg(
+        bayes_risk=("bayes_risk", "mean"), ce=("ce", "mean"), ce_min=("ce", "min"), ce_max=("ce", "max"),
+        gap=("gap", "mean"), abs_gap=("gap", lambda g: float(np.abs(g).mean())), n_models=("ce", "size")).reset_index()
+    table.insert(table.columns.get_loc("abs_gap") + 1, "relative_gap",
+                 table["gap"] / table["bayes_risk"].where(table["bayes_risk"] > 0))
+    return table
 
 
 # --- Bi-MLP features of a synthetic sweep ------------------------------------------------------
@@ -229,6 +283,8 @@ def _measured_section(ce, spectra, out: Path, figures: list) -> tuple[list[str],
     merged.drop(columns=["eigenvalues"]).to_csv(out / "ce_spectra.csv", index=False)
     for series, group in fits[fits["success"]].groupby("series"):
         for measure, sub in group.groupby("measure"):
+            if measure == "kde_entropy":  # one estimate per row: its own line below
+                continue
             best = sub.loc[sub["r2"].idxmax()]
             label = "t" if measure == "intrinsic_dim" else "N"
             lines.append(f"{series}: CE vs {MEASURES[measure]}: best R² = {number(best['r2'])} (r = {number(best['r'])}) "
@@ -240,10 +296,54 @@ def _measured_section(ce, spectra, out: Path, figures: list) -> tuple[list[str],
                     "CE vs intrinsic dimension and vs sum of log relative eigenvalues (default t, best N)"))
     figures.append((plots.plot_correlation_heatmap(fits, out / "ce_entropy_correlation.png"),
                     "Pearson r of CE with each measure, per threshold and per N"))
+    kde_lines, kde_sections = _kde_and_bayes(merged, fits, out, figures)
+    lines += kde_lines
+    sections += kde_sections
     figures.append((plots.plot_spectra(merged, out / "spectra.png"),
                     "PCA spectra of the hidden state (eigenvalue / largest) per context length"))
     wide = fits.pivot_table(index=["measure", "parameter"], columns="series", values="r2").reset_index()
     sections.append(("CE vs intrinsic entropy: R² of the linear fits", html_table(wide)))
+    return lines, sections
+
+
+def _kde_and_bayes(merged, fits, out: Path, figures: list) -> tuple[list[str], list[tuple[str, str]]]:
+    """CE vs KDE entropy and KDE vs sum of log eigenvalues (Fig. 2, 9 of the study); CE vs the exact
+    Bayes risk and its C0 + C/l^γ fit where the ce rows carry one (the parity experiment)."""
+    from . import entropy_plots
+
+    lines, sections = [], []
+    if "kde_entropy" in merged.columns and merged["kde_entropy"].notna().any():
+        correlation = kde_sumlog_correlation(merged)
+        correlation.to_csv(out / "kde_sumlog_correlation.csv", index=False)
+        for _, fit in fits[(fits["measure"] == "kde_entropy") & fits["success"]].iterrows():
+            line = (f"{fit['series']}: CE vs KDE entropy: slope {number(fit['slope'])} ± {number(fit['slope_se'], 2)} "
+                    f"nats per nat, R = {number(fit['r'], 4)} ({fit['n']} context lengths)")
+            usable = correlation[(correlation["series"] == fit["series"]) & correlation["success"]]
+            if len(usable):
+                best = usable.loc[usable["r"].abs().idxmax()]
+                line += f"; KDE vs sum of log eigenvalues: r = {number(best['r'], 4)} at N = {best['N']:g}"
+            lines.append(line)
+        figures.append((entropy_plots.plot_kde(merged, fits, correlation, out / "kde_entropy.png"),
+                        "CE vs KDE entropy, and KDE entropy vs sum of log relative eigenvalues (best N)"))
+        wide = correlation.pivot_table(index="N", columns="series", values="r").reset_index()
+        sections.append(("KDE entropy vs sum of log relative eigenvalues: Pearson r", html_table(wide)))
+    if "bayes_risk" in merged.columns and merged["bayes_risk"].notna().any():
+        table = bayes_risk_table(merged)
+        table.to_csv(out / "ce_vs_bayes_risk.csv", index=False)
+        from .bayes import fit_bayes_risk
+
+        risk = table.groupby("context_length")["bayes_risk"].first()
+        law = fit_bayes_risk(risk.index, risk.to_numpy())
+        (out / "bayes_risk_law.json").write_text(json.dumps(law.to_dict(), indent=2))
+        for size, rows in (table.groupby("data_size") if "data_size" in table.columns else [(None, table)]):
+            lines.append(f"trained CE vs exact Bayes risk{'' if size is None else f' at D = {data_size(size)}'}: mean "
+                         f"|CE − Bayes| = {number(rows['abs_gap'].mean(), 4)} nats over {len(rows)} context lengths, "
+                         f"largest relative gap {number(rows['relative_gap'].abs().max(), 3)} (ce_vs_bayes_risk.csv)")
+        lines.append("exact Bayes risk vs context length: " + law.summary())
+        lines.append(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+        figures.append((entropy_plots.plot_bayes(table, law, out / "ce_vs_bayes_risk.png"),
+                        "Trained CE and exact Bayes risk vs context length, with C0 + C/l^γ fitted to the Bayes risk"))
+        sections.append(("Trained CE vs exact Bayes risk", html_table(table) + html_text(law.summary())))
     return lines, sections
 
 

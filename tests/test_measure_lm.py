@@ -105,3 +105,15 @@ def test_exported_ctxscale_gpt_is_the_same_function(tmp_path):
         x = torch.randint(0, 320, (3, 50))
         with torch.no_grad():
             assert torch.allclose(model(x)[0], hf(x).logits, atol=1e-4)
+
+
+def test_a_gguf_model_and_its_tokenizer_are_read_from_the_file():
+    import torch
+
+    from ctxscale.measure.lm import LoadedModel
+
+    gguf = LoadedModel("m", "/models/smol/SmolLM2-135M-Instruct.Q4_1.gguf", None, torch.device("cpu"), torch.float32,
+                       0, 0, None)
+    assert gguf.pretrained_source() == ("/models/smol", {"gguf_file": "SmolLM2-135M-Instruct.Q4_1.gguf"})
+    folder = LoadedModel("m", "/models/gpt2", None, torch.device("cpu"), torch.float32, 0, 0, None)
+    assert folder.pretrained_source() == ("/models/gpt2", {})

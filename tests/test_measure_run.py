@@ -46,7 +46,7 @@ def _spec(tmp_path, corpus, model, **changes) -> str:
     raw = {"name": "tiny-measure", "experiment": "measure", "model": str(model), "corpus": str(corpus),
            "grid": {"context_length": LENGTHS},
            "protocol": {"split": "train", "min_doc_tokens": 100, "drop_first": 4, "drop_last": 2, "chunk_length": 64},
-           "spectra": {"thresholds": [0.0035, 0.1], "n_eigenvalues": [3, 10]},
+           "spectra": {"thresholds": [0.0035, 0.1], "n_eigenvalues": [3, 10], "kde_dims": 4},
            "inference": {"device": "cpu", "batch_size": 16}, "resources": {"cpus_per_trial": 1}} | changes
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(raw))
@@ -77,6 +77,7 @@ def test_measure_cli_stores_both_tables_and_skips_on_rerun(tmp_path, tiny_corpus
     assert len(spectra) == 3 and (spectra["hidden_dim"] == 32).all() and (spectra["n_samples"] == expected_chunks).all()
     assert {"intrinsic_dim_0.0035", "intrinsic_dim_0.1", "sum_log_eig_3", "sum_log_eig_10", "eigenvalues"} <= set(spectra.columns)
     assert (spectra["intrinsic_dim_0.1"] <= spectra["intrinsic_dim_0.0035"]).all()
+    assert np.isfinite(spectra["kde_entropy"]).all() and (spectra["kde_dims"] == 4).all()
 
     files = sorted((results / "tiny-measure").glob("*/*.parquet"))
     before = {p: p.stat().st_mtime_ns for p in files}
@@ -86,11 +87,12 @@ def test_measure_cli_stores_both_tables_and_skips_on_rerun(tmp_path, tiny_corpus
 
     # new thresholds: the spectra rows are recomputed from the stored eigenvalues; nothing is measured
     changed = _spec(tmp_path, tiny_corpus, tiny_model,
-                    spectra={"thresholds": [0.01], "n_eigenvalues": [5]})
+                    spectra={"thresholds": [0.01], "n_eigenvalues": [5], "kde_dims": 4})
     assert main(["measure", changed, "--results", str(results), "--quiet"]) == 0
     assert "ran 0, skipped 3 stored, 0 held by another launch" in capsys.readouterr().out
     refreshed = store.load_results(results, "spectra", sweep="tiny-measure")
     assert "intrinsic_dim_0.01" in refreshed and "intrinsic_dim_0.1" not in refreshed
+    assert np.isfinite(refreshed["kde_entropy"]).all()  # kept: it needs the states, not the eigenvalues
     ce_files = sorted((results / "tiny-measure" / "ce").glob("*.parquet"))
     assert all(before[p] == p.stat().st_mtime_ns for p in ce_files)
 

@@ -18,7 +18,7 @@ def _with(**sections):
     return raw
 
 
-@pytest.mark.parametrize("name", ["measure-local.yaml", "measure-llama.yaml"])
+@pytest.mark.parametrize("name", ["measure-local.yaml", "measure-llama.yaml", "measure-smollm2.yaml"])
 def test_shipped_specs_load(name):
     spec = load_spec(SWEEPS / name)
     assert spec.experiment == "measure" and spec.models and spec.grid.size >= 3
@@ -72,6 +72,23 @@ def test_config_hash_follows_the_science_only(tmp_path):
             _with(resources={"cpus_per_trial": 2}), _with(grid={"context_length": [8]})]
     for raw in same:
         assert config_hash(parse_spec(raw), "m", corpus) == base
-    for raw in (_with(protocol={"drop_first": 0}), _with(inference={"dtype": "bfloat16"}), _with(spectra={"layer": 1})):
+    for raw in (_with(protocol={"drop_first": 0}), _with(inference={"dtype": "bfloat16"}), _with(spectra={"layer": 1}),
+                _with(spectra={"kde_dims": 8})):
         assert config_hash(parse_spec(raw), "m", corpus) != base
     assert config_hash(parse_spec(GOOD), "other-model", corpus) != base
+
+
+def test_a_missing_gguf_model_is_a_spec_error_before_anything_runs(tmp_path):
+    from ctxscale.experiments.measure import prepare_measure
+
+    spec = parse_spec(_with(model=str(tmp_path / "missing.gguf"), corpus=str(tmp_path / "no-corpus")))
+    with pytest.raises(SpecError) as err:
+        prepare_measure(spec, "m.yaml")
+    assert str(err.value).startswith("m.yaml: model: GGUF file") and "missing.gguf not found" in str(err.value)
+
+
+def test_kde_settings_default_to_16_dims_and_are_validated():
+    spec = parse_spec(GOOD)
+    assert (spec.spectra.kde_dims, spec.spectra.kde_max_samples) == (16, 10_000)
+    with pytest.raises(SpecError, match="spectra.kde_dims"):
+        parse_spec(_with(spectra={"kde_dims": 0}))

@@ -1,4 +1,4 @@
-"""The three experiments as the sweep runner sees them: one small `Experiment` object each.
+"""The experiments as the sweep runner sees them: one small `Experiment` object each.
 
 An experiment says, for its kind of spec, what happens before Ray starts (`prepare`), which grid
 points the spec has (`points`), how pending points are grouped into Ray Tune trials (`group`), the
@@ -6,8 +6,8 @@ Ray-free function that runs one group (`run`) and the rows each finished point s
 `ctxscale.sweep.runner` applies the same scheduling and storage policy to all of them.
 
 A point is a plain dict that travels to Ray and into the store: `trial_id` (its coordinates and its
-`config_hash`), its coordinates (`context_length`, and `data_size` and `seed` or `model`),
-`config_hash` and `spec` (the resolved spec as JSON). `run(group, report, data, resume_dir)` calls
+`config_hash`), its coordinates (`context_length`, and `data_size` and `seed` or `model`; a
+parity point is `data_size` and `seed`, its context lengths evaluated inside), `config_hash` and `spec` (the resolved spec as JSON). `run(group, report, data, resume_dir)` calls
 `report(metrics, checkpoint_dir=None)` one or more times per point; a group of several points names
 the point of each report in `metrics["point"]` (its trial id), or reports several points at once
 as a list of such metrics in `metrics["points"]`. The final report of a point has `status` ok or
@@ -72,9 +72,10 @@ def provenance_keys() -> frozenset:
 def experiment_of(spec) -> Experiment:
     """The experiment object of a loaded spec."""
     from .measure import MEASURE
+    from .parity import PARITY
     from .training import GPT, SYNTHETIC
 
-    for experiment in (SYNTHETIC, GPT, MEASURE):
+    for experiment in (SYNTHETIC, GPT, MEASURE, PARITY):
         if isinstance(spec, experiment.spec_type):
             return experiment
     raise TypeError(f"not a sweep spec: {type(spec).__name__}")

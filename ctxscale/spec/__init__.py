@@ -17,11 +17,13 @@ from pydantic import ValidationError
 from .common import Grid, Resources, SpecError
 from .gpt import GPTSpec
 from .measure import MeasureSpec
+from .parity import ParitySpec
 from .synthetic import SyntheticSpec
 
-EXPERIMENTS: dict[str, type] = {"synthetic": SyntheticSpec, "gpt": GPTSpec, "measure": MeasureSpec}
+EXPERIMENTS: dict[str, type] = {"synthetic": SyntheticSpec, "gpt": GPTSpec, "measure": MeasureSpec,
+                               "parity": ParitySpec}
 
-AnySpec = Union[SyntheticSpec, GPTSpec, MeasureSpec]
+AnySpec = Union[SyntheticSpec, GPTSpec, MeasureSpec, ParitySpec]
 
 __all__ = ["AnySpec", "EXPERIMENTS", "Grid", "Resources", "SpecError", "apply_overrides", "load_spec", "parse_spec"]
 

@@ -61,6 +61,10 @@ class MeasureSpectra(Section):
                                      "eigenvalues over the first N (the study: 3 .. 2,000).")
     write_features: bool = Field(default=False, description="Also store the raw hidden states, one .npy per "
                                  "model and context length under <results>/<name>/features/.")
+    kde_dims: Optional[int] = Field(default=16, ge=1, description="KDE entropy (column kde_entropy): PCA axes "
+                                    "kept before the Gaussian KDE (null: all); see ctxscale.measure.kde.")
+    kde_max_samples: Optional[int] = Field(default=10_000, ge=4, description="KDE entropy: a seeded random "
+                                           "subsample of at most this many hidden states (null: all).")
 
     @field_validator("thresholds")
     @classmethod

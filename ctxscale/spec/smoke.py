@@ -40,6 +40,9 @@ def smoke(spec):
         raw["training"].update(tokens_per_step=2 * context, micro_batch_tokens=context, max_steps=4,
                                warmup_steps=1, eval_every=2, eval_tokens=context, compile=False,
                                device="cpu", lr_decay_steps=None)
+    elif spec.experiment == "parity":
+        raw["training"].update(epochs=1, device="cpu", compile=False, precision="float32")
+        raw["data"].update(eval_per_task=min(spec.data.eval_per_task, 10), feature_rows=min(spec.data.feature_rows, 500))
     elif spec.experiment == "measure":
         raw["protocol"]["max_chunks"] = 8
         raw["inference"].update(device="cpu", dtype="float32")

@@ -1,0 +1,150 @@
+"""Training and evaluating one parity model (a trial of `experiment: parity`): train on the
+masked training set, then evaluate at every context length of the grid.
+
+Ray-free: `run_parity_trial(point, report)` calls `report(metrics)` once per epoch (status
+running) and once at the end (status ok or diverged) with the `ce` and `spectra` rows of every
+context length as JSON text.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..data import parity
+from ..device import pick_device
+from ..measure.kde import kde_entropy
+from ..measure.spectra import pca_eigenvalues, spectrum_measures, usable_count
+from ..models.gpt import GPTConfig
+from ..models.parity import ParityTransformer
+from ..spec.parity import ParitySpec
+
+EVAL_BATCH = 4096
+
+
+def build_model(spec: ParitySpec, tasks: parity.ParityTasks) -> ParityTransformer:
+    m = spec.model
+    config = GPTConfig(n_layer=m.n_layer, n_head=m.n_head, n_embd=m.n_embd, vocab_size=tasks.vocab_size,
+                       rope_base=m.rope_base, max_seq_len=spec.data.string_length + 1)
+    return ParityTransformer(config)
+
+
+def learning_rate(step: int, total: int, spec: ParitySpec) -> float:
+    """Linear warmup, then cosine from lr to lr / 10 at the last step."""
+    t = spec.training
+    if step < t.warmup_steps:
+        return t.lr * (step + 1) / t.warmup_steps
+    progress = (step - t.warmup_steps) / max(total - t.warmup_steps, 1)
+    return t.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+
+
+@torch.no_grad()
+def _forward_all(model, tokens: np.ndarray, device, want_features: bool):
+    logits, features = [], []
+    for start in range(0, len(tokens), EVAL_BATCH):
+        x = torch.from_numpy(tokens[start:start + EVAL_BATCH]).to(device).long()
+        h = model.features(x)
+        logits.append(model.head(h).float().cpu())
+        if want_features:
+            features.append(h.float().cpu())
+    return torch.cat(logits), (torch.cat(features).numpy() if want_features else None)
+
+
+def evaluate(model, spec: ParitySpec, tasks: parity.ParityTasks, device, fixed: dict) -> tuple[list, list]:
+    """The ce and spectra rows of every context length of the grid (bits beyond it unknown)."""
+    d, s = spec.data, spec.spectra
+    bits, task, answer = parity.evaluation_set(tasks, d.eval_per_task, d.seed)
+    fbits, ftask, _ = parity.feature_set(tasks, d.feature_rows, d.seed)
+    labels = torch.from_numpy(answer.astype(np.int64))
+    prob = tasks.probability
+    ce_rows, spectra_rows = [], []
+    model.eval()
+    for length in spec.grid.context_length:
+        started = time.perf_counter()
+        logits, _ = _forward_all(model, parity.encode(bits, task, length), device, False)
+        loss = F.cross_entropy(logits, labels, reduction="none").numpy()
+        per_task = loss.reshape(tasks.n_tasks, d.eval_per_task)
+        ce = float(prob @ per_task.mean(axis=1))
+        ce_se = float(np.sqrt(prob ** 2 @ (per_task.var(axis=1, ddof=1) / d.eval_per_task))) if d.eval_per_task > 1 else math.nan
+        accuracy = (logits.argmax(1) == labels).float().numpy().reshape(tasks.n_tasks, -1).mean(axis=1)
+        bayes = parity.bayes_risk(tasks, length)
+        _, features = _forward_all(model, parity.encode(fbits, ftask, length), device, True)
+        eig = pca_eigenvalues(features)
+        row = {**fixed, "context_length": length}
+        ce_rows.append({**row, "ce": ce, "ce_se": ce_se, "bayes_risk": bayes, "gap": ce - bayes,
+                        "accuracy": float(prob @ accuracy), "n_eval": int(len(loss)),
+                        "wall_s": time.perf_counter() - started})
+        spectra_rows.append({**row, "layer": -1, "n_samples": len(features), "hidden_dim": int(features.shape[1]),
+                             "n_usable": usable_count(eig, len(features)), "eigenvalues": json.dumps(eig.tolist()),
+                             **spectrum_measures(eig, s.thresholds, s.n_eigenvalues, len(features)),
+                             "kde_entropy": kde_entropy(features, s.kde_dims, s.kde_max_samples, seed=d.seed),
+                             "kde_dims": s.kde_dims})
+        print(f"{fixed['model']} l={length}: ce {ce:.4f} ± {ce_se:.4f}, exact Bayes risk {bayes:.4f}, "
+              f"kde entropy {spectra_rows[-1]['kde_entropy']:.3f}", flush=True)
+    return ce_rows, spectra_rows
+
+
+def run_parity_trial(point: dict, report) -> None:
+    """Train the point's model (data_size samples, seed) and evaluate it at every context length."""
+    spec = ParitySpec.model_validate(point["spec"])
+    d, t = spec.data, spec.training
+    device = pick_device(t.device)
+    if device.type == "cpu":
+        torch.set_num_threads(t.threads or max(1, int(spec.resources.cpus_per_trial)))
+    torch.manual_seed(point["seed"])
+    tasks = parity.make_tasks(d.string_length, d.n_tasks, d.weight_exponent, d.task_seed)
+    tokens, answers = parity.training_set(tasks, point["data_size"], d.unmasked_fraction, d.mask_min, d.mask_max, d.seed)
+    x_all = torch.from_numpy(tokens).to(device)
+    y_all = torch.from_numpy(answers.astype(np.int64)).to(device)
+    model = build_model(spec, tasks).to(device)
+    forward = torch.compile(model) if t.compile and device.type == "cuda" else model
+    optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay, betas=(0.9, 0.95),
+                                  fused=device.type == "cuda")
+    autocast = device.type == "cuda" and t.precision == "bfloat16"
+    n = len(tokens)
+    per_epoch = math.ceil(n / t.batch_size)
+    total = per_epoch * t.epochs
+    generator = torch.Generator(device="cpu").manual_seed(point["seed"])
+    started, step, seen, status, train_loss = time.perf_counter(), 0, 0, "ok", math.nan
+    for epoch in range(1, t.epochs + 1):
+        model.train()
+        order = torch.randperm(n, generator=generator).to(device)
+        summed = torch.zeros((), device=device)
+        for start in range(0, n, t.batch_size):
+            rows = order[start:start + t.batch_size]
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(step, total, spec)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+                logits = forward(x_all[rows].long())
+            loss = F.cross_entropy(logits.float(), y_all[rows])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if t.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
+            optimizer.step()
+            summed += loss.detach() * len(rows)
+            step += 1
+            seen += len(rows)
+        train_loss = float(summed) / n  # one device sync per epoch
+        if not math.isfinite(train_loss):
+            status = "diverged"
+            break
+        if epoch < t.epochs:
+            report({"point": point["trial_id"], "status": "running", "epoch": epoch, "train_loss": train_loss,
+                    "lr": learning_rate(step - 1, total, spec), "elapsed_s": time.perf_counter() - started})
+    train_wall = time.perf_counter() - started
+    fixed = {"sweep": spec.name, "model": point["trial_id"], "config_hash": point["config_hash"],
+             "data_size": point["data_size"], "seed": point["seed"]}
+    ce_rows, spectra_rows = evaluate(model, spec, tasks, device, fixed) if status == "ok" else ([], [])
+    gaps = [abs(r["gap"]) for r in ce_rows]
+    report({"point": point["trial_id"], "status": status, "epoch": epoch, "train_loss": train_loss,
+            "final_train_loss": train_loss, "mean_abs_gap": float(np.mean(gaps)) if gaps else math.nan,
+            "max_abs_gap": float(np.max(gaps)) if gaps else math.nan, "steps": step,
+            "wall_s": time.perf_counter() - started, "train_wall_s": train_wall,
+            "samples_per_s": seen / max(train_wall, 1e-9),
+            "n_params": sum(p.numel() for p in model.parameters()),
+            "ce_rows": json.dumps(ce_rows), "spectra_rows": json.dumps(spectra_rows)})

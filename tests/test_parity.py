@@ -1,0 +1,135 @@
+"""The parity experiment: the task and its exact Bayes risk against brute-force enumeration, the
+spec, and a real tiny sweep through the one runner whose ce / spectra rows the analysis reads."""
+from __future__ import annotations
+
+import itertools
+import math
+from collections import defaultdict
+
+import numpy as np
+import pytest
+import yaml
+
+from ctxscale import store
+from ctxscale.data import parity
+from ctxscale.spec import SpecError, parse_spec
+
+
+def brute_force_bayes_risk(tasks: parity.ParityTasks, context_length: int) -> float:
+    """E[-ln P(answer | what the model sees)] by enumerating every string and task, the posterior
+    taken from the encoded sequence itself (so it also checks that encode hides the right bits)."""
+    counts = defaultdict(lambda: np.zeros(2))  # visible sequence -> weighted answer counts
+    prob = tasks.probability
+    strings = np.array(list(itertools.product([0, 1], repeat=tasks.string_length)), dtype=np.uint8)
+    for k in range(tasks.n_tasks):
+        task = np.full(len(strings), k)
+        tokens = parity.encode(strings, task, context_length)
+        answer = strings[:, tasks.near[k] - 1] ^ strings[:, tasks.far[k] - 1]
+        for row, y in zip(map(bytes, tokens), answer):
+            counts[row][y] += prob[k] / len(strings)
+    risk = 0.0
+    for c in counts.values():
+        total = c.sum()
+        risk -= sum(p * math.log(p / total) for p in c if p > 0)
+    return risk
+
+
+@pytest.mark.parametrize("length,n_tasks,gamma,seed", [(5, 3, 1.0, 0), (6, 5, 0.33, 1), (7, 4, 2.0, 2)])
+def test_exact_bayes_risk_matches_brute_force_enumeration(length, n_tasks, gamma, seed):
+    tasks = parity.make_tasks(length, n_tasks, gamma, seed)
+    risks = []
+    for l in range(1, length + 1):
+        exact = parity.bayes_risk(tasks, l)
+        assert exact == pytest.approx(brute_force_bayes_risk(tasks, l), abs=1e-12)
+        risks.append(exact)
+    assert risks[-1] == 0 and all(a >= b for a, b in zip(risks, risks[1:]))  # falls with l, 0 with all bits
+
+
+def test_encoding_puts_bit_one_next_to_the_task_token_and_hides_the_far_bits():
+    bits = np.array([[1, 0, 1, 1]], dtype=np.uint8)  # bits 1..4
+    tokens = parity.encode(bits, np.array([2]), 2)
+    assert tokens.tolist() == [[parity.UNKNOWN, parity.UNKNOWN, 0, 1, parity.FIRST_TASK_TOKEN + 2]]
+    assert parity.encode(bits, np.array([0]), 4)[0, :4].tolist() == [1, 1, 0, 1]
+
+
+def test_training_set_masks_as_the_study_does():
+    tasks = parity.make_tasks(60, 100, 0.33)
+    tokens, answer = parity.training_set(tasks, 20_000, 0.5, 0, 50, seed=0)
+    visible = (tokens[:, :60] != parity.UNKNOWN).sum(axis=1)
+    assert visible.min() >= 10 and 0.49 < (visible == 60).mean() < 0.53
+    # the unknown bits are always the farthest ones: visible bits form a suffix
+    assert all((row[:60 - v] == parity.UNKNOWN).all() for row, v in zip(tokens[:200], visible[:200]))
+    assert set(np.unique(answer)) == {0, 1}
+    # task frequencies follow the weights
+    share = np.bincount(tokens[:, 60] - parity.FIRST_TASK_TOKEN, minlength=100) / len(tokens)
+    assert share[:10].sum() > share[-10:].sum() * 2
+
+
+def test_default_tasks_put_the_bayes_risk_near_the_studys_numbers():
+    spec = parse_spec({"name": "p", "experiment": "parity", "grid": {"context_length": [17, 50], "data_size": [10]}})
+    d = spec.data
+    tasks = parity.make_tasks(d.string_length, d.n_tasks, d.weight_exponent, d.task_seed)
+    assert parity.bayes_risk(tasks, 17) == pytest.approx(0.4643, abs=0.01)
+    assert parity.bayes_risk(tasks, 50) == pytest.approx(0.0612, abs=0.01)
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("data.mask_max", 60, "data.mask_max (60) must be below data.string_length (60)"),
+    ("grid.context_length", [10, 61], "grid.context_length [61] exceed data.string_length = 60"),
+    ("model.n_head", 5, "model.n_embd (208) / model.n_head (5) must be an even integer"),
+])
+def test_bad_parity_specs_are_refused_naming_the_field(field, value, message):
+    raw = {"name": "p", "experiment": "parity", "grid": {"context_length": [10, 20], "data_size": [10]}}
+    section, key = field.split(".")
+    raw.setdefault(section, {})[key] = value
+    with pytest.raises(SpecError) as err:
+        parse_spec(raw, "p.yaml")
+    assert message in str(err.value) and str(err.value).startswith("p.yaml: ")
+
+
+TINY = {"name": "tiny-parity", "experiment": "parity",
+        "grid": {"context_length": [2, 4, 6], "data_size": [300, 600], "seed": [0]},
+        "data": {"string_length": 6, "n_tasks": 3, "mask_max": 4, "eval_per_task": 20, "feature_rows": 200},
+        "model": {"n_layer": 1, "n_embd": 16, "n_head": 2},
+        "training": {"epochs": 2, "batch_size": 100, "warmup_steps": 2, "device": "cpu"},
+        "spectra": {"thresholds": [0.01, 0.1], "n_eigenvalues": [3, 10], "kde_dims": 4},
+        "resources": {"cpus_per_trial": 1}}
+
+
+@pytest.mark.slow
+def test_a_parity_sweep_stores_ce_and_spectra_per_context_length_and_the_report_reads_them(tmp_path, ray_cluster, capsys):
+    from analysis import run_report
+    from ctxscale.cli import main
+
+    path = tmp_path / "tiny-parity.yaml"
+    path.write_text(yaml.safe_dump(TINY))
+    results = tmp_path / "results"
+    assert main(["sweep", str(path), "--results", str(results)]) == 0
+    out = capsys.readouterr().out
+    assert "Bayes risk" in out and "mean |CE − Bayes risk| per data size" in out
+
+    trials = store.load_results(results, "trials", sweep="tiny-parity")
+    assert sorted(trials["data_size"]) == [300, 600] and (trials["status"] == "ok").all()
+    ce = store.load_results(results, "ce", sweep="tiny-parity")
+    assert len(ce) == 6 and set(ce["model"]) == set(trials["trial_id"])  # model = the trial id
+    tasks = parity.make_tasks(6, 3, 0.33, 0)
+    for _, row in ce.iterrows():
+        assert row["bayes_risk"] == pytest.approx(parity.bayes_risk(tasks, row["context_length"]))
+        assert row["ce"] == pytest.approx(row["bayes_risk"] + row["gap"])
+    spectra = store.load_results(results, "spectra", sweep="tiny-parity")
+    assert len(spectra) == 6 and (spectra["hidden_dim"] == 16).all() and np.isfinite(spectra["kde_entropy"]).all()
+    history = store.load_results(results, "history", sweep="tiny-parity")
+    assert sorted(history.groupby("trial_id")["epoch"].max()) == [2, 2]
+    assert "ce_rows" not in history.columns and "ce_rows" not in trials.columns
+
+    assert main(["sweep", str(path), "--results", str(results)]) == 0  # stored: nothing runs again
+    assert "0 trials run, 2 already stored" in capsys.readouterr().out
+
+    text = run_report(results, sweep="tiny-parity")
+    assert "trained CE vs exact Bayes risk" in text and "CE vs KDE entropy" in text
+    assert "exact Bayes risk vs context length: Bayes-risk law" in text
+    report = results / "tiny-parity" / "report"
+    assert (report / "ce_vs_bayes_risk.png").is_file() and (report / "kde_entropy.png").is_file()
+    table = __import__("pandas").read_csv(report / "ce_vs_bayes_risk.csv")
+    assert table[["data_size", "context_length"]].values.tolist() == [[300, 2], [300, 4], [300, 6], [600, 2], [600, 4], [600, 6]]
+    assert (table["n_models"] == 1).all() and table["gap"].to_numpy() == pytest.approx(table["ce"] - table["bayes_risk"])
