@@ -37,6 +37,10 @@ _REPORTS = {
                         "lr": F64, "tokens_per_s": F64, "mfu": F64, "tokens_per_step": I64, "micro_batch": I64,
                         "accumulation": I64, "num_params": I64},
     "measure": {"model": STR, "context_length": I64, "wall_s": F64},
+    # one model per (data size, seed); its context lengths are rows of `ce` and `spectra`
+    "parity": {"data_size": I64, "seed": I64, "status": STR, "epoch": I64, "train_loss": F64, "lr": F64,
+               "elapsed_s": F64, "final_train_loss": F64, "mean_abs_gap": F64, "max_abs_gap": F64, "steps": I64,
+               "wall_s": F64, "train_wall_s": F64, "samples_per_s": F64, "n_params": I64},
 }
 # the history has no grid coordinates of its own (the trials row has them): only the evaluation's numbers
 _NOT_IN_HISTORY = ("context_length", "data_size", "seed", "model")
@@ -45,9 +49,10 @@ _NOT_IN_HISTORY = ("context_length", "data_size", "seed", "model")
 def _spec_type(experiment: str) -> Optional[type]:
     from ..spec.gpt import GPTSpec
     from ..spec.measure import MeasureSpec
+    from ..spec.parity import ParitySpec
     from ..spec.synthetic import SyntheticSpec
 
-    return {"synthetic": SyntheticSpec, "gpt": GPTSpec, "measure": MeasureSpec}.get(experiment)
+    return {"synthetic": SyntheticSpec, "gpt": GPTSpec, "measure": MeasureSpec, "parity": ParitySpec}.get(experiment)
 
 
 def _arrow_type(annotation) -> pa.DataType:
