@@ -14,7 +14,7 @@ from typing import Literal, Optional
 from pydantic import Field, field_validator, model_validator
 
 from .common import Resources, Section, _check_values
-from .measure import _N_EIGENVALUES, _THRESHOLDS
+from .measure import _THRESHOLDS
 
 
 class ParityGrid(Section):
