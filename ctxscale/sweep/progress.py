@@ -21,6 +21,7 @@ from typing import Optional
 
 import pandas as pd
 from ray import tune
+from ray.tune.result import AUTO_RESULT_KEYS
 
 FINISHED = ("ok", "diverged")
 # the metrics a row of the table shows, in this order, where a sweep's reports carry them
@@ -162,7 +163,8 @@ def _scalars(metrics: dict, prefix: str = "") -> dict[str, float]:
 
 
 class TensorBoardCurves(tune.Callback):
-    """Each point's reports as TensorBoard scalars in `<folder>/<trial id>/`, step = its step or epoch."""
+    """Each point's reports as TensorBoard scalars in `<folder>/<trial id>/`, step = its step or epoch.
+    A point's writer (a file and a thread) is closed as soon as the point is done."""
 
     def __init__(self, folder: Path, groups: dict[str, list[dict]]):
         self.folder, self.groups = Path(folder), groups
@@ -178,16 +180,24 @@ class TensorBoardCurves(tune.Callback):
 
         if point_id not in self.writers:
             self.writers[point_id] = SummaryWriter(str(self.folder / point_id), flush_secs=10)
-        writer = self.writers[point_id]
         step = next((result[k] for k in ("step", "epoch") if isinstance(result.get(k), (int, float))),
                     result.get("training_iteration", 0))
-        for key, value in _scalars({k: v for k, v in result.items()
-                                    if k not in AUTO_RESULT_KEYS and k not in ("config", "training_iteration", "point")}).items():
-            writer.add_scalar(key, value, global_step=int(step))
+        reported = {k: v for k, v in result.items() if k not in AUTO_RESULT_KEYS and k not in ("config", "point")}
+        for key, value in _scalars(reported).items():
+            self.writers[point_id].add_scalar(key, value, global_step=int(step))
         if result.get("status") in FINISHED:
-            writer.flush()
+            self.writers.pop(point_id).close()
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._close(point["trial_id"] for point in self.groups[trial_name(trial)])
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._close(point["trial_id"] for point in self.groups[trial_name(trial)])
 
     def on_experiment_end(self, trials, **info):
-        for writer in self.writers.values():
-            writer.close()
-        self.writers.clear()
+        self._close(list(self.writers))
+
+    def _close(self, point_ids) -> None:
+        for point_id in point_ids:
+            if point_id in self.writers:
+                self.writers.pop(point_id).close()
