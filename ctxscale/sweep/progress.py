@@ -175,7 +175,6 @@ class TensorBoardCurves(tune.Callback):
             self._write(point_id, metrics)
 
     def _write(self, point_id: str, result: dict) -> None:
-        from ray.tune.result import AUTO_RESULT_KEYS
         from tensorboardX import SummaryWriter  # a dependency of ray[tune]
 
         if point_id not in self.writers:
