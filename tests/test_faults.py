@@ -128,13 +128,13 @@ def test_an_unwritable_results_folder_is_one_line_before_ray_starts(tmp_path, ca
     assert len(err) == 1 and "the results folder cannot be written" in err[0] and "a-file" in err[0]
 
 
-def _kill_trial_worker_when(condition, killed: list, timeout=240):
+def _kill_trial_worker_when(condition, killed: list, done, timeout=240):
     """Wait until `condition()`, then SIGKILL the process of the running Tune trial (its actor's pid,
     from Ray's actor table); the driver and the cluster stay up."""
     import ray._private.state
 
     deadline = time.time() + timeout
-    while time.time() < deadline:
+    while time.time() < deadline and not done.is_set():
         if condition():
             for actor in ray._private.state.actors().values():
                 if actor["State"] == "ALIVE" and actor["ActorClassName"] == "ImplicitFunc" and actor["Pid"]:
@@ -148,21 +148,25 @@ def test_a_worker_killed_mid_trial_is_retried_and_stored_once(ray_cluster, tmp_p
     import threading
 
     raw = yaml.safe_load(_spec_file(tmp_path, "killed").read_text()) | {
-        "grid": {"context_length": [16], "data_size": [2000], "seed": [0]},
+        "grid": {"context_length": [16], "data_size": [20000], "seed": [0]},
         "training": {"batch_size": 100, "max_epochs": 40, "patience": 40},
         "resources": {"pack": 1, "max_failures": 1}}
     spec = parse_spec(raw)
     history_dir = tmp_path / "killed" / "history"
 
-    def some_history_is_stored():  # the live history: the trial has reported a few evaluations
-        return history_dir.is_dir() and any(history_dir.glob("*.parquet")) and \
-            store.load_results(tmp_path, "history", sweep="killed")["epoch"].max() >= 3
+    def some_history_is_stored():  # the live history: the running trial's evaluations so far
+        return history_dir.is_dir() and any(history_dir.glob("*.parquet"))
 
     killed: list = []
-    killer = threading.Thread(target=_kill_trial_worker_when, args=(some_history_is_stored, killed))
+    done = threading.Event()
+    data = prepare_data(spec)
+    killer = threading.Thread(target=_kill_trial_worker_when, args=(some_history_is_stored, killed, done))
     killer.start()
-    run_sweep(spec, tmp_path, data=prepare_data(spec), verbose=0)
-    killer.join()
+    try:
+        run_sweep(spec, tmp_path, data=data, verbose=0)
+    finally:
+        done.set()
+        killer.join()
     assert killed, "the trial ended before its worker could be killed"
     trials = _stored_once(tmp_path, "killed", 1)  # retried within the run: one ok row
     history = store.load_results(tmp_path, "history", sweep="killed")

@@ -143,6 +143,15 @@ def test_a_trial_in_a_part_and_in_its_own_file_is_read_from_its_own_file(tmp_pat
     assert times["stored_at"].notna().all()
 
 
+def test_file_times_of_a_compacted_table_are_its_rows_own(tmp_path):
+    _a_store(tmp_path, 3)  # all ok: everything goes into the parts
+    before = store.load_results(tmp_path, sweep=SPEC.name, file_times=True)
+    store.compact(tmp_path, SPEC.name)
+    assert [p.name[:5] for p in (tmp_path / SPEC.name / "trials").iterdir()] == ["part-"]
+    after = store.load_results(tmp_path, sweep=SPEC.name, file_times=True)
+    assert after["stored_at"].tolist() == before["stored_at"].tolist()
+
+
 def test_results_exports_one_parquet_file(tmp_path, capsys):
     _a_store(tmp_path, 10)
     store.compact(tmp_path, SPEC.name)

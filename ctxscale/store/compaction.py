@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 
 from ..files import TEMP_MARK
 from . import schema, write_table
-from .reading import PART_PREFIX, listing, scan
+from .reading import PART_PREFIX, listing, one_source_per_trial, scan
 
 FINISHED = ("ok", "diverged")
 
@@ -37,13 +37,10 @@ def _part_name() -> str:
     return f"{PART_PREFIX}{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet"
 
 
-def _fold(folder: Path, parts: list, own: list, trial_ids: set, mtimes: dict) -> tuple[pa.Table, list]:
+def _fold(parts: list, own: list, mtimes: dict) -> tuple[pa.Table, list]:
     """The old parts' rows and those of `own` (trials' own files), with `stored_at`; what was read."""
     paths = [e.path for e in parts + own]
-    data = scan(paths)
-    from .reading import one_source_per_trial
-
-    data = one_source_per_trial(data, paths)
+    data = one_source_per_trial(scan(paths), paths)
     stored_at = pa.array([mtimes.get(f) for f in data["__filename"].to_pylist()], pa.int64()).cast(schema.TIME)
     if "stored_at" in data.column_names:
         stored_at = pc.coalesce(stored_at, data["stored_at"].cast(schema.TIME))
@@ -92,9 +89,9 @@ def compact_sweep(sweep_folder: Path) -> dict[str, int]:
     if not own_trials and len(trial_parts) <= 1 and len(history_parts) <= 1:
         return {"trials": 0, "history": 0, "files": 0}
     mtimes = {p: seen[p][1] // 1000 for p in seen}
-    history, read_history = (_fold(history_dir, history_parts, own_history, finished, mtimes)
+    history, read_history = (_fold(history_parts, own_history, mtimes)
                              if history_parts or own_history else (None, []))
-    trials, read_trials = _fold(trials_dir, trial_parts, own_trials, finished, mtimes) \
+    trials, read_trials = _fold(trial_parts, own_trials, mtimes) \
         if trial_parts or own_trials else (None, [])
     experiment = None
     if trials is not None and "experiment" in trials.column_names and trials.num_rows:

@@ -104,7 +104,7 @@ def read_table(folder: Path, file_times: bool = False) -> pa.Table:
     if file_times:
         # a trial's own file: its time; a part keeps each row's `stored_at` from its own file
         mtimes = pa.array([e.stat().st_mtime_ns // 1000 for e in loose], pa.int64()).cast(schema.TIME)
-        own = pc.take(mtimes, pc.index_in(data["__filename"], value_set=pa.array([e.path for e in loose])))
+        own = pc.take(mtimes, pc.index_in(data["__filename"], value_set=pa.array([e.path for e in loose], pa.string())))
         if "stored_at" in data.column_names:
             own = pc.coalesce(own, data["stored_at"].cast(schema.TIME))
             data = data.drop_columns(["stored_at"])
