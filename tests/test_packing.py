@@ -122,3 +122,19 @@ def test_a_partly_stored_group_trains_only_its_missing_points(tmp_path, ray_clus
     assert len(outcome.skipped) == 1 and len(outcome.ran) == 2
     trials = store.load_results(tmp_path, sweep="partial")
     assert sorted(trials["context_length"]) == [8, 16, 24] and set(trials["status"]) == {"ok"}
+
+
+def test_a_process_moves_the_data_to_the_device_once():
+    """Groups that one worker process runs after each other reuse the rows it already holds."""
+    from ctxscale.train import synthetic as loop
+
+    spec = parse_spec(TINY_SPEC)
+    data = prepare_data(spec)
+    groups = pack_synthetic(expand_grid(spec))  # largest data size first
+    first = loop.setup_synthetic(groups[0], data)
+    later = loop.setup_synthetic(groups[-1], data)
+    assert len(first.train) == 4000 and len(later.train) == 2000
+    # the later, smaller group's rows are a view of what the first one moved to the device
+    assert later.train.bits.data_ptr() == first.train.bits.data_ptr()
+    assert later.val.bits.data_ptr() == first.val.bits.data_ptr()
+    assert torch.equal(later.train.labels, first.train.labels[:2000])

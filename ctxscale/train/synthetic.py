@@ -198,8 +198,11 @@ def setup_synthetic(points: list[dict], data: SyntheticSet) -> SyntheticSetup:
     model = StackedModel(members, lengths)
 
     def make_optimizer(parameters):
-        # fused: one kernel per step for all parameters (the for-loop version is several per parameter)
-        return torch.optim.AdamW(parameters, lr=training.lr, weight_decay=training.weight_decay, fused=True)
+        # fused (one kernel per step) on CUDA only: the CPU's fused kernel rounds an element differently
+        # depending on where it falls in the tensor (vector body or scalar tail), so a member's numbers
+        # would depend on the stack's size
+        return torch.optim.AdamW(parameters, lr=training.lr, weight_decay=training.weight_decay,
+                                 fused=device.type == "cuda")
 
     width = max(lengths)
     return SyntheticSetup(
