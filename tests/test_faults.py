@@ -148,8 +148,10 @@ def test_a_worker_killed_mid_trial_is_retried_and_stored_once(ray_cluster, tmp_p
     import threading
 
     raw = yaml.safe_load(_spec_file(tmp_path, "killed").read_text()) | {
-        "grid": {"context_length": [16], "data_size": [20000], "seed": [0]},
-        "training": {"batch_size": 100, "max_epochs": 40, "patience": 40},
+        # epochs long enough (~1 s each on a quiet 2-core machine) that the trial is still running
+        # when its first evaluation reaches the store, however fast the loop gets
+        "grid": {"context_length": [16], "data_size": [200000], "seed": [0]},
+        "training": {"batch_size": 100, "max_epochs": 6, "patience": 6},
         "resources": {"pack": 1, "max_failures": 1}}
     spec = parse_spec(raw)
     history_dir = tmp_path / "killed" / "history"
