@@ -123,7 +123,7 @@ def test_a_parity_sweep_stores_ce_and_spectra_per_context_length_and_the_report_
     assert "ce_rows" not in history.columns and "ce_rows" not in trials.columns
 
     assert main(["sweep", str(path), "--results", str(results)]) == 0  # stored: nothing runs again
-    assert "0 trials run, 2 already stored" in capsys.readouterr().out
+    assert "ran 0, skipped 2 stored, 0 held by another launch" in capsys.readouterr().out
 
     text = run_report(results, sweep="tiny-parity")
     assert "trained CE vs exact Bayes risk" in text and "CE vs KDE entropy" in text
