@@ -45,7 +45,7 @@ def test_progress_has_one_flat_row_per_point_and_a_line_per_finished_point():
                       "best_val_loss"]
     assert "12 points, 9 pending, 1 ok, 2 failed" in table and "{" not in table
     row = next(line for line in table.splitlines() if line.strip().startswith(first)).split()
-    assert row[1:7] == ["8", "2000", "0", name, "ok", "2"]  # the epoch without ".0000"
+    assert row[1:7] == ["8", str(group[0]["data_size"]), "0", name, "ok", "2"]  # the epoch without ".0000"
 
 
 def _scalars(path) -> dict[str, list[tuple[int, float]]]:

@@ -71,11 +71,15 @@ def scan(paths: list[str], columns: list[str] | None = None, unified: pa.Schema 
     arrays = []
     for name in names:
         field = unified.field(name)
+        kind = field.type
+        if pa.types.is_null(kind):  # no sampled file typed it: the rows' own type, else text
+            kind = data[name].type if name in data.column_names else schema.STR
+            kind = schema.STR if pa.types.is_null(kind) else kind
         if name in data.column_names:
             column = data[name]
-            arrays.append(column if column.type == field.type else column.cast(field.type))
+            arrays.append(column if column.type == kind else column.cast(kind))
         else:
-            arrays.append(pa.nulls(data.num_rows, field.type))
+            arrays.append(pa.nulls(data.num_rows, kind))
     source = pa.DictionaryArray.from_arrays(
         pa.array(np.repeat(np.arange(len(paths), dtype=np.int32), [t.num_rows for t in tables])), pa.array(paths))
     return pa.Table.from_arrays(arrays + [source.cast(pa.string())],

@@ -128,9 +128,9 @@ def to_table(rows: list[dict], table: str, experiment: Optional[str] = None) -> 
         arrays.append(_column([row.get(field.name) for row in rows], field.type, field.name))
         fields.append(field)
     for name in extra:
+        # a column of nulls keeps Arrow's null type: a reader promotes it to the type that other
+        # files give the column (text would not merge with their numbers)
         array = pa.array([row.get(name) for row in rows], from_pandas=True)
-        if pa.types.is_null(array.type):
-            array = array.cast(STR)
         arrays.append(array)
         fields.append(pa.field(name, array.type))
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
@@ -138,7 +138,8 @@ def to_table(rows: list[dict], table: str, experiment: Optional[str] = None) -> 
 
 def reading_schema(schemas: Iterable[pa.Schema]) -> pa.Schema:
     """One schema for files written at different times: the declared columns of the experiments
-    named in the files' metadata, then every other column any of them has (first type wins)."""
+    named in the files' metadata, then every other column any of them has (first type wins; a
+    column only of nulls so far stays of null type)."""
     schemas = list(schemas)
     out: dict[str, pa.DataType] = {}
     for schema in schemas:
@@ -150,8 +151,8 @@ def reading_schema(schemas: Iterable[pa.Schema]) -> pa.Schema:
     for schema in schemas:
         for field in schema:
             if out.get(field.name) is None or pa.types.is_null(out[field.name]):
-                out[field.name] = STR if pa.types.is_null(field.type) else field.type
-    return pa.schema(list(out.items()))
+                out[field.name] = field.type
+    return pa.schema(list(out.items()))  # still null: the reader takes the type the rows have
 
 
 def with_metadata(data: pa.Table, table: str, experiment: Optional[str]) -> pa.Table:
