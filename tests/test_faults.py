@@ -1,5 +1,6 @@
 """Faults injected for real: SIGINT to a real `ctxscale sweep`, two launches at once, a full disk
-during a write, a results folder that cannot be written, a Ray worker killed mid-trial."""
+during a write, a results folder that cannot be written, a Ray worker killed mid-trial (a synthetic
+trial, and a GPT trial that resumes from its checkpoint)."""
 from __future__ import annotations
 
 import errno
@@ -130,14 +131,15 @@ def test_an_unwritable_results_folder_is_one_line_before_ray_starts(tmp_path, ca
 
 def _kill_trial_worker_when(condition, killed: list, done, timeout=240):
     """Wait until `condition()`, then SIGKILL the process of the running Tune trial (its actor's pid,
-    from Ray's actor table); the driver and the cluster stay up."""
+    from Ray's actor table; the class is `ImplicitFunc`, or `wrap_function.<locals>.ImplicitFunc`
+    once another sweep in this process has pickled it); the driver and the cluster stay up."""
     import ray._private.state
 
     deadline = time.time() + timeout
     while time.time() < deadline and not done.is_set():
         if condition():
             for actor in ray._private.state.actors().values():
-                if actor["State"] == "ALIVE" and actor["ActorClassName"] == "ImplicitFunc" and actor["Pid"]:
+                if actor["State"] == "ALIVE" and actor["ActorClassName"].endswith("ImplicitFunc") and actor["Pid"]:
                     os.kill(actor["Pid"], signal.SIGKILL)
                     killed.append(actor["Pid"])
                     return
@@ -173,3 +175,59 @@ def test_a_worker_killed_mid_trial_is_retried_and_stored_once(ray_cluster, tmp_p
     trials = _stored_once(tmp_path, "killed", 1)  # retried within the run: one ok row
     history = store.load_results(tmp_path, "history", sweep="killed")
     assert list(history["epoch"]) == list(range(1, trials["epoch"].iloc[0] + 1))  # each evaluation once
+
+
+@pytest.mark.network  # the corpus is tokenized with the GPT-2 BPE ranks
+def test_a_gpt_worker_killed_mid_trial_resumes_from_its_checkpoint(ray_cluster, tmp_path):
+    import json
+    import threading
+
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from ctxscale.data.corpus import prepare_corpus
+
+    rng = np.random.default_rng(0)
+    words = np.array("the of and to in a is that for it as was with be by on not he this are or".split())
+    (tmp_path / "docs").mkdir()
+    for i in range(8):
+        (tmp_path / "docs" / f"doc{i}.txt").write_text(" ".join(rng.choice(words, size=1500)))
+    prepare_corpus(tmp_path / "docs", tmp_path / "corpus", min_doc_tokens=500, val_fraction=0.25, num_proc=1)
+    spec = parse_spec({
+        "name": "gpt-killed", "experiment": "gpt", "grid": {"context_length": [16], "data_size": [8000], "seed": [0]},
+        "data": {"corpus": str(tmp_path / "corpus")}, "model": {"preset": "tiny"},
+        "training": {"tokens_per_step": 512, "micro_batch_tokens": 512, "warmup_steps": 2, "max_steps": 40,
+                     "eval_every": 4, "eval_tokens": 512, "patience": 100, "compile": False, "device": "cpu"},
+        "resources": {"max_failures": 1}})
+    results = tmp_path / "results"
+    history_dir = results / "gpt-killed" / "history"
+
+    def two_evaluations_are_stored():  # each evaluation checkpoints, so the trial can resume at step 8
+        for path in history_dir.glob("*.parquet") if history_dir.is_dir() else []:
+            try:
+                return max(pq.read_table(path, columns=["step"])["step"].to_pylist()) >= 8
+            except OSError:
+                return False
+        return False
+
+    killed: list = []
+    done = threading.Event()
+    killer = threading.Thread(target=_kill_trial_worker_when, args=(two_evaluations_are_stored, killed, done))
+    killer.start()
+    try:
+        run_sweep(spec, results, data=prepare_data(spec), verbose=0)
+    finally:
+        done.set()
+        killer.join()
+    assert killed, "the trial ended before its worker could be killed"
+    trials = store.load_results(results, sweep="gpt-killed")
+    assert len(trials) == 1 and trials["status"].iloc[0] == "ok", trials["error"].tolist()
+    history = store.load_results(results, "history", sweep="gpt-killed")
+    assert list(history["step"]) == list(range(4, 41, 4))  # each evaluation once
+    # Tune's own log of every report, both attempts: after the kill the step count goes on from the
+    # checkpoint (a fresh start would report step 4 again)
+    (log,) = (results / "gpt-killed" / "_ray").rglob("result.json")
+    reports = [json.loads(line) for line in log.read_text().splitlines() if '"step"' in line]
+    steps, pids = [r["step"] for r in reports], [r["pid"] for r in reports]
+    assert pids[0] == killed[0] and len(set(pids)) == 2, pids  # both attempts are in the log
+    assert steps == sorted(set(steps)) and steps[-1] == 40, steps
