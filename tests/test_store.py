@@ -78,3 +78,22 @@ def test_a_retried_trial_keeps_one_row_per_evaluation():
     assert [(r["step"], r["val_loss"]) for r in rows] == [(10, 5.0), (20, 4.0), (30, 3.5), (40, 3.2)]
     epochs = _one_row_per_evaluation([{"epoch": 1}, {"epoch": 2}])
     assert [r["epoch"] for r in epochs] == [1, 2]
+
+
+def _check_writable_many(root: str, times: int) -> None:
+    for _ in range(times):
+        store.check_writable(root, "shared")
+
+
+def test_launches_checking_one_results_folder_at_once_do_not_fail_each_other(tmp_path):
+    """Two launches started together each write and remove a probe file: neither removes the other's."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=_check_writable_many, args=(str(tmp_path), 300)) for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=120)
+    assert [worker.exitcode for worker in workers] == [0, 0]
+    assert not [p for p in (tmp_path / "shared").iterdir()]  # no probe left behind

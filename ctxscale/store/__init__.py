@@ -23,7 +23,9 @@ This package imports neither Ray nor torch.
 from __future__ import annotations
 
 import json
+import os
 import re
+import uuid
 from pathlib import Path
 from typing import Iterable, Optional
 
@@ -171,10 +173,11 @@ def check_writable(root: str | Path, sweep: str) -> None:
     """Create the sweep's folder and write (and remove) a file in it, so an unwritable results
     folder is one line before any work."""
     folder = sweep_dir(root, sweep)
+    probe = folder / f".write-check-{os.getpid()}-{uuid.uuid4().hex[:8]}"  # launches at once: one each
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        files.write_bytes(folder / ".write-check", b"")
-        (folder / ".write-check").unlink()
+        files.write_bytes(probe, b"")
+        probe.unlink()
     except OSError as err:
         raise StoreError(f"{folder}: the results folder cannot be written ({err.strerror or err})") from None
 
