@@ -52,15 +52,14 @@ class MeasureProtocol(Section):
                                       "(default: all); the PCA needs at least 2.")
 
 
-class MeasureSpectra(Section):
-    layer: int = Field(default=-1, description="-1: the last layer's state after the final norm (what the "
-                       "logits are computed from). k >= 0: hidden_states[k] of the model (0 = embeddings).")
+class SpectraSettings(Section):
+    """What is measured of a hidden state (measure's and parity's `spectra` section): the PCA spectrum's
+    intrinsic dimensions and sums of log eigenvalues, and the KDE entropy."""
+
     thresholds: list[float] = Field(default=_THRESHOLDS, description="Intrinsic dimension = number of "
                                     "eigenvalues / largest above each threshold (the study: 0.002 .. 0.25).")
     n_eigenvalues: list[int] = Field(default=_N_EIGENVALUES, description="N values of the sum of log relative "
                                      "eigenvalues over the first N (the study: 3 .. 2,000).")
-    write_features: bool = Field(default=False, description="Also store the raw hidden states, one .npy per "
-                                 "model and context length under <results>/<name>/features/.")
     kde_dims: Optional[int] = Field(default=16, ge=1, description="KDE entropy (column kde_entropy): PCA axes "
                                     "kept before the Gaussian KDE (null: all); see ctxscale.measure.kde.")
     kde_max_samples: Optional[int] = Field(default=10_000, ge=4, description="KDE entropy: a seeded random "
@@ -78,6 +77,13 @@ class MeasureSpectra(Section):
     @classmethod
     def _n_values(cls, values):
         return sorted(_check_values("n_eigenvalues", values, positive=True))
+
+
+class MeasureSpectra(SpectraSettings):
+    layer: int = Field(default=-1, description="-1: the last layer's state after the final norm (what the "
+                       "logits are computed from). k >= 0: hidden_states[k] of the model (0 = embeddings).")
+    write_features: bool = Field(default=False, description="Also store the raw hidden states, one .npy per "
+                                 "model and context length under <results>/<name>/features/.")
 
 
 class MeasureInference(Section):

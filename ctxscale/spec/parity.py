@@ -13,11 +13,11 @@ from typing import Literal, Optional
 
 from pydantic import Field, field_validator, model_validator
 
-from .common import Resources, Section, _check_values
-from .measure import _THRESHOLDS
+from .common import Grid, Resources, Section, _check_values
+from .measure import SpectraSettings
 
 
-class ParityGrid(Section):
+class ParityGrid(Grid):
     context_length: list[int] = Field(description="Context lengths (bits) at which every trained model is "
                                       "evaluated, bits beyond them unknown; 1 <= l <= data.string_length.")
     data_size: list[int] = Field(description="Training samples per model.")
@@ -27,11 +27,6 @@ class ParityGrid(Section):
     @classmethod
     def _positive_unique(cls, values, info):
         return sorted(_check_values(info.field_name, values, positive=True))
-
-    @field_validator("seed")
-    @classmethod
-    def _unique_seeds(cls, values):
-        return _check_values("seed", values, positive=False)
 
     @property
     def size(self) -> int:
@@ -95,26 +90,9 @@ class ParityTraining(Section):
     threads: Optional[int] = Field(default=None, ge=1, description="torch CPU threads (default: the trial's CPUs).")
 
 
-class ParitySpectra(Section):
-    thresholds: list[float] = Field(default=_THRESHOLDS, description="Intrinsic-dimension thresholds (eigenvalue / "
-                                    "largest).")
+class ParitySpectra(SpectraSettings):
     n_eigenvalues: list[int] = Field(default=[3, 5, 10, 20, 50, 100, 200], description="N of the sums of log "
                                      "relative eigenvalues (N beyond the width: NaN).")
-    kde_dims: Optional[int] = Field(default=16, ge=1, description="PCA axes kept before the KDE (null: all).")
-    kde_max_samples: Optional[int] = Field(default=10_000, ge=4, description="Hidden states used by the KDE.")
-
-    @field_validator("thresholds")
-    @classmethod
-    def _thresholds(cls, values):
-        _check_values("thresholds", values, positive=True)
-        if max(values) >= 1:
-            raise ValueError(f"thresholds must be below 1, got {max(values)}")
-        return sorted(values)
-
-    @field_validator("n_eigenvalues")
-    @classmethod
-    def _n_values(cls, values):
-        return sorted(_check_values("n_eigenvalues", values, positive=True))
 
 
 class ParitySpec(Section):
