@@ -179,19 +179,24 @@ class GPT(nn.Module):
         logits keeps a (B, T, V) tensor alive through the backward pass.
         """
         B, T = idx.shape
-        if T > self.config.max_seq_len:
-            raise ValueError(f"sequence of {T} tokens exceeds max_seq_len = {self.config.max_seq_len}")
-        cos, sin = self.rope_cos[:T], self.rope_sin[:T]
-        x = self.drop(self.wte(idx))  # (B, T, C); no position embedding: RoPE inside attention
-        for block in self.blocks:
-            x = block(x, cos, sin)
-        logits = self.lm_head(self.ln_f(x))  # (B, T, V)
+        logits = self.lm_head(self.hidden_states(idx))  # (B, T, V)
         loss = None
         if targets is not None:
             # float32 softmax for a stable loss; under torch.compile the upcast fuses into the
             # loss kernel instead of materialising a float32 copy of the logits
             loss = F.cross_entropy(logits.float().view(B * T, -1), targets.view(B * T))
         return logits, loss
+
+    def hidden_states(self, idx: torch.Tensor) -> torch.Tensor:
+        """The final-norm hidden states (B, T, C) of idx (B, T): what the logits are computed from."""
+        T = idx.shape[1]
+        if T > self.config.max_seq_len:
+            raise ValueError(f"sequence of {T} tokens exceeds max_seq_len = {self.config.max_seq_len}")
+        cos, sin = self.rope_cos[:T], self.rope_sin[:T]
+        x = self.drop(self.wte(idx))  # (B, T, C); no position embedding: RoPE inside attention
+        for block in self.blocks:
+            x = block(x, cos, sin)
+        return self.ln_f(x)
 
     def num_params(self, non_embedding: bool = True) -> int:
         """Parameter count; the tied embedding / lm_head matrix is counted once, or not at all

@@ -20,13 +20,7 @@ class ParityTransformer(nn.Module):
 
     def features(self, idx: torch.Tensor) -> torch.Tensor:
         """The final-norm hidden state (B, n_embd) at the last position of idx (B, T)."""
-        gpt = self.gpt
-        T = idx.shape[1]
-        cos, sin = gpt.rope_cos[:T], gpt.rope_sin[:T]
-        x = gpt.drop(gpt.wte(idx))
-        for block in gpt.blocks:
-            x = block(x, cos, sin)
-        return gpt.ln_f(x[:, -1])
+        return self.gpt.hidden_states(idx)[:, -1]
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         """Logits (B, 2) of the answer bit."""
