@@ -23,6 +23,22 @@ TINY_SPEC = {
 
 
 @functools.lru_cache(maxsize=1)
+def word_corpus(folder: Path) -> Path:
+    """A real corpus prepared under `folder` from 8 local text files of 1,500 common English words,
+    2 of them held out for validation (the GPT-2 BPE ranks must be at hand: a `network` test)."""
+    import numpy as np
+
+    from ctxscale.data.corpus import prepare_corpus
+
+    rng = np.random.default_rng(0)
+    words = np.array("the of and to in a is that for it as was with be by on not he this are or".split())
+    (folder / "docs").mkdir()
+    for i in range(8):
+        (folder / "docs" / f"doc{i}.txt").write_text(" ".join(rng.choice(words, size=1500)))
+    prepare_corpus(folder / "docs", folder / "corpus", min_doc_tokens=500, val_fraction=0.25, num_proc=1)
+    return folder / "corpus"
+
+
 def registry_problem() -> str:
     """Why the package registry cannot be reached ('' when it can), asked once per session the
     way the code under test reaches it: through pip, with the user's index settings."""

@@ -182,20 +182,14 @@ def test_a_gpt_worker_killed_mid_trial_resumes_from_its_checkpoint(ray_cluster, 
     import json
     import threading
 
-    import numpy as np
     import pyarrow.parquet as pq
 
-    from ctxscale.data.corpus import prepare_corpus
+    from conftest import word_corpus
 
-    rng = np.random.default_rng(0)
-    words = np.array("the of and to in a is that for it as was with be by on not he this are or".split())
-    (tmp_path / "docs").mkdir()
-    for i in range(8):
-        (tmp_path / "docs" / f"doc{i}.txt").write_text(" ".join(rng.choice(words, size=1500)))
-    prepare_corpus(tmp_path / "docs", tmp_path / "corpus", min_doc_tokens=500, val_fraction=0.25, num_proc=1)
+    corpus = word_corpus(tmp_path)
     spec = parse_spec({
         "name": "gpt-killed", "experiment": "gpt", "grid": {"context_length": [16], "data_size": [8000], "seed": [0]},
-        "data": {"corpus": str(tmp_path / "corpus")}, "model": {"preset": "tiny"},
+        "data": {"corpus": str(corpus)}, "model": {"preset": "tiny"},
         "training": {"tokens_per_step": 512, "micro_batch_tokens": 512, "warmup_steps": 2, "max_steps": 40,
                      "eval_every": 4, "eval_tokens": 512, "patience": 100, "compile": False, "device": "cpu"},
         "resources": {"max_failures": 1}})

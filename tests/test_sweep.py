@@ -130,21 +130,13 @@ def test_results_cli_prints_stored_rows(synthetic_results, capsys):
 @pytest.mark.network
 def test_tiny_gpt_sweep_end_to_end(tmp_path, ray_cluster):
     """2 context lengths x 2 training sizes of a tiny GPT on a corpus prepared from local text."""
-    import numpy as np
+    from conftest import word_corpus
 
-    from ctxscale.data.corpus import prepare_corpus
-
-    rng = np.random.default_rng(0)
-    words = np.array("the of and to in a is that for it as was with be by on not he this are or".split())
-    docs = tmp_path / "docs"
-    docs.mkdir()
-    for i in range(8):
-        (docs / f"doc{i}.txt").write_text(" ".join(rng.choice(words, size=1500)))
-    prepare_corpus(docs, tmp_path / "corpus", min_doc_tokens=500, val_fraction=0.25, num_proc=1)
+    corpus = word_corpus(tmp_path)
     raw = {
         "name": "gpt-tiny", "experiment": "gpt",
         "grid": {"context_length": [16, 64], "data_size": [2000, 8000], "seed": [0]},
-        "data": {"corpus": str(tmp_path / "corpus")},
+        "data": {"corpus": str(corpus)},
         "model": {"preset": "tiny"},
         "training": {"tokens_per_step": 512, "micro_batch_tokens": 512, "warmup_steps": 2, "max_steps": 6,
                      "eval_every": 3, "eval_tokens": 512, "patience": 5, "compile": False, "device": "cpu"},
