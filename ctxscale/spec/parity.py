@@ -13,7 +13,7 @@ from typing import Literal, Optional
 
 from pydantic import Field, field_validator, model_validator
 
-from .common import Grid, Resources, Section, _check_values
+from .common import Grid, Resources, Section, Tracking, _check_values
 from .measure import SpectraSettings
 
 
@@ -104,6 +104,7 @@ class ParitySpec(Section):
     training: ParityTraining = ParityTraining()
     spectra: ParitySpectra = ParitySpectra()
     resources: Resources = Resources()
+    tracking: Tracking = Tracking()
 
     @model_validator(mode="after")
     def _fits(self):
