@@ -69,6 +69,8 @@ class StackedModel(nn.Module):
         self.output_names = [_name_of(members[0], members[0].output.weight), _name_of(members[0], members[0].output.bias)]
         widened = [_widened(model, length, self.width) for model, length in zip(members, context_lengths)]
         self.names = list(widened[0])
+        # input columns after the bits (the MLP's control one-hot; none for the Bi-MLP's bits layer)
+        self.extra_columns = widened[0][self.bits_weight_name].shape[1] - self.width
         self.stacked = nn.ParameterList([torch.stack([params[name] for params in widened]) for name in self.names])
         # 1 where a member's bits layer sees an input column: its own bits and what follows the
         # bits (the MLP's control columns), 0 on the padding
@@ -83,6 +85,7 @@ class StackedModel(nn.Module):
     def forward(self, bits: torch.Tensor, control: torch.Tensor) -> torch.Tensor:
         params = dict(zip(self.names, self.stacked))
         params[self.bits_weight_name] = params[self.bits_weight_name] * self.input_mask
+        bits = bits[:, :self.width]  # the stack may have narrowed since the data was laid out
         if isinstance(self.template, MLP):
             logits = _layers(self.template.net, "net", params, torch.cat([bits, control], dim=1))
         else:
@@ -99,7 +102,8 @@ class StackedModel(nn.Module):
         """A member's parameters as the state dict of its own unpacked model (padding removed)."""
         state = dict(zip(self.names, params))
         weight = state[self.bits_weight_name]
-        state[self.bits_weight_name] = torch.cat([weight[:, :context_length], weight[:, self.width:]], dim=1)
+        width = weight.shape[1] - self.extra_columns  # the stack's width when these were copied
+        state[self.bits_weight_name] = torch.cat([weight[:, :context_length], weight[:, width:]], dim=1)
         for name in self.output_names:
             state[name] = state[name][:1]
         return state
@@ -114,11 +118,10 @@ def _layers(sequence: nn.Sequential, prefix: str, params: dict, x: torch.Tensor)
         if isinstance(layer, nn.Linear):
             weight, bias = params[f"{prefix}.{index}.weight"], params[f"{prefix}.{index}.bias"]  # (M, out, in), (M, out)
             members, out = bias.shape
-            if x.dim() == 2:  # one input: the members' weights side by side make one matrix product
-                x = torch.addmm(bias.reshape(-1), x, weight.reshape(members * out, -1).t())
-                x = x.view(len(x), members, out).transpose(0, 1)
-            else:
-                x = torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
+            # one input for all members is read through a stride-0 view, so every layer's output is
+            # a contiguous (M, B, out) and each member's product the same kernel call whatever M is
+            inputs = x.expand(members, *x.shape) if x.dim() == 2 else x
+            x = torch.baddbmm(bias.unsqueeze(1), inputs, weight.transpose(1, 2))
         elif isinstance(layer, nn.LeakyReLU):
             # in place where autograd keeps nothing (evaluation): no second activation-sized buffer
             x = F.leaky_relu(x, layer.negative_slope, inplace=not torch.is_grad_enabled())
@@ -135,15 +138,28 @@ def keep_members(model: StackedModel, optimizer: torch.optim.Optimizer, rows: li
     A stopped member leaves the stack: it stops updating (Adam's momentum would move it on a zero
     gradient) and stops costing compute.
     """
-    index = torch.tensor(rows, device=model.input_mask.device)
-    old = list(model.stacked)
-    model.stacked = nn.ParameterList([param.detach()[index].clone() for param in old])
-    model.input_mask = model.input_mask[index]
+    device = model.input_mask.device
+    index = torch.tensor(rows, device=device)
     model.context_lengths = [model.context_lengths[row] for row in rows]
+    # the bits layer narrows to the longest member left: the dropped columns are all padding (zero
+    # weights, zero moments), so removing them changes no member's numbers, only the work
+    width = max(model.context_lengths)
+    columns = torch.cat([torch.arange(width, device=device),
+                         torch.arange(model.width, model.width + model.extra_columns, device=device)])
+    bits_index = model.names.index(model.bits_weight_name)
+    model.width = width
+
+    def kept_slice(tensor: torch.Tensor, position: int) -> torch.Tensor:
+        tensor = tensor.detach()[index]
+        return (tensor[:, :, columns] if position == bits_index else tensor).clone()
+
+    old = list(model.stacked)
+    model.stacked = nn.ParameterList([kept_slice(param, i) for i, param in enumerate(old)])
+    model.input_mask = model.input_mask[index][:, :, columns]
     kept = make_optimizer(model.stacked.parameters())
-    for old_param, new_param in zip(old, model.stacked):
+    for position, (old_param, new_param) in enumerate(zip(old, model.stacked)):
         kept.state[new_param] = {
-            key: (value[index].clone() if value.dim() > 0 else value.clone()) if torch.is_tensor(value) else value
+            key: (kept_slice(value, position) if value.dim() > 0 else value.clone()) if torch.is_tensor(value) else value
             for key, value in optimizer.state[old_param].items()
         }
     return kept
