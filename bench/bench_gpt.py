@@ -44,6 +44,8 @@ above when comparing kernels. (3) Besides the matmuls (620-690 TFLOP/s on these 
 the profile at 1,024 (before the RoPE fix, shares of the step) shows the float32 log-softmax
 over the 50,304-way logits (9 %), flash attention (12 %), then GELU and LayerNorm kernels: a
 fused linear + cross-entropy would be the next thing to try for the last points at 1,024.
+`training.loss_chunk_rows` is that (ctxscale/models/loss.py); the plain and chunked losses in one
+run, e.g. `--variants 1024:cudnn:32768:0 1024:cudnn:32768:8192 4096:cudnn:32768:0 4096:cudnn:32768:8192`.
 """
 from __future__ import annotations
 
