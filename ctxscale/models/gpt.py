@@ -31,7 +31,7 @@ class GPTConfig:
     rope_fraction: float = 1.0
     # training loss with gradients on: 0 computes the (B, T, V) logits, then F.cross_entropy;
     # N > 0 runs lm_head + cross-entropy N rows (tokens) at a time (models/loss.py): no logits for
-    # the whole batch, the same loss and gradients up to rounding. Not a weight: checkpoints agree
+    # the whole batch, the same loss and gradients up to rounding; not a weight: checkpoints load either way
     loss_chunk_rows: int = 0
 
     def __post_init__(self):
