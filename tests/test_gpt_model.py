@@ -145,3 +145,47 @@ def test_partial_rope_model_exports_as_gpt_neox_rotary_pct(tmp_path):
     x = torch.randint(0, 320, (3, 50))
     with torch.no_grad():
         torch.testing.assert_close(model(x)[0], hf.eval()(x).logits, atol=1e-4, rtol=1e-4)
+
+
+# --- chunked linear + cross-entropy (GPTConfig.loss_chunk_rows) -----------------------------------
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 16, 17, 48, 100])  # 17: a tail chunk of 14 rows; 100: one chunk
+def test_chunked_loss_and_gradients_equal_cross_entropy(chunk_rows):
+    from ctxscale.models.loss import linear_cross_entropy
+
+    gen = torch.Generator().manual_seed(0)
+    hidden = torch.randn(48, 32, generator=gen, requires_grad=True)
+    weight = (0.3 * torch.randn(80, 32, generator=gen)).requires_grad_()
+    targets = torch.randint(0, 80, (48,), generator=gen)
+    grads = []
+    for loss_fn in (lambda: torch.nn.functional.cross_entropy(hidden @ weight.t(), targets),
+                    lambda: linear_cross_entropy(hidden, weight, targets, chunk_rows)):
+        loss = loss_fn()
+        (0.25 * loss).backward()  # a scaled loss, as under gradient accumulation
+        grads.append((loss.detach(), hidden.grad, weight.grad))
+        hidden.grad = weight.grad = None
+    for plain, chunked in zip(*grads):
+        torch.testing.assert_close(chunked, plain, rtol=1e-5, atol=1e-7)
+
+
+def test_chunked_loss_in_the_tied_model_gives_the_plain_gradients():
+    torch.manual_seed(0)
+    plain = GPT(GPTConfig(**PRESETS["tiny"], vocab_size=96, max_seq_len=16))
+    chunked = GPT(GPTConfig(**PRESETS["tiny"], vocab_size=96, max_seq_len=16, loss_chunk_rows=20))
+    chunked.load_state_dict(plain.state_dict())
+    assert chunked.lm_head.weight is chunked.wte.weight
+    x, y = torch.randint(0, 96, (3, 16)), torch.randint(0, 96, (3, 16))  # 48 rows: chunks of 20, 20, 8
+    logits, loss = chunked(x, y)
+    assert logits is None  # training: no (B, T, V) logits
+    loss.backward()
+    plain_loss = plain(x, y)[1]
+    plain_loss.backward()
+    torch.testing.assert_close(loss, plain_loss, rtol=1e-6, atol=1e-6)
+    grads = dict(chunked.named_parameters())
+    for name, p in plain.named_parameters():  # wte.weight: its embedding and lm_head gradients summed
+        torch.testing.assert_close(grads[name].grad, p.grad, rtol=1e-5, atol=1e-7, msg=name)
+    with torch.no_grad():  # evaluation takes the plain path: logits and the same loss
+        logits, eval_loss = chunked(x, y)
+    assert logits.shape == (3, 16, 96)
+    torch.testing.assert_close(eval_loss, plain_loss.detach())

@@ -367,6 +367,7 @@ def test_study_spec_is_the_study_grid():
     ({"data": {"subset": "shuffled"}}, "data.subset"),
     ({"model": {"preset": "tiny", "rope_fraction": 0.3}}, "model: rope_fraction 0.3 of head dimension 32"),
     ({"model": {"rope_fraction": 1.5}}, "model.rope_fraction"),
+    ({"training": {"loss_chunk_rows": -1}}, "training.loss_chunk_rows"),
     ({"training": {"tokens_per_step": 512}}, "grid.context_length 1024"),
     ({"grid": {"context_length": [4096], "data_size": [4000]}}, "grid.data_size [4000]"),
     ({"grid": {"context_length": [16384], "data_size": [10**8]}, "resources": {"num_workers": 8}},
@@ -394,6 +395,38 @@ def test_check_against_corpus_names_data_size(tiny_corpus):
     with pytest.raises(SpecError, match="grid.data_size"):
         check_against_corpus(parse_spec(_spec_dict(grid={"context_length": [128], "data_size": [everything + 1]},
                                                    data={"subset": "random"})), corpus)
+
+
+def test_loss_chunk_rows_keeps_the_hash_of_older_specs_at_zero():
+    import hashlib
+
+    from ctxscale.sweep.grid import expand_grid, science_hash
+
+    spec = tiny_spec()
+    before = spec.model_dump(mode="json", exclude={"name", "resources", "grid", "tracking"})
+    del before["training"]["loss_chunk_rows"]  # the hash as computed before the field existed
+    assert science_hash(spec) == hashlib.sha256(json.dumps(before, sort_keys=True).encode()).hexdigest()[:8]
+    chunked = tiny_spec(loss_chunk_rows=64)
+    assert science_hash(chunked) != science_hash(spec)
+    # the trial's spec travels as a dict and comes back with the option
+    assert parse_spec(expand_grid(chunked)[0]["spec"]).training.loss_chunk_rows == 64
+
+
+def test_one_step_with_the_chunked_loss_equals_the_plain_one():
+    x, y = loop.TokenWindows(TRAIN, T, torch.device("cpu")).batch(np.arange(4) * 100)
+    after = {}
+    for chunk_rows in (0, 24):  # micro-batches of 2 x 32 = 64 rows: chunks of 24, 24 and 16
+        run = loop.setup_gpt(tiny_spec(tokens_per_step=4 * T, micro_batch_tokens=2 * T, loss_chunk_rows=chunk_rows),
+                             T, 0, TRAIN, VAL)
+        assert run.plan.accumulation == 2 and run.model.config.loss_chunk_rows == chunk_rows
+        # plain SGD: AdamW's first update, lr * g / (|g| + eps), would magnify rounding differences
+        # of gradients near 0 (see _one_step below)
+        run = dataclasses.replace(run, optimizer=torch.optim.SGD(run.model.parameters(), lr=0.1),
+                                  batches=iter([(x[:2], y[:2]), (x[2:], y[2:])]))
+        after[chunk_rows] = run.step(0.1).item(), {k: v.clone() for k, v in run.model.state_dict().items()}
+    assert after[24][0] == pytest.approx(after[0][0], rel=1e-6)
+    for name, value in after[0][1].items():
+        torch.testing.assert_close(after[24][1][name], value, rtol=1e-5, atol=1e-7, msg=name)
 
 
 @pytest.mark.gpu

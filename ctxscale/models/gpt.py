@@ -13,6 +13,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .loss import linear_cross_entropy
+
 
 @dataclass(frozen=True)
 class GPTConfig:
@@ -27,10 +29,16 @@ class GPTConfig:
     # share of each head's channels that RoPE rotates (the first ones); the rest carry no position.
     # 1.0: all (Llama, GPT-NeoX's default); the study's fork rotates half (0.5)
     rope_fraction: float = 1.0
+    # training loss with gradients on: 0 computes the (B, T, V) logits, then F.cross_entropy;
+    # N > 0 runs lm_head + cross-entropy N rows (tokens) at a time (models/loss.py): no logits for
+    # the whole batch, the same loss and gradients up to rounding; not a weight: checkpoints load either way
+    loss_chunk_rows: int = 0
 
     def __post_init__(self):
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+        if self.loss_chunk_rows < 0:
+            raise ValueError(f"loss_chunk_rows ({self.loss_chunk_rows}) must be 0 (off) or positive")
         if not 0.0 < self.rope_fraction <= 1.0:
             raise ValueError(f"rope_fraction ({self.rope_fraction}) must be in (0, 1]")
         rotary = self.head_dim * self.rope_fraction
@@ -173,13 +181,20 @@ class GPT(nn.Module):
             nn.init.zeros_(module.bias)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
-        """idx, targets: (B, T) token ids. Returns (logits (B, T, V), mean cross-entropy or None).
+        """idx, targets: (B, T) token ids. Returns (logits (B, T, V), mean cross-entropy or None);
+        the logits are None with config.loss_chunk_rows, targets and gradients on (training).
 
         Training callers should keep only the loss (`model(x, y)[1]`): holding the returned
         logits keeps a (B, T, V) tensor alive through the backward pass.
         """
         B, T = idx.shape
-        logits = self.lm_head(self.hidden_states(idx))  # (B, T, V)
+        h = self.hidden_states(idx)
+        if targets is not None and self.config.loss_chunk_rows and torch.is_grad_enabled():
+            # evaluation (no_grad) keeps the plain path: the chunked one also computes gradients
+            loss = linear_cross_entropy(h.view(B * T, -1), self.lm_head.weight, targets.view(B * T),
+                                        self.config.loss_chunk_rows)
+            return None, loss
+        logits = self.lm_head(h)  # (B, T, V)
         loss = None
         if targets is not None:
             # float32 softmax for a stable loss; under torch.compile the upcast fuses into the

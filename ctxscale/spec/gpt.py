@@ -158,6 +158,14 @@ class GPTTraining(Section):
         "key on this choice: after switching it on one machine, set TORCHINDUCTOR_FORCE_DISABLE_CACHES=1 "
         "once or clear the inductor cache.",
     )
+    loss_chunk_rows: int = Field(
+        default=0, ge=0,
+        description="Training loss. 0: the logits of the whole micro-batch, then a float32 cross-entropy. "
+        "N > 0: the lm_head matmul and the cross-entropy N tokens at a time, with their gradients computed "
+        "chunk by chunk (ctxscale/models/loss.py): no float32 logits for the whole micro-batch, the same loss "
+        "and gradients up to rounding. Evaluation always takes the plain path. Left out of config_hash at 0, "
+        "so specs written before it keep their hash.",
+    )
     device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="'auto' takes CUDA when there is one.")
     peak_flops: float = Field(
         default=989e12, gt=0, description="Peak FLOP/s of one accelerator for MFU (H100/H200 dense bf16: 989e12)."

@@ -17,9 +17,18 @@ from typing import Optional
 TRIAL_ID = re.compile(r"l(?P<context_length>\d+)_d(?P<data_size>\d+)_s(?P<seed>-?\d+)_(?P<config_hash>[0-9a-f]+)")
 
 
+# Fields added after sweeps had stored results, with the value that behaves as before they
+# existed: at that value they are left out of the hash, so older specs keep their config_hash
+# (and their stored trials); any other value changes it like every other field.
+ADDED_FIELDS = {("gpt", "training", "loss_chunk_rows"): 0}
+
+
 def science_hash(spec) -> str:
     """Hash of the sections that change what a trial computes (not its name, resources or tracking)."""
     payload = spec.model_dump(mode="json", exclude={"name", "resources", "grid", "tracking"})
+    for (experiment, section, field), old_behaviour in ADDED_FIELDS.items():
+        if payload.get("experiment") == experiment and payload[section].get(field) == old_behaviour:
+            del payload[section][field]
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:8]
 
 

@@ -47,7 +47,12 @@ def data_parallel(module: torch.nn.Module, device: torch.device) -> torch.nn.Mod
     """`module` under DDP when more than one process trains it, else `module` itself.
 
     DDP broadcasts rank 0's parameters when it wraps, so every rank starts from the same weights.
+    gradient_as_bucket_view: the gradients are views into DDP's all-reduce buckets, so the reduced
+    gradients are not copied back out of them (and not held twice). Safe with what the loops do to
+    gradients: in-place scaling (clip_grad_norm_), reading (AdamW) and zero_grad(set_to_none=True),
+    after which DDP copies the next step's gradients into the buckets and makes them views again.
     """
     if rank_and_world()[1] == 1:
         return module
-    return DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
+    return DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None,
+                                   gradient_as_bucket_view=True)

@@ -248,7 +248,8 @@ def setup_gpt(spec, context_length: int, seed: int, train_tokens: np.ndarray, va
     device = pick_device(t.device)
     plan = plan_batches(t.tokens_per_step, context_length, t.micro_batch_tokens, world)
     torch.manual_seed(seed)
-    model = GPT(GPTConfig(**spec.model.config_kwargs(), max_seq_len=context_length)).to(device)
+    model = GPT(GPTConfig(**spec.model.config_kwargs(), max_seq_len=context_length,
+                          loss_chunk_rows=t.loss_chunk_rows)).to(device)
     optimizer = make_optimizer(model, lr=t.lr, weight_decay=t.weight_decay, betas=(t.beta1, t.beta2), device=device)
     compiled = torch.compile(model, dynamic=False) if t.compile else model  # static shapes: one T per trial
     rng = np.random.default_rng([seed, rank])
