@@ -1,8 +1,7 @@
 """The experiments as the sweep runner sees them: one small `Experiment` object each.
 
 An experiment says, for its kind of spec, what happens before Ray starts (`prepare`), which grid
-points the spec has (`points`), how pending points are grouped into Ray Tune trials (`group`, given
-how many trials run at once), the
+points the spec has (`points`), how pending points are grouped into Ray Tune trials (`group`), the
 Ray-free function that runs one group (`run`) and the rows each finished point stores (`rows`).
 `ctxscale.sweep.runner` applies the same scheduling and storage policy to all of them.
 
@@ -29,7 +28,7 @@ import pandas as pd
 Report = Callable[..., None]
 
 
-def one_point_each(points: list[dict], slots: int = 1) -> list[list[dict]]:
+def one_point_each(points: list[dict]) -> list[list[dict]]:
     """One Tune trial per point: a training run is one model."""
     return [[point] for point in points]
 
@@ -54,8 +53,7 @@ class Experiment:
     rows: Callable[[dict, list[dict]], tuple[dict, dict[str, list[dict]]]]
     # (results folder, spec, its stored trials rows) -> the text table printed after a sweep
     table: Callable[[Path, Any, pd.DataFrame], str]
-    # (pending points, trials the cluster runs at once) -> the points of each Tune trial
-    group: Callable[[list[dict], int], list[list[dict]]] = one_point_each
+    group: Callable[[list[dict]], list[list[dict]]] = one_point_each
     # (group) -> the Tune trial's name, unique among the sweep's groups and readable in Tune's progress
     group_name: Callable[[list[dict]], str] = first_trial_id
     # (spec, results folder, stored points) -> None: brings stored rows up to date with settings

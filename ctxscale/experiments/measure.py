@@ -87,7 +87,7 @@ def measure_points(spec: MeasureSpec, corpus_path: Path) -> list[dict]:
     return points
 
 
-def per_model(points: list[dict], slots: int = 1) -> list[list[dict]]:
+def per_model(points: list[dict]) -> list[list[dict]]:
     """One Tune trial per model: a model is loaded once for all its pending context lengths."""
     groups: dict[str, list[dict]] = {}
     for point in points:

@@ -6,7 +6,6 @@ evaluation. Synthetic points of one (data size, seed) are packed into one Tune t
 """
 from __future__ import annotations
 
-import functools
 import math
 from typing import Optional
 
@@ -50,25 +49,16 @@ def _grid_points(spec, prepared) -> list[dict]:
     return expand_grid(spec)
 
 
-def _group_cost(group: list[dict], val_rows: int) -> int:
-    # an epoch trains on data_size rows (forward and backward: about 3 forward passes) and
-    # evaluates val_rows, for every member
-    return len(group) * (3 * group[0]["data_size"] + val_rows)
-
-
-def pack_synthetic(points: list[dict], slots: int = 1) -> list[list[dict]]:
+def pack_synthetic(points: list[dict]) -> list[list[dict]]:
     """The pending points in groups that share (data size, seed), hence the batch order, each in
-    increasing context length.
+    increasing context length and at most `resources.pack` long (one group per pair for 'auto').
+    (Dealing a large pair into parts, so that more trial slots share it, was measured on the 2-core
+    CPU: three 2-point parts of the largest pair took 1.7 times the slot time of its 6-point group,
+    a step's fixed cost being shared by fewer members, and the sweep was no faster.)
 
-    With `resources.pack: n` a group holds at most n points. With 'auto' it holds every context
-    length of its pair, except where the cluster runs several trials at once (`slots`): then a
-    group that would cost more than half a slot's fair share of the sweep is dealt into parts,
-    every k-th context length to a part (so each part gets short and long ones, which stop at
-    different epochs). Without that a laptop's two cores would wait on one core for the largest
-    data size; on one GPU with four slots the study's grid is not split.
-
-    The groups come largest first, so that Tune starts the longest ones first and the last groups
-    to finish are short ones that fill the remaining slots."""
+    The groups come largest first (rows trained and evaluated per epoch, times members), so that
+    Tune starts the longest ones first and the last groups to finish are short ones that fill the
+    remaining slots."""
     if not points:
         return []
     spec = SyntheticSpec.model_validate(points[0]["spec"])
@@ -81,18 +71,12 @@ def pack_synthetic(points: list[dict], slots: int = 1) -> list[list[dict]]:
         pair.sort(key=lambda point: point["context_length"])
         size = limit or len(pair)
         groups += [pair[start:start + size] for start in range(0, len(pair), size)]
-    cost = functools.partial(_group_cost, val_rows=spec.data.val_rows)
-    if limit is None and slots > 1:
-        share = sum(map(cost, groups)) / (2 * slots)
-        groups = [group[part::parts] for group in groups
-                  for parts in [min(len(group), math.ceil(cost(group) / share))] for part in range(parts)]
-    return sorted(groups, key=lambda group: -cost(group))
+    # an epoch trains on data_size rows (forward and backward: about 3 forward passes) and evaluates val_rows
+    return sorted(groups, key=lambda group: -len(group) * (3 * group[0]["data_size"] + spec.data.val_rows))
 
 
 def synthetic_group_name(group: list[dict]) -> str:
-    """A point's own trial id; for a group 'd<data size>_s<seed>_l<shortest>-<longest>_<config hash>'
-    (unique: the groups of one data size and seed share no context length, so no two have the same
-    shortest one)."""
+    """A point's own trial id; for a group 'd<data size>_s<seed>_l<shortest>-<longest>_<config hash>'."""
     if len(group) == 1:
         return group[0]["trial_id"]
     first, lengths = group[0], [point["context_length"] for point in group]

@@ -115,17 +115,6 @@ def check_fits(resources, types: list[dict]) -> None:
                          f"(node types: {largest})")
 
 
-def trial_slots(resources, cluster: dict) -> int:
-    """How many trials the cluster as it is now runs at once (what `pack: auto` balances over)."""
-    bundle = worker_bundle(resources)
-    workers = max(resources.num_workers, 1) if resources.use_ddp else 1
-    fits = [cluster.get(kind, 0.0) // (amount * workers) for kind, amount in bundle.items() if amount > 0]
-    slots = int(min(fits)) if fits else 1
-    if resources.max_concurrent_trials:
-        slots = min(slots, resources.max_concurrent_trials)
-    return max(slots, 1)
-
-
 def _loop_metrics(result: dict) -> dict:
     """What the experiment's function reported, without the keys Tune adds to every result."""
     return {k: v for k, v in result.items() if k not in _TUNE_KEYS and not k.startswith("config")}
@@ -356,8 +345,7 @@ class SweepPlan:
         if "://" not in storage:  # s3://, gs://, ... stay as they are; local paths must be absolute for Ray
             storage = str(Path(storage).absolute())
         check_fits(resources, node_types())  # what never fits is refused; the rest waits for the autoscaler
-        slots = trial_slots(resources, ray.cluster_resources())
-        groups = {self.experiment.group_name(group): group for group in self.experiment.group(self.pending, slots)}
+        groups = {self.experiment.group_name(group): group for group in self.experiment.group(self.pending)}
         run = self.experiment.run
         if resources.use_ddp:
             trainable = tune.with_parameters(ddp_trial, groups=groups, run=run, storage_path=storage, data=self.data)
