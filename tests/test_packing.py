@@ -2,8 +2,11 @@
 gives alone (the stacked model against the unpacked one, and a sweep with pack 1 against pack auto)."""
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import torch
+import torch.nn.functional as F
 
 from ctxscale import store
 from ctxscale.experiments.training import pack_synthetic, synthetic_group_name
@@ -12,7 +15,7 @@ from ctxscale.spec import SpecError, parse_spec
 from ctxscale.sweep.grid import expand_grid
 from ctxscale.sweep.prepare import prepare_data
 from ctxscale.sweep.runner import run_sweep
-from ctxscale.train.packed import StackedModel, clip_grad_norm_per_member
+from ctxscale.train.packed import StackedModel, _fused_bias_leaky_relu, clip_grad_norm_per_member
 
 from conftest import TINY_SPEC
 
@@ -138,3 +141,22 @@ def test_a_process_moves_the_data_to_the_device_once():
     assert later.train.bits.data_ptr() == first.train.bits.data_ptr()
     assert later.val.bits.data_ptr() == first.val.bits.data_ptr()
     assert torch.equal(later.train.labels, first.train.labels[:2000])
+
+
+@pytest.mark.skipif(shutil.which("g++") is None and shutil.which("clang++") is None,
+                    reason="torch.compile's CPU backend needs a C++ compiler")
+def test_fused_bias_leaky_relu_equals_the_eager_layers():
+    """The GPU's fused bias + LeakyReLU (compiled; here on the CPU backend) gives the eager
+    kernels' values and gradients, for stacks of different sizes (shapes are dynamic)."""
+    for members, rows in ((3, 50), (1, 70)):
+        x = torch.randn(members, rows, 40, dtype=torch.float64, requires_grad=True)
+        bias = torch.randn(members, 40, dtype=torch.float64, requires_grad=True)
+        fused = _fused_bias_leaky_relu()(x, bias, 0.01)
+        fused.square().sum().backward()
+        fused_grads = x.grad.clone(), bias.grad.clone()
+        x.grad = bias.grad = None
+        eager = F.leaky_relu(x + bias.unsqueeze(1), 0.01)
+        eager.square().sum().backward()
+        torch.testing.assert_close(fused, eager)
+        torch.testing.assert_close(fused_grads[0], x.grad)
+        torch.testing.assert_close(fused_grads[1], bias.grad)

@@ -20,6 +20,7 @@ the same numbers packed (`resources.pack: auto`) and alone (`pack: 1`) on a CPU.
 from __future__ import annotations
 
 import copy
+import functools
 from typing import Callable, Iterable
 
 import torch
@@ -109,24 +110,49 @@ class StackedModel(nn.Module):
         return state
 
 
+def _bias_leaky_relu(x: torch.Tensor, bias: torch.Tensor, negative_slope: float) -> torch.Tensor:
+    return F.leaky_relu(x + bias.unsqueeze(1), negative_slope)
+
+
+@functools.cache
+def _fused_bias_leaky_relu() -> Callable:
+    """`_bias_leaky_relu` compiled (shapes dynamic: M shrinks as members stop): one GPU kernel that
+    reads the matrix product once, where eager mode writes the broadcast bias, accumulates onto it
+    and reads and writes it again for the activation (measured on an H200: the broadcast copy and the
+    LeakyReLU passes were 44 % of a packed group's GPU time). Its backward is fused likewise."""
+    return torch.compile(_bias_leaky_relu, dynamic=True)
+
+
 def _layers(sequence: nn.Sequential, prefix: str, params: dict, x: torch.Tensor) -> torch.Tensor:
     """`sequence` (Linear and LeakyReLU layers) run by every member on its stacked weights.
 
     x is (B, in) when it is the same for every member, else (M, B, in); the result is (M, B, out).
+    On a GPU a Linear layer followed by a LeakyReLU runs as a product and one fused kernel. The CPU
+    keeps the eager kernels, whose numbers the packed-against-unpacked equality was shown with.
     """
-    for index, layer in enumerate(sequence):
+    layers = list(sequence)
+    fuse = x.is_cuda
+    index = 0
+    while index < len(layers):
+        layer = layers[index]
         if isinstance(layer, nn.Linear):
             weight, bias = params[f"{prefix}.{index}.weight"], params[f"{prefix}.{index}.bias"]  # (M, out, in), (M, out)
-            members, out = bias.shape
+            members = len(bias)
             # one input for all members is read through a stride-0 view, so every layer's output is
             # a contiguous (M, B, out) and each member's product the same kernel call whatever M is
             inputs = x.expand(members, *x.shape) if x.dim() == 2 else x
+            activation = layers[index + 1] if index + 1 < len(layers) else None
+            if fuse and isinstance(activation, nn.LeakyReLU):
+                x = _fused_bias_leaky_relu()(torch.bmm(inputs, weight.transpose(1, 2)), bias, activation.negative_slope)
+                index += 2
+                continue
             x = torch.baddbmm(bias.unsqueeze(1), inputs, weight.transpose(1, 2))
         elif isinstance(layer, nn.LeakyReLU):
             # in place where autograd keeps nothing (evaluation): no second activation-sized buffer
             x = F.leaky_relu(x, layer.negative_slope, inplace=not torch.is_grad_enabled())
         else:
             raise TypeError(f"cannot stack a {type(layer).__name__} layer")
+        index += 1
     return x
 
 
