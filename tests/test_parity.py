@@ -133,3 +133,19 @@ def test_a_parity_sweep_stores_ce_and_spectra_per_context_length_and_the_report_
     table = __import__("pandas").read_csv(report / "ce_vs_bayes_risk.csv")
     assert table[["data_size", "context_length"]].values.tolist() == [[300, 2], [300, 4], [300, 6], [600, 2], [600, 4], [600, 6]]
     assert (table["n_models"] == 1).all() and table["gap"].to_numpy() == pytest.approx(table["ce"] - table["bayes_risk"])
+
+
+def test_train_traces_the_loss_and_stops_at_its_time_budget():
+    """The trace is what shows the ln 2 plateau inside an epoch; max_seconds cuts a benchmark short."""
+    import torch
+
+    from ctxscale.train.parity import train
+
+    spec = parse_spec({**TINY, "training": {**TINY["training"], "threads": 1}})
+    tasks = parity.make_tasks(6, 3, 0.33, 0)
+    point = {"trial_id": "t", "data_size": 600, "seed": 0}
+    run = train(spec, tasks, point, torch.device("cpu"), trace_every=2)
+    assert run.status == "ok" and run.step == 12 and [s for s, _, _ in run.trace] == list(range(2, 13, 2))
+    assert all(math.isfinite(loss) for _, loss, _ in run.trace)
+    stopped = train(spec, tasks, point, torch.device("cpu"), trace_every=2, max_seconds=0)
+    assert stopped.status == "stopped" and stopped.step == 2 and stopped.train_loss == stopped.trace[0][1]

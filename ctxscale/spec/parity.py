@@ -66,7 +66,8 @@ class ParityModel(Section):
     n_layer: int = Field(default=3, ge=1, description="Transformer blocks (the study: 3).")
     n_embd: int = Field(default=208, ge=2, description="Width (the study: 208; the FFN is 4x: 832).")
     n_head: int = Field(default=4, ge=1, description="Attention heads (not given by the study); the head "
-                        "dimension must be even for RoPE.")
+                        "dimension must be even for RoPE, and a multiple of 8 for the flash / memory-efficient attention "
+                        "kernels on GPUs (208 / 4 = 52 falls back to the slow math kernel; 208 / 13 = 16 does not).")
     rope_base: float = Field(default=4000.0, gt=0, description="RoPE base (the study: 4,000).")
 
     @model_validator(mode="after")
@@ -86,7 +87,8 @@ class ParityTraining(Section):
     device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="'auto' takes CUDA when there is one.")
     precision: Literal["float32", "bfloat16"] = Field(default="float32", description="bfloat16: autocast on CUDA "
                                                      "(the loss and the evaluation stay float32).")
-    compile: bool = Field(default=False, description="torch.compile the model (CUDA).")
+    compile: bool = Field(default=False, description="torch.compile the model (CUDA; ignored on CPUs), static "
+                          "shapes: a data_size that is a multiple of batch_size compiles one graph, else two.")
     threads: Optional[int] = Field(default=None, ge=1, description="torch CPU threads (default: the trial's CPUs).")
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -88,20 +89,34 @@ def evaluate(model, spec: ParitySpec, tasks: parity.ParityTasks, device, fixed: 
     return ce_rows, spectra_rows
 
 
-def run_parity_trial(point: dict, report) -> None:
-    """Train the point's model (data_size samples, seed) and evaluate it at every context length."""
-    spec = ParitySpec.model_validate(point["spec"])
+@dataclass
+class Trained:
+    """What `train` leaves: the model and the numbers the trial reports."""
+    model: ParityTransformer
+    status: str  # "ok", "diverged" or "stopped" (max_seconds reached)
+    epoch: int
+    step: int
+    seen: int
+    train_loss: float  # mean over the last epoch (the last trace window when stopped early)
+    train_wall: float
+    trace: list  # (step, mean loss of the last trace_every steps, seconds since the start)
+
+
+def train(spec: ParitySpec, tasks: parity.ParityTasks, point: dict, device, report=None, trace_every: int = 0,
+          max_seconds: float | None = None) -> Trained:
+    """Train one model on the point's training set; `report` gets one row per finished epoch but the
+    last. `trace_every` > 0 prints (and keeps) the mean loss of every `trace_every` steps, costing one
+    device sync each: the way to see when the loss leaves the ln 2 plateau inside an epoch.
+    `max_seconds` stops early (benchmarks)."""
     d, t = spec.data, spec.training
-    device = pick_device(t.device)
-    if device.type == "cpu":
-        torch.set_num_threads(t.threads or max(1, int(spec.resources.cpus_per_trial)))
     torch.manual_seed(point["seed"])
-    tasks = parity.make_tasks(d.string_length, d.n_tasks, d.weight_exponent, d.task_seed)
     tokens, answers = parity.training_set(tasks, point["data_size"], d.unmasked_fraction, d.mask_min, d.mask_max, d.seed)
     x_all = torch.from_numpy(tokens).to(device)
     y_all = torch.from_numpy(answers.astype(np.int64)).to(device)
     model = build_model(spec, tasks).to(device)
-    forward = torch.compile(model) if t.compile and device.type == "cuda" else model
+    # static shapes: one graph for the full batches, one more for a last partial batch (none when
+    # data_size is a multiple of batch_size); no dynamic-shape graphs, which are slower
+    forward = torch.compile(model, dynamic=False) if t.compile and device.type == "cuda" else model
     optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay, betas=(0.9, 0.95),
                                   fused=device.type == "cuda")
     autocast = device.type == "cuda" and t.precision == "bfloat16"
@@ -109,7 +124,8 @@ def run_parity_trial(point: dict, report) -> None:
     per_epoch = math.ceil(n / t.batch_size)
     total = per_epoch * t.epochs
     generator = torch.Generator(device="cpu").manual_seed(point["seed"])
-    started, step, seen, status, train_loss = time.perf_counter(), 0, 0, "ok", math.nan
+    started, step, seen, status, train_loss, epoch = time.perf_counter(), 0, 0, "ok", math.nan, 0
+    trace, window = [], torch.zeros((), device=device)
     for epoch in range(1, t.epochs + 1):
         model.train()
         order = torch.randperm(n, generator=generator).to(device)
@@ -129,22 +145,50 @@ def run_parity_trial(point: dict, report) -> None:
             summed += loss.detach() * len(rows)
             step += 1
             seen += len(rows)
+            if trace_every:
+                window += loss.detach()
+                if step % trace_every == 0:
+                    trace.append((step, float(window) / trace_every, time.perf_counter() - started))
+                    window.zero_()
+                    print(f"{point['trial_id']} step {step}: loss {trace[-1][1]:.4f} ({trace[-1][2]:.0f} s)", flush=True)
+                    if max_seconds is not None and trace[-1][2] > max_seconds:
+                        status = "stopped"
+                        break
+        if status == "stopped":
+            train_loss = trace[-1][1]
+            break
         train_loss = float(summed) / n  # one device sync per epoch
         if not math.isfinite(train_loss):
             status = "diverged"
             break
-        if epoch < t.epochs:
+        if epoch < t.epochs and report is not None:
             report({"point": point["trial_id"], "status": "running", "epoch": epoch, "train_loss": train_loss,
                     "lr": learning_rate(step - 1, total, spec), "elapsed_s": time.perf_counter() - started})
-    train_wall = time.perf_counter() - started
+    return Trained(model, status, epoch, step, seen, train_loss, time.perf_counter() - started, trace)
+
+
+def run_parity_trial(point: dict, report) -> None:
+    """Train the point's model (data_size samples, seed) and evaluate it at every context length."""
+    spec = ParitySpec.model_validate(point["spec"])
+    d, t = spec.data, spec.training
+    device = pick_device(t.device)
+    if device.type == "cpu":
+        torch.set_num_threads(t.threads or max(1, int(spec.resources.cpus_per_trial)))
+    tasks = parity.make_tasks(d.string_length, d.n_tasks, d.weight_exponent, d.task_seed)
+    # a loss line 8 times an epoch on GPUs (where an epoch is long and the plateau is the question)
+    per_epoch = math.ceil(point["data_size"] / t.batch_size)
+    trace_every = max(per_epoch // 8, 1) if device.type == "cuda" else 0
+    started = time.perf_counter()
+    run = train(spec, tasks, point, device, report, trace_every=trace_every)
+    model, status = run.model, run.status
     fixed = {"sweep": spec.name, "model": point["trial_id"], "config_hash": point["config_hash"],
              "data_size": point["data_size"], "seed": point["seed"]}
     ce_rows, spectra_rows = evaluate(model, spec, tasks, device, fixed) if status == "ok" else ([], [])
     gaps = [abs(r["gap"]) for r in ce_rows]
-    report({"point": point["trial_id"], "status": status, "epoch": epoch, "train_loss": train_loss,
-            "final_train_loss": train_loss, "mean_abs_gap": float(np.mean(gaps)) if gaps else math.nan,
-            "max_abs_gap": float(np.max(gaps)) if gaps else math.nan, "steps": step,
-            "wall_s": time.perf_counter() - started, "train_wall_s": train_wall,
-            "samples_per_s": seen / max(train_wall, 1e-9),
+    report({"point": point["trial_id"], "status": status, "epoch": run.epoch, "train_loss": run.train_loss,
+            "final_train_loss": run.train_loss, "mean_abs_gap": float(np.mean(gaps)) if gaps else math.nan,
+            "max_abs_gap": float(np.max(gaps)) if gaps else math.nan, "steps": run.step,
+            "wall_s": time.perf_counter() - started, "train_wall_s": run.train_wall,
+            "samples_per_s": run.seen / max(run.train_wall, 1e-9),
             "n_params": sum(p.numel() for p in model.parameters()),
             "ce_rows": json.dumps(ce_rows), "spectra_rows": json.dumps(spectra_rows)})
