@@ -1,8 +1,8 @@
 """Where a packed group's GPU time goes, Ray-free, with `sweeps/synthetic-paper.yaml`'s model and data.
 
 Part 1: one group of 12 members at 2M rows, seconds per training epoch and per validation pass,
-full float32 against TF32. Part 2: whole groups (100k, 400k, 2M rows, seed 0) with TF32, time-limited:
-epochs, when each member stopped, wall time. Writes $OUT/probe_log.json (every epoch's members).
+full float32 against TF32, then a table of the GPU kernels of 10 TF32 steps and one validation pass.
+Part 2: whole groups (100k, 400k, 2M rows, seed 0) with TF32, time-limited: epochs, when each member stopped, wall time. Writes $OUT/probe_log.json (every epoch's members).
 
     python bench/bench_packed_group.py      # on a CUDA machine
 """
@@ -36,6 +36,16 @@ def sync():
 def flops_per_row(width=94 + 50):
     return 2 * (width * 400 + 400 * 200 + 200 * 400 + 400 * 2)
 
+def train_steps(run, perm, steps):
+    for step in range(steps):
+        rows = perm[step * 10_000:(step + 1) * 10_000]
+        bits, control, labels = run.train.batch(rows)
+        losses = loop.member_bce_losses(run.net(bits, control), labels)
+        run.optimizer.zero_grad(set_to_none=True)
+        losses.sum().backward()
+        loop.clip_grad_norm_per_member(run.model.parameters(), 1.0)
+        run.optimizer.step()
+
 # 1. one group of 12 at D = 2M: seconds per training epoch and per evaluation, fp32 against tf32
 for tf32 in (False, True):
     run = loop.setup_synthetic(points(2_000_000, tf32), data)
@@ -44,14 +54,7 @@ for tf32 in (False, True):
         sync(); t0 = time.perf_counter()
         perm = torch.randperm(len(run.train), generator=run.order).to(run.device)
         steps = len(run.train) // 10_000
-        for step in range(steps):
-            rows = perm[step * 10_000:(step + 1) * 10_000]
-            bits, control, labels = run.train.batch(rows)
-            losses = loop.member_bce_losses(run.net(bits, control), labels)
-            run.optimizer.zero_grad(set_to_none=True)
-            losses.sum().backward()
-            loop.clip_grad_norm_per_member(run.model.parameters(), 1.0)
-            run.optimizer.step()
+        train_steps(run, perm, steps)
         sync(); t1 = time.perf_counter()
         loop._evaluate(run.model, run.val, 0, 1, run.device)
         sync(); t2 = time.perf_counter()
@@ -59,6 +62,12 @@ for tf32 in (False, True):
         ev = M * len(run.val) * flops_per_row() / (t2 - t1) / 1e12
         print(f"tf32={tf32} M={M} train epoch {t1 - t0:.3f} s ({tr:.0f} TFLOP/s, {(t1-t0)/steps*1e3:.2f} ms/step), "
               f"eval {t2 - t1:.3f} s ({ev:.0f} TFLOP/s)", flush=True)
+    if tf32:  # where the GPU time goes: 10 training steps and one validation pass, per kernel
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+            train_steps(run, perm, 10)
+            loop._evaluate(run.model, run.val, 0, 1, run.device)
+            sync()
+        print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=15), flush=True)
     del run
 torch.cuda.empty_cache()
 
