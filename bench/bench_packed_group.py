@@ -2,7 +2,8 @@
 
 Part 1: one group of 12 members at 2M rows, seconds per training epoch and per validation pass,
 full float32 against TF32, then a table of the GPU kernels of 10 TF32 steps and one validation pass.
-Part 2: whole groups (100k, 400k, 2M rows, seed 0) with TF32, time-limited: epochs, when each member stopped, wall time. Writes $OUT/probe_log.json (every epoch's members).
+Part 2: whole groups (100k, 400k, 2M rows, seed 0) with TF32, time-limited: epochs, when each
+member stopped, wall time. Writes $OUT/probe_log.json (every epoch's members).
 
     python bench/bench_packed_group.py      # on a CUDA machine
 """
