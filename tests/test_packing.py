@@ -15,7 +15,7 @@ from ctxscale.spec import SpecError, parse_spec
 from ctxscale.sweep.grid import expand_grid
 from ctxscale.sweep.prepare import prepare_data
 from ctxscale.sweep.runner import run_sweep
-from ctxscale.train.packed import StackedModel, _fused_bias_leaky_relu, clip_grad_norm_per_member
+from ctxscale.train.packed import StackedModel, _fused_bias_leaky_relu, clip_grad_norm_per_member, keep_members
 
 from conftest import TINY_SPEC
 
@@ -160,3 +160,29 @@ def test_fused_bias_leaky_relu_equals_the_eager_layers():
         torch.testing.assert_close(fused, eager)
         torch.testing.assert_close(fused_grads[0], x.grad)
         torch.testing.assert_close(fused_grads[1], bias.grad)
+
+
+def test_the_bits_layer_narrows_when_the_longest_member_stops():
+    """keep_members drops the longest member: the stack narrows to the longest one left, and the
+    members left compute what they computed before, with their AdamW moments narrowed alike."""
+    lengths = [4, 7, 10]
+    stacked = StackedModel([_member("mlp", length) for length in lengths], lengths)
+    make = lambda params: torch.optim.AdamW(params, lr=1e-2)  # noqa: E731
+    optimizer = make(stacked.parameters())
+    bits = torch.randint(0, 2, (32, 10)).float()
+    control = torch.eye(NUM_TASKS)[torch.arange(32) % NUM_TASKS]
+    stacked(bits, control).square().sum().backward()
+    optimizer.step()
+    before = stacked(bits, control).detach()
+    best = stacked.member_parameters(1)  # copied at width 10
+
+    optimizer = keep_members(stacked, optimizer, [0, 1], make)
+    assert stacked.width == 7 and stacked.context_lengths == [4, 7]
+    bits_weight = dict(zip(stacked.names, stacked.stacked))[stacked.bits_weight_name]
+    assert bits_weight.shape[-1] == 7 + NUM_TASKS
+    assert optimizer.state[bits_weight]["exp_avg"].shape == bits_weight.shape
+    torch.testing.assert_close(stacked(bits, control), before[:2])  # the 10-bit batch is cut to 7
+    # parameters copied before the narrowing still unstack to the member's own model
+    alone = _member("mlp", 7)
+    alone.load_state_dict(stacked.unstacked(best, 7))
+    torch.testing.assert_close(alone(bits[:, :7], control), before[1])

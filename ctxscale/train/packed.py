@@ -3,9 +3,10 @@
 The models of one group differ only in how many bits they see (their context length). Each is
 built on its own (same seed, same initial values as an unpacked trial), then its bits layer is
 widened to the group's longest context with zero weight columns, and the members' parameters
-are stacked along a new leading "member" dimension. Every member reads the same batch, so the
-bits layer of all members is one matrix product and each later layer one batched product over
-the member dimension (`StackedModel.forward`). The bits layer's weights enter the product times
+are stacked along a new leading "member" dimension. Every layer of all members is one batched
+product over the member dimension (`StackedModel.forward`); the bits layer reads the one shared
+batch through a stride-0 view. When the longest members stop, the bits layer narrows to the
+longest one left (`keep_members`). The bits layer's weights enter the product times
 a 0/1 mask that zeroes each member's padding columns: they meet bits the member must not see,
 contribute zero, get zero gradient, and stay zero under AdamW (zero moments, and decoupled decay
 keeps zero at zero). A member's output and gradients are therefore those of its unpacked model.
@@ -54,10 +55,10 @@ class StackedModel(nn.Module):
     Every parameter has shape (M, *its member's shape), the bits layer widened to the longest
     context length `width`. `forward(bits (B, width), control (B, T))` returns logits (M, B).
 
-    The batch is the same for every member, so the layer the bits enter is one matrix product
-    for all of them (members' weights side by side), and the later layers are batched products
-    over the member dimension. A member's bits beyond its context meet zero weight columns, which
-    are multiplied by a 0/1 mask on the way in, so they also get zero gradient and stay zero.
+    Every layer is a batched product over the member dimension; the batch, the same for every
+    member, enters through a stride-0 view. A member's bits beyond its context meet zero weight
+    columns, which are multiplied by a 0/1 mask on the way in, so they also get zero gradient and
+    stay zero. `width` may shrink as members leave (`keep_members`); wider bits are cut to it.
     """
 
     def __init__(self, members: list[nn.Module], context_lengths: list[int]):
