@@ -77,6 +77,7 @@ def test_default_tasks_put_the_bayes_risk_near_the_studys_numbers():
     ("data.mask_max", 60, "data.mask_max (60) must be below data.string_length (60)"),
     ("grid.context_length", [10, 61], "grid.context_length [61] exceed data.string_length = 60"),
     ("model.n_head", 5, "model.n_embd (208) / model.n_head (5) must be an even integer"),
+    ("training.curriculum_steps", 100, "training.curriculum_tasks below 1 and training.curriculum_steps above 0 go together"),
 ])
 def test_bad_parity_specs_are_refused_naming_the_field(field, value, message):
     raw = {"name": "p", "experiment": "parity", "grid": {"context_length": [10, 20], "data_size": [10]}}
@@ -149,3 +150,27 @@ def test_train_traces_the_loss_and_stops_at_its_time_budget():
     assert all(math.isfinite(loss) for _, loss, _ in run.trace)
     stopped = train(spec, tasks, point, torch.device("cpu"), trace_every=2, max_seconds=0)
     assert stopped.status == "stopped" and stopped.step == 2 and stopped.train_loss == stopped.trace[0][1]
+
+
+def test_a_curriculum_trains_the_nearest_tasks_first_then_every_sample():
+    """curriculum_steps steps on the nearest curriculum_tasks share of the tasks, then the epochs;
+    with a constant schedule the rate stays at lr after the warmup."""
+    import torch
+
+    from ctxscale.train.parity import curriculum_rows, learning_rate, train
+
+    tasks = parity.make_tasks(6, 4, 0.33, 0)
+    tokens, _ = parity.training_set(tasks, 2000, 0.5, 0, 4, 0)
+    rows = curriculum_rows(torch.from_numpy(tokens), 0.5, tasks.n_tasks).numpy()
+    task_of = tokens[:, -1].astype(int) - parity.FIRST_TASK_TOKEN
+    assert set(task_of[rows]) == {0, 1} and len(rows) == int((task_of < 2).sum()) > 0  # the nearest half, all of it
+
+    raw = {**TINY, "data": {**TINY["data"], "n_tasks": 4},
+           "training": {**TINY["training"], "threads": 1, "lr_schedule": "constant",
+                        "curriculum_tasks": 0.5, "curriculum_steps": 5}}
+    spec = parse_spec(raw)
+    run = train(spec, parity.make_tasks(6, 4, 0.33, 0), {"trial_id": "t", "data_size": 600, "seed": 0},
+                torch.device("cpu"), trace_every=1)
+    assert run.status == "ok" and run.step == 5 + 2 * 6 and len(run.trace) == 17
+    assert [learning_rate(step, 17, spec) for step in (0, 1, 2, 16)] == [0.0005, 0.001, 0.001, 0.001]
+    assert learning_rate(17, 17, parse_spec(TINY)) == pytest.approx(0.0001)  # cosine reaches lr / 10 at the end

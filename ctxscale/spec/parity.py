@@ -80,8 +80,14 @@ class ParityModel(Section):
 class ParityTraining(Section):
     epochs: int = Field(default=20, ge=1, description="Passes over the data_size training samples.")
     batch_size: int = Field(default=512, ge=1, description="Samples per optimizer step.")
-    lr: float = Field(default=1e-3, gt=0, description="AdamW peak learning rate (linear warmup, cosine to lr/10).")
+    lr: float = Field(default=1e-3, gt=0, description="AdamW peak learning rate (linear warmup, then lr_schedule).")
     warmup_steps: int = Field(default=200, ge=0, description="Linear warmup steps.")
+    lr_schedule: Literal["cosine", "constant"] = Field(default="cosine", description="After the warmup: cosine "
+                                                       "to lr/10 at the last step, or constant at lr.")
+    curriculum_tasks: float = Field(default=1.0, gt=0, le=1, description="Share of the tasks, the nearest first "
+                                    "(smallest farther bit), that the first curriculum_steps steps train on; 1: all.")
+    curriculum_steps: int = Field(default=0, ge=0, description="Steps on the nearest curriculum_tasks before the "
+                                  "epochs over all samples begin (0: no curriculum).")
     weight_decay: float = Field(default=0.01, ge=0, description="AdamW weight decay.")
     grad_clip: Optional[float] = Field(default=1.0, gt=0, description="Clip the gradient norm (null: no clipping).")
     device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="'auto' takes CUDA when there is one.")
@@ -90,6 +96,13 @@ class ParityTraining(Section):
     compile: bool = Field(default=False, description="torch.compile the model (CUDA; ignored on CPUs), static "
                           "shapes: a data_size that is a multiple of batch_size compiles one graph, else two.")
     threads: Optional[int] = Field(default=None, ge=1, description="torch CPU threads (default: the trial's CPUs).")
+
+    @model_validator(mode="after")
+    def _curriculum(self):
+        if (self.curriculum_tasks < 1) != (self.curriculum_steps > 0):
+            raise ValueError("training.curriculum_tasks below 1 and training.curriculum_steps above 0 go together "
+                             f"(got {self.curriculum_tasks} and {self.curriculum_steps})")
+        return self
 
 
 class ParitySpectra(SpectraSettings):

@@ -20,7 +20,10 @@ TRIAL_ID = re.compile(r"l(?P<context_length>\d+)_d(?P<data_size>\d+)_s(?P<seed>-
 # Fields added after sweeps had stored results, with the value that behaves as before they
 # existed: at that value they are left out of the hash, so older specs keep their config_hash
 # (and their stored trials); any other value changes it like every other field.
-ADDED_FIELDS = {("gpt", "training", "loss_chunk_rows"): 0}
+ADDED_FIELDS = {("gpt", "training", "loss_chunk_rows"): 0,
+                ("parity", "training", "lr_schedule"): "cosine",
+                ("parity", "training", "curriculum_tasks"): 1.0,
+                ("parity", "training", "curriculum_steps"): 0}
 
 
 def science_hash(spec) -> str:
