@@ -53,8 +53,9 @@ def pack_synthetic(points: list[dict]) -> list[list[dict]]:
     """The pending points in groups that share (data size, seed), hence the batch order, each in
     increasing context length and at most `resources.pack` long (one group per pair for 'auto').
     (Dealing a large pair into parts, so that more trial slots share it, was measured on the 2-core
-    CPU: three 2-point parts of the largest pair took 1.7 times the slot time of its 6-point group,
-    a step's fixed cost being shared by fewer members, and the sweep was no faster.)
+    CPU: three 2-point parts of the largest pair used about 1.6 times the slot time of its 6-point
+    group, a step's fixed cost being shared by fewer members, and the sweep was no faster than
+    `pack: 1`.)
 
     The groups come largest first (rows trained and evaluated per epoch, times members), so that
     Tune starts the longest ones first and the last groups to finish are short ones that fill the
