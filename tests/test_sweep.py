@@ -10,7 +10,7 @@ from ctxscale.cli import main
 from ctxscale.spec import parse_spec
 from ctxscale.sweep.grid import expand_grid, science_hash
 from ctxscale.sweep.prepare import prepare_data
-from ctxscale.sweep.runner import SweepError, check_fits, node_types, run_sweep
+from ctxscale.sweep.runner import SweepError, check_fits, ddp_trials_that_fit, node_types, run_sweep
 
 from conftest import TINY_SPEC
 
@@ -79,16 +79,32 @@ def test_failed_trial_is_stored_with_its_error_and_rerun(tmp_path, ray_cluster):
     assert len(store.load_results(tmp_path, sweep="broken")) == 1  # ... and replace their row
 
 
-def test_ddp_trial_with_two_gloo_workers(tmp_path, ray_cluster):
-    raw = TINY_SPEC | {"name": "ddp", "grid": {"context_length": [16], "data_size": [2000], "seed": [0]},
+def test_ddp_trials_with_two_gloo_workers(tmp_path, ray_cluster):
+    # two trials of two 1-CPU workers on a 2-CPU cluster: one worker group at a time
+    raw = TINY_SPEC | {"name": "ddp", "grid": {"context_length": [16], "data_size": [2000], "seed": [0, 1]},
                        "resources": {"num_workers": 2, "cpus_per_trial": 1}}
     spec = parse_spec(raw)
-    run_sweep(spec, tmp_path, data=prepare_data(spec), verbose=0)
+    outcome = run_sweep(spec, tmp_path, data=prepare_data(spec), verbose=0)
     trials = store.load_results(tmp_path, sweep="ddp")
-    assert list(trials["status"]) == ["ok"], trials["error"].tolist()
-    assert trials["world_size"].iloc[0] == 2
+    assert sorted(trials["seed"]) == [0, 1] and len(outcome.ran) == 2
+    assert list(trials["status"]) == ["ok", "ok"], trials["error"].tolist()
+    assert list(trials["world_size"]) == [2, 2]
     history = store.load_results(tmp_path, "history", sweep="ddp")
-    assert len(history) == trials["epoch"].iloc[0]
+    assert len(history) == trials["epoch"].sum()
+
+
+def test_ddp_trials_at_once_are_the_worker_groups_the_cluster_holds():
+    def resources(**fields):
+        return parse_spec(TINY_SPEC | {"resources": fields}).resources
+
+    two_gpus = {"CPU": 32.0, "GPU": 2.0}
+    assert ddp_trials_that_fit(resources(num_workers=2, gpus_per_trial=1, cpus_per_trial=4), two_gpus) == 1
+    assert ddp_trials_that_fit(resources(num_workers=1, gpus_per_trial=1, cpus_per_trial=4), two_gpus) == 2
+    assert ddp_trials_that_fit(resources(num_workers=2, gpus_per_trial=1, cpus_per_trial=12), two_gpus) == 1
+    assert ddp_trials_that_fit(resources(num_workers=2, cpus_per_trial=1), {"CPU": 2.0}) == 1
+    assert ddp_trials_that_fit(resources(num_workers=2, cpus_per_trial=1), {"CPU": 9.0}) == 4
+    # nothing fits yet (an autoscaling cluster before it grows): one at a time, not none
+    assert ddp_trials_that_fit(resources(num_workers=4, gpus_per_trial=1), {"CPU": 8.0}) == 1
 
 
 def test_only_a_trial_that_fits_no_node_type_is_refused():

@@ -74,7 +74,8 @@ class Resources(Section):
     )
     max_concurrent_trials: Optional[int] = Field(
         default=None, ge=1,
-        description="Upper bound on trials running at once (default: none; Ray Tune and the autoscaler schedule).",
+        description="Upper bound on trials running at once (default: none; Ray Tune and the autoscaler schedule; "
+        "DDP trials: as many worker groups as the cluster holds when the sweep starts).",
     )
     max_failures: int = Field(
         default=0, ge=0,

@@ -115,6 +115,15 @@ def check_fits(resources, types: list[dict]) -> None:
                          f"(node types: {largest})")
 
 
+def ddp_trials_that_fit(resources, cluster: dict) -> int:
+    """How many DDP trials' worker groups the cluster holds at once (at least 1). A DDP trial holds
+    only its driver in Tune; its workers ask Ray Train for theirs once it has started. Uncapped, Tune
+    starts every trial at once and their worker groups wait on one another: on 2 GPUs, 22 of 24
+    gpt2-gpu trials timed out starting their workers, again and again, and 2 finished in 4 minutes."""
+    need = {kind: amount * resources.num_workers for kind, amount in worker_bundle(resources).items() if amount > 0}
+    return max(1, int(min(cluster.get(kind, 0.0) // amount for kind, amount in need.items())))
+
+
 def _loop_metrics(result: dict) -> dict:
     """What the experiment's function reported, without the keys Tune adds to every result."""
     return {k: v for k, v in result.items() if k not in _TUNE_KEYS and not k.startswith("config")}
@@ -347,7 +356,10 @@ class SweepPlan:
         check_fits(resources, node_types())  # what never fits is refused; the rest waits for the autoscaler
         groups = {self.experiment.group_name(group): group for group in self.experiment.group(self.pending)}
         run = self.experiment.run
+        max_concurrent = resources.max_concurrent_trials
         if resources.use_ddp:
+            if max_concurrent is None:  # the cluster as it is now; a spec for an autoscaling cluster sets it
+                max_concurrent = ddp_trials_that_fit(resources, ray.cluster_resources())
             trainable = tune.with_parameters(ddp_trial, groups=groups, run=run, storage_path=storage, data=self.data)
             # the trial itself only drives the TorchTrainer; its workers hold the CPUs and GPUs.
             # (Tune refuses an empty request, and a CPU share would starve the workers on small machines)
@@ -371,8 +383,9 @@ class SweepPlan:
             trainable,
             param_space=_param_space(groups),
             tune_config=tune.TuneConfig(
-                # only the spec caps concurrency: Tune and the autoscaler schedule the rest
-                max_concurrent_trials=resources.max_concurrent_trials,
+                # the spec caps concurrency (DDP trials: the worker groups the cluster holds); Tune and
+                # the autoscaler schedule the rest
+                max_concurrent_trials=max_concurrent,
                 trial_name_creator=trial_name, trial_dirname_creator=trial_name,
                 # a finished trial's worker process runs the next one: no new process, torch import or
                 # CUDA context per trial, and what it moved to the device stays there (train.synthetic)
