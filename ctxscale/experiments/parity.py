@@ -14,12 +14,12 @@ so `ctxscale analyze` reads it as it reads a measured model (plus the Bayes-risk
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from typing import Optional
 
 from ..spec.parity import ParitySpec
+from ..sweep.grid import hash_of
 from . import Experiment, provenance_keys
 
 _TABLES = ("ce_rows", "spectra_rows")  # JSON text in the final report: the point's own tables
@@ -29,7 +29,7 @@ def parity_hash(spec: ParitySpec) -> str:
     """Hash of what changes a stored number: not the name, resources, data sizes or seeds."""
     payload = spec.model_dump(mode="json", exclude={"name", "resources"})
     payload["grid"] = {"context_length": payload["grid"]["context_length"]}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:8]
+    return hash_of(payload)
 
 
 def parity_points(spec: ParitySpec, prepared=None) -> list[dict]:

@@ -26,13 +26,17 @@ ADDED_FIELDS = {("gpt", "training", "loss_chunk_rows"): 0,
                 ("parity", "training", "curriculum_steps"): 0}
 
 
-def science_hash(spec) -> str:
-    """Hash of the sections that change what a trial computes (not its name, resources or tracking)."""
-    payload = spec.model_dump(mode="json", exclude={"name", "resources", "grid", "tracking"})
+def hash_of(payload: dict) -> str:
+    """The 8-hex config hash of a spec's dumped sections, ADDED_FIELDS at their old behaviour left out."""
     for (experiment, section, field), old_behaviour in ADDED_FIELDS.items():
         if payload.get("experiment") == experiment and payload[section].get(field) == old_behaviour:
             del payload[section][field]
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:8]
+
+
+def science_hash(spec) -> str:
+    """Hash of the sections that change what a trial computes (not its name, resources or tracking)."""
+    return hash_of(spec.model_dump(mode="json", exclude={"name", "resources", "grid", "tracking"}))
 
 
 def expand_grid(spec) -> list[dict]:

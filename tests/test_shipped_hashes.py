@@ -1,0 +1,36 @@
+"""The config hash of every shipped training spec, pinned: a stored trial is found again by it, so
+a hash that moves silently orphans every result stored under the old one (they are not lost, but a
+sweep runs them again and `analyze` picks the new configuration). Change a pin only together with
+the spec's science; a new field that behaves as before at its default goes in
+`ctxscale.sweep.grid.ADDED_FIELDS` instead."""
+from pathlib import Path
+
+import pytest
+
+from ctxscale.experiments.parity import parity_hash
+from ctxscale.spec import load_spec
+from ctxscale.sweep.grid import science_hash
+
+SWEEPS = Path(__file__).resolve().parents[1] / "sweeps"
+
+PINNED = {
+    "synthetic.yaml": "e7580903",
+    "synthetic-paper.yaml": "ffa04703",
+    "gpt2-local.yaml": "5c882869",
+    "gpt2-gpu.yaml": "777eea8b",      # its H200 results in the README were stored under it
+    "gpt2-owt.yaml": "6c1213ce",
+    "parity-local.yaml": "6d1a010b",  # kept when the curriculum fields were added (a bug moved it once)
+    "parity-paper.yaml": "2891e7a1",
+}
+
+
+@pytest.mark.parametrize("name", sorted(PINNED))
+def test_a_shipped_spec_keeps_its_config_hash(name):
+    spec = load_spec(SWEEPS / name)
+    digest = parity_hash(spec) if spec.experiment == "parity" else science_hash(spec)
+    assert digest == PINNED[name], f"sweeps/{name}: config_hash moved from {PINNED[name]} to {digest}"
+
+
+def test_every_shipped_training_spec_is_pinned():
+    shipped = {p.name for p in SWEEPS.glob("*.yaml") if not p.name.startswith("measure")}
+    assert shipped == set(PINNED)
