@@ -35,10 +35,11 @@ def _spec_file(tmp_path, name, **changes):
     return path
 
 
-def _launch(ray_cluster, spec_path, results):
+def _launch(ray_cluster, spec_path, results, quiet=True):
     address = ray_cluster.get_runtime_context().gcs_address
     return subprocess.Popen([sys.executable, "-m", "ctxscale.cli", "sweep", str(spec_path), "--address", address,
-                             "--results", str(results), "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             "--results", str(results), *(["--quiet"] if quiet else [])],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=os.environ | {"RAY_AUTH_MODE": "disabled"})
 
 
@@ -80,6 +81,49 @@ def test_ctrl_c_exits_130_stores_only_finished_points_and_the_next_launch_runs_t
     assert again.returncode == 0, err[-3000:]
     assert SUMMARY.search(out).groups() == (str(6 - finished), str(finished), "0")
     _stored_once(results, "ctrlc", 6)
+
+
+def test_the_next_launch_goes_on_from_the_checkpoint_a_stopped_launch_left(ray_cluster, tmp_path):
+    """SIGINT while a parity trial trains, after it has saved a checkpoint: the next launch goes on
+    from that checkpoint (and says so), keeps the evaluations the first launch stored before it, and
+    stores every epoch once."""
+    raw = {"name": "resume", "experiment": "parity", "grid": {"context_length": [2, 4], "data_size": [600], "seed": [0]},
+           "data": {"string_length": 6, "n_tasks": 3, "mask_max": 4, "eval_per_task": 20, "feature_rows": 200},
+           "model": {"n_layer": 1, "n_embd": 16, "n_head": 2},
+           "training": {"epochs": 300, "batch_size": 100, "warmup_steps": 2, "device": "cpu", "checkpoint_every_s": 0.5},
+           "spectra": {"thresholds": [0.01, 0.1], "n_eigenvalues": [3, 10], "kde_dims": 4},
+           "resources": {"cpus_per_trial": 1}}
+    spec, results = tmp_path / "resume.yaml", tmp_path / "results"
+    spec.write_text(yaml.safe_dump(raw))
+    history_file = None
+    proc = _launch(ray_cluster, spec, results)
+    deadline = time.time() + 240
+    while time.time() < deadline:  # a checkpoint saved and, after it, the history written
+        assert proc.poll() is None, proc.communicate()
+        history_file = next((results / "resume" / "history").glob("*.parquet"), None) if (results / "resume").is_dir() else None
+        if history_file and any((results / "resume" / "_ray").rglob("checkpoint_*/parity.pt")):
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-3000:]
+    assert not store.stored_trials(results, "resume")  # interrupted: no trials row
+    before = {row["epoch"]: row for row in store.load_results(results, "history", sweep="resume").to_dict("records")}
+
+    again = _launch(ray_cluster, spec, results, quiet=False)
+    out, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err[-3000:]
+    went_on = re.search(r"going on from step (\d+) \(epoch (\d+) of 300\)", out + err)
+    assert went_on, (out + err)[-3000:]
+    resumed_at = int(went_on.group(2))
+    assert resumed_at >= 1
+    trials = _stored_once(results, "resume", 1)
+    assert trials["steps"].iloc[0] == 300 * 6
+    history = store.load_results(results, "history", sweep="resume")
+    assert list(history["epoch"]) == list(range(1, 301))  # every epoch once, in order, the last the final report
+    kept = history[history["epoch"] <= resumed_at]
+    assert len(kept) == resumed_at  # the first launch's evaluations up to its checkpoint, as it stored them
+    assert all(row["elapsed_s"] == before[row["epoch"]]["elapsed_s"] for row in kept.to_dict("records"))
 
 
 def test_two_launches_at_once_run_every_point_once_in_total(ray_cluster, tmp_path):

@@ -174,3 +174,40 @@ def test_a_curriculum_trains_the_nearest_tasks_first_then_every_sample():
     assert run.status == "ok" and run.step == 5 + 2 * 6 and len(run.trace) == 17
     assert [learning_rate(step, 17, spec) for step in (0, 1, 2, 16)] == [0.0005, 0.001, 0.001, 0.001]
     assert learning_rate(17, 17, parse_spec(TINY)) == pytest.approx(0.0001)  # cosine reaches lr / 10 at the end
+
+
+def test_a_parity_trial_goes_on_from_its_checkpoint_as_if_never_stopped(tmp_path):
+    """A checkpoint at each epoch's end (checkpoint_every_s tiny); resuming from the first epoch's gives
+    the uninterrupted run's weights, steps and loss trace, curriculum included."""
+    import shutil
+
+    import torch
+
+    from ctxscale.train.parity import train
+
+    raw = {**TINY, "data": {**TINY["data"], "n_tasks": 4},
+           "training": {**TINY["training"], "threads": 1, "epochs": 3, "checkpoint_every_s": 1e-9,
+                        "curriculum_tasks": 0.5, "curriculum_steps": 3}}
+    spec = parse_spec(raw)
+    tasks = parity.make_tasks(6, 4, 0.33, 0)
+    point = {"trial_id": "t", "data_size": 600, "seed": 0}
+    reports = []
+
+    def report(metrics, checkpoint_dir=None):
+        reports.append(metrics)
+        if checkpoint_dir:
+            shutil.copytree(checkpoint_dir, tmp_path / f"epoch{metrics['epoch']}", dirs_exist_ok=True)
+
+    full = train(spec, tasks, point, torch.device("cpu"), report, trace_every=1)
+    assert [r["epoch"] for r in reports] == [1, 2] and (tmp_path / "epoch1" / "parity.pt").is_file()
+    reports.clear()
+    resumed = train(spec, tasks, point, torch.device("cpu"), report, trace_every=1, resume_dir=str(tmp_path / "epoch1"))
+    assert [r["epoch"] for r in reports] == [2]
+    assert resumed.step == full.step == 3 + 3 * 6 and resumed.train_loss == full.train_loss
+    assert [loss for _, loss, _ in resumed.trace] == [loss for _, loss, _ in full.trace]
+    for (name, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), name
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "parity.pt").write_bytes(b"not a checkpoint")
+    afresh = train(spec, tasks, point, torch.device("cpu"), resume_dir=str(tmp_path / "broken"))
+    assert afresh.step == full.step and afresh.train_loss == full.train_loss  # started again, same numbers

@@ -29,6 +29,7 @@ def parity_hash(spec: ParitySpec) -> str:
     """Hash of what changes a stored number: not the name, resources, data sizes or seeds."""
     payload = spec.model_dump(mode="json", exclude={"name", "resources"})
     payload["grid"] = {"context_length": payload["grid"]["context_length"]}
+    del payload["training"]["checkpoint_every_s"]  # when to save, not what is computed
     return hash_of(payload)
 
 
@@ -46,7 +47,7 @@ def _run(group: list[dict], report, data, resume_dir: Optional[str] = None) -> N
     from ..train.parity import run_parity_trial
 
     (point,) = group
-    run_parity_trial(point, report)
+    run_parity_trial(point, report, resume_dir=resume_dir)
 
 
 def parity_rows(point: dict, reports: list[dict]) -> tuple[dict, dict[str, list[dict]]]:

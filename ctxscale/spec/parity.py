@@ -88,6 +88,9 @@ class ParityTraining(Section):
                                     "(smallest farther bit), that the first curriculum_steps steps train on; 1: all.")
     curriculum_steps: int = Field(default=0, ge=0, description="Steps on the nearest curriculum_tasks before the "
                                   "epochs over all samples begin (0: no curriculum).")
+    checkpoint_every_s: float = Field(default=300.0, gt=0, description="At the end of an epoch, save the model "
+                                      "and optimizer (a Ray checkpoint) once this long has passed since the last: a "
+                                      "launch stopped mid-trial goes on from there when run again. Not in config_hash.")
     weight_decay: float = Field(default=0.01, ge=0, description="AdamW weight decay.")
     grad_clip: Optional[float] = Field(default=1.0, gt=0, description="Clip the gradient norm (null: no clipping).")
     device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="'auto' takes CUDA when there is one.")

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
+from pathlib import Path
 from typing import Any, Callable, Optional
 
 import ray
@@ -33,15 +35,33 @@ def _restored_dir(checkpoint) -> Optional[str]:
     return checkpoint.to_directory() if checkpoint is not None else None
 
 
-def plain_trial(config: dict, groups: dict, run: Callable, data: Any = None) -> None:
-    """One trial as a plain Ray Tune function trainable (cheap; can share a GPU)."""
+def _earlier_checkpoint(trial_dir: Optional[str]) -> Optional[str]:
+    """A copy of the newest checkpoint an earlier launch left in this trial's folder of Ray's
+    storage (the folder is named after the group, whose id holds the config hash), or None."""
+    folders = [p for p in Path(trial_dir).glob("checkpoint_*") if p.is_dir()] if trial_dir else []
+    newest = max(((max(f.stat().st_mtime for f in files), folder) for folder in folders
+                  if (files := [f for f in folder.rglob("*") if f.is_file()])), default=None)
+    if newest is None:
+        return None
+    copy = tempfile.mkdtemp(prefix="ctxscale-resume-")
+    shutil.copytree(newest[1], copy, dirs_exist_ok=True)  # this launch's checkpoints may replace the folder
+    print(f"ctxscale: resuming from {newest[1]}, left by an earlier launch", flush=True)
+    return copy
+
+
+def plain_trial(config: dict, groups: dict, run: Callable, data: Any = None,
+                earlier_launches: Optional[dict] = None) -> None:
+    """One trial as a plain Ray Tune function trainable (cheap; can share a GPU). `earlier_launches`
+    names the folders (by group) where a stopped launch may have left a checkpoint to go on from."""
     group = groups[config["trial"]["id"]]
 
     def report(metrics: dict, checkpoint_dir: Optional[str] = None) -> None:
         checkpoint = ray.tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
         ray.tune.report(_with_provenance(metrics), checkpoint=checkpoint)
 
-    resume_dir = _restored_dir(ray.tune.get_checkpoint())
+    resume_dir = _restored_dir(ray.tune.get_checkpoint())  # a retry within this run
+    if resume_dir is None:
+        resume_dir = _earlier_checkpoint((earlier_launches or {}).get(config["trial"]["id"]))
     try:
         run(group, report, data, resume_dir)
     finally:

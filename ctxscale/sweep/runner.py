@@ -35,6 +35,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import ray
 from ray import tune
 from ray.tune.result import AUTO_RESULT_KEYS
@@ -124,6 +126,15 @@ def ddp_trials_that_fit(resources, cluster: dict) -> int:
     return max(1, int(min(cluster.get(kind, 0.0) // amount for kind, amount in need.items())))
 
 
+def _earlier_launches(storage: str, name: str, resumable: frozenset) -> dict[str, str]:
+    """Tune trial name -> its folder in Ray's storage, for the groups a plain trial may resume from a
+    checkpoint an earlier, stopped launch left there (local storage only: Tune's own restore covers
+    the rest within a run, and a DDP trial's TorchTrainer resumes its own run by name)."""
+    if "://" in storage:
+        return {}
+    return {group: str(Path(storage) / name / group) for group in resumable}
+
+
 def _loop_metrics(result: dict) -> dict:
     """What the experiment's function reported, without the keys Tune adds to every result."""
     return {k: v for k, v in result.items() if k not in _TUNE_KEYS and not k.startswith("config")}
@@ -162,8 +173,10 @@ class StoreCallback(tune.Callback):
     """Writes each point's rows to the results store, atomically, from the driver, as soon as its
     final report (and the checkpoint that comes with it) arrives."""
 
-    def __init__(self, results_dir: Path, name: str, experiment: Experiment, groups: dict[str, list[dict]]):
+    def __init__(self, results_dir: Path, name: str, experiment: Experiment, groups: dict[str, list[dict]],
+                 resumable: frozenset = frozenset()):
         self.results_dir, self.name, self.experiment, self.groups = results_dir, name, experiment, groups
+        self.resumable = {point["trial_id"] for group in resumable for point in groups[group]}
         self.points = {point["trial_id"]: point for group in groups.values() for point in group}
         self.reports: dict[str, list[dict]] = defaultdict(list)  # point id -> its reports so far
         self.finished: dict[str, list[str]] = defaultdict(list)  # Tune trial -> points to store
@@ -180,6 +193,8 @@ class StoreCallback(tune.Callback):
         group = self._group(trial)
         for point_id, point_metrics in point_reports(group, metrics):
             point_metrics.pop("point", None)
+            if point_id in self.resumable and not self.reports[point_id]:
+                self.reports[point_id] = self._earlier_history(point_id, point_metrics)
             self.reports[point_id].append(point_metrics)
             if point_metrics.get("status") in FINISHED:
                 self.finished[trial.trial_id].append(point_id)
@@ -188,9 +203,36 @@ class StoreCallback(tune.Callback):
         if self.finished.get(trial.trial_id) and not result.get("should_checkpoint"):
             self._store_finished(trial)  # else stored once its checkpoint's files are
 
+    def _earlier_history(self, point_id: str, first: dict) -> list[dict]:
+        """The evaluations an earlier, stopped launch stored for this point before where its first
+        report in this launch stands: a trial that went on from that launch's checkpoint reports only
+        what follows it (one that started afresh reports its first evaluation, and keeps nothing)."""
+        key = "step" if "step" in first else "epoch"
+        path = store.sweep_dir(self.results_dir, self.name) / "history" / f"{point_id}.parquet"
+        if key not in first or not path.is_file():
+            return []
+        try:
+            rows = pq.read_table(path).to_pylist()
+        except (OSError, pa.ArrowInvalid):  # unreadable: the history starts again from this launch
+            return []
+        dropped = {"sweep", "trial_id", "config_hash"}
+        earlier = [{k: v for k, v in row.items() if k not in dropped and v is not None and v == v} for row in rows]
+        return [row for row in earlier if row.get(key) is not None and row[key] < first[key]]
+
     def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
         _publish_files(checkpoint, store.sweep_dir(self.results_dir, self.name))
         self._store_finished(trial)
+        # the stored history reaches the checkpoint: a later launch that goes on from it keeps the
+        # evaluations before it from this file (the live writes alone may lag by LIVE_HISTORY_S)
+        for point in self._group(trial):
+            if point["trial_id"] not in self.stored and self.reports.get(point["trial_id"]):
+                self._guarded(self._write_live_history, point)
+
+    def on_experiment_end(self, trials, **info):
+        # stopped (Ctrl-C, a time limit): what the unfinished points reported is on disk for the next launch
+        for point in self.points.values():
+            if point["trial_id"] not in self.stored and self.reports.get(point["trial_id"]):
+                self._guarded(self._write_live_history, point)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self.closed.add(trial.trial_id)
@@ -337,8 +379,8 @@ class SweepPlan:
             store.compact(self.results_dir, self.spec.name)
             self.launch.release(mine)
 
-    def _new_store_callback(self, groups: dict[str, list[dict]]) -> StoreCallback:
-        self.store_callback = StoreCallback(self.results_dir, self.spec.name, self.experiment, groups)
+    def _new_store_callback(self, groups: dict[str, list[dict]], resumable: frozenset = frozenset()) -> StoreCallback:
+        self.store_callback = StoreCallback(self.results_dir, self.spec.name, self.experiment, groups, resumable)
         return self.store_callback
 
     def _tuner(self, verbose: int) -> tune.Tuner:
@@ -355,6 +397,10 @@ class SweepPlan:
             storage = str(Path(storage).absolute())
         check_fits(resources, node_types())  # what never fits is refused; the rest waits for the autoscaler
         groups = {self.experiment.group_name(group): group for group in self.experiment.group(self.pending)}
+        # never stored (not even as failed): an earlier launch may have been stopped while it ran them,
+        # and left a checkpoint and part of a history to go on from (a failed point starts afresh)
+        stored = store.stored_trials(self.results_dir, spec.name)
+        resumable = frozenset(name for name, group in groups.items() if not any(p["trial_id"] in stored for p in group))
         run = self.experiment.run
         max_concurrent = resources.max_concurrent_trials
         if resources.use_ddp:
@@ -365,11 +411,12 @@ class SweepPlan:
             # (Tune refuses an empty request, and a CPU share would starve the workers on small machines)
             trainable = tune.with_resources(trainable, {"CPU": 0, "memory": 256 * 1024**2})
         else:
-            trainable = tune.with_parameters(plain_trial, groups=groups, run=run, data=self.data)
+            trainable = tune.with_parameters(plain_trial, groups=groups, run=run, data=self.data,
+                                             earlier_launches=_earlier_launches(storage, spec.name, resumable))
             trainable = tune.with_resources(
                 trainable, {"CPU": resources.cpus_per_trial, "GPU": resources.gpus_per_trial})
         tensorboard = self.results_dir / spec.name / "tensorboard"
-        callbacks = [self._new_store_callback(groups),
+        callbacks = [self._new_store_callback(groups, resumable),
                      TensorBoardCurves(tensorboard, groups),
                      *tracking_callbacks(spec, groups, self.results_dir / spec.name)]
         if verbose:

@@ -1,16 +1,22 @@
 """Training and evaluating one parity model (a trial of `experiment: parity`): train on the
 masked training set, then evaluate at every context length of the grid.
 
-Ray-free: `run_parity_trial(point, report)` calls `report(metrics)` once per epoch (status
-running) and once at the end (status ok or diverged) with the `ce` and `spectra` rows of every
-context length as JSON text.
+Ray-free: `run_parity_trial(point, report, resume_dir)` calls `report(metrics)` once per epoch
+(status running; with a checkpoint folder at most every `training.checkpoint_every_s`) and once at
+the end (status ok or diverged) with the `ce` and `spectra` rows of every context length as JSON
+text. Given a checkpoint folder, it goes on from the end of the epoch saved there.
 """
 from __future__ import annotations
 
 import json
 import math
+import pickle
+import sys
+import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -25,6 +31,7 @@ from ..models.parity import ParityTransformer
 from ..spec.parity import ParitySpec
 
 EVAL_BATCH = 4096
+CHECKPOINT_FILE = "parity.pt"
 
 
 def build_model(spec: ParitySpec, tasks: parity.ParityTasks) -> ParityTransformer:
@@ -111,12 +118,36 @@ def curriculum_rows(tokens: torch.Tensor, share: float, n_tasks: int) -> torch.T
     return torch.nonzero(tokens[:, -1].long() < parity.FIRST_TASK_TOKEN + nearest).squeeze(1)
 
 
+def _save_checkpoint(folder: Path, model, optimizer, generator: torch.Generator, step: int, epoch: int,
+                     train_loss: float, trace: list) -> None:
+    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "generator": generator.get_state(),
+                "step": step, "epoch": epoch, "train_loss": train_loss, "trace": trace}, folder / CHECKPOINT_FILE)
+
+
+def _load_checkpoint(resume_dir: str, model, optimizer, generator: torch.Generator) -> Optional[dict]:
+    """Restore the weights, the optimizer and the sample order's generator; None (a fresh start) when
+    the folder holds no readable checkpoint."""
+    path = Path(resume_dir) / CHECKPOINT_FILE
+    try:  # weights_only: tensors and plain values, never code to run
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, EOFError, RuntimeError, pickle.UnpicklingError) as err:
+        print(f"ctxscale: {path}: no usable checkpoint ({str(err).splitlines()[0][:200]}); the trial starts afresh",
+              file=sys.stderr, flush=True)
+        return None
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    generator.set_state(state["generator"])
+    return state
+
+
 def train(spec: ParitySpec, tasks: parity.ParityTasks, point: dict, device, report=None, trace_every: int = 0,
-          max_seconds: float | None = None) -> Trained:
+          max_seconds: float | None = None, resume_dir: Optional[str] = None) -> Trained:
     """Train one model on the point's training set; `report` gets one row per finished epoch but the
-    last. `trace_every` > 0 prints (and keeps) the mean loss of every `trace_every` steps, costing one
-    device sync each: the way to see when the loss leaves the ln 2 plateau inside an epoch.
-    `max_seconds` stops early (benchmarks)."""
+    last, with a checkpoint folder at most every `training.checkpoint_every_s`. `resume_dir` (such a
+    folder) goes on after the epoch it saved: the same weights, optimizer state and sample order as
+    an uninterrupted run. `trace_every` > 0 prints (and keeps) the mean loss of every `trace_every`
+    steps, costing one device sync each: the way to see when the loss leaves the ln 2 plateau inside
+    an epoch. `max_seconds` stops early (benchmarks)."""
     d, t = spec.data, spec.training
     torch.manual_seed(point["seed"])
     tokens, answers = parity.training_set(tasks, point["data_size"], d.unmasked_fraction, d.mask_min, d.mask_max, d.seed)
@@ -135,6 +166,11 @@ def train(spec: ParitySpec, tasks: parity.ParityTasks, point: dict, device, repo
     generator = torch.Generator(device="cpu").manual_seed(point["seed"])
     started, step, seen, status, train_loss, epoch = time.perf_counter(), 0, 0, "ok", math.nan, 0
     trace, window = [], torch.zeros((), device=device)
+    saved = _load_checkpoint(resume_dir, model, optimizer, generator) if resume_dir else None
+    if saved is not None:
+        step, epoch, train_loss, trace = saved["step"], saved["epoch"], saved["train_loss"], list(saved["trace"])
+        print(f"{point['trial_id']}: going on from step {step} (epoch {epoch} of {t.epochs})", flush=True)
+    checkpointed = time.perf_counter()
 
     def train_step(rows: torch.Tensor) -> bool:
         """One optimizer step on `rows`; True when `max_seconds` has passed (checked at trace points)."""
@@ -176,7 +212,7 @@ def train(spec: ParitySpec, tasks: parity.ParityTasks, point: dict, device, repo
         if train_step(subset[cursor:cursor + t.batch_size]):
             status = "stopped"
         cursor += t.batch_size
-    for epoch in range(1, t.epochs + 1):
+    for epoch in range(epoch + 1, t.epochs + 1):
         if status == "stopped":
             train_loss = trace[-1][1]
             break
@@ -195,13 +231,21 @@ def train(spec: ParitySpec, tasks: parity.ParityTasks, point: dict, device, repo
             status = "diverged"
             break
         if epoch < t.epochs and report is not None:
-            report({"point": point["trial_id"], "status": "running", "epoch": epoch, "train_loss": train_loss,
-                    "lr": learning_rate(step - 1, total, spec), "elapsed_s": time.perf_counter() - started})
+            metrics = {"point": point["trial_id"], "status": "running", "epoch": epoch, "train_loss": train_loss,
+                       "lr": learning_rate(step - 1, total, spec), "elapsed_s": time.perf_counter() - started}
+            if time.perf_counter() - checkpointed < t.checkpoint_every_s:
+                report(metrics)
+                continue
+            with tempfile.TemporaryDirectory(prefix="ctxscale-parity-") as folder:
+                _save_checkpoint(Path(folder), model, optimizer, generator, step, epoch, train_loss, trace)
+                report(metrics, checkpoint_dir=folder)
+            checkpointed = time.perf_counter()
     return Trained(model, status, epoch, step, seen, train_loss, time.perf_counter() - started, trace)
 
 
-def run_parity_trial(point: dict, report) -> None:
-    """Train the point's model (data_size samples, seed) and evaluate it at every context length."""
+def run_parity_trial(point: dict, report, resume_dir: Optional[str] = None) -> None:
+    """Train the point's model (data_size samples, seed), going on from `resume_dir`'s checkpoint
+    when given, and evaluate it at every context length."""
     spec = ParitySpec.model_validate(point["spec"])
     d, t = spec.data, spec.training
     device = pick_device(t.device)
@@ -212,7 +256,7 @@ def run_parity_trial(point: dict, report) -> None:
     per_epoch = math.ceil(point["data_size"] / t.batch_size)
     trace_every = max(per_epoch // 8, 1) if device.type == "cuda" else 0
     started = time.perf_counter()
-    run = train(spec, tasks, point, device, report, trace_every=trace_every)
+    run = train(spec, tasks, point, device, report, trace_every=trace_every, resume_dir=resume_dir)
     model, status = run.model, run.status
     fixed = {"sweep": spec.name, "model": point["trial_id"], "config_hash": point["config_hash"],
              "data_size": point["data_size"], "seed": point["seed"]}
