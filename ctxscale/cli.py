@@ -378,7 +378,13 @@ def _cluster_auth(address: str | None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # KEY=VALUE after an option (`sweep spec --quiet lr=1`): argparse ends the positionals at the option
+    if extra and hasattr(args, "overrides") and all("=" in item and not item.startswith("-") for item in extra):
+        args.overrides = [*args.overrides, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     _cluster_auth(getattr(args, "address", None))
     try:
         return args.func(args)

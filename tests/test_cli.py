@@ -73,6 +73,17 @@ def test_bad_overrides_get_one_line_and_write_nothing(tmp_path, capsys, override
     assert not (tmp_path / "results").exists()
 
 
+def test_overrides_may_follow_the_options(tmp_path, capsys):
+    spec = tmp_path / "one.yaml"
+    spec.write_text(yaml.safe_dump(ONE_POINT))
+    assert main(["sweep", str(spec), "--results", str(tmp_path / "results"), "--quiet", "training.lr=abc"]) == 2
+    assert "training.lr: Input should be a valid number" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        main(["sweep", str(spec), "--quiet", "training.lr=1", "--bogus"])
+    assert exit_.value.code == 2 and "unrecognized arguments: --bogus" in capsys.readouterr().err
+    assert not (tmp_path / "results").exists()
+
+
 def test_machine_formats_keep_prose_off_stdout(tmp_path, capsys):
     assert main(["results", str(tmp_path), "--format", "csv"]) == 0
     out = capsys.readouterr()
