@@ -381,9 +381,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     # KEY=VALUE after an option (`sweep spec --quiet lr=1`): argparse ends the positionals at the option
-    if extra and hasattr(args, "overrides") and all("=" in item and not item.startswith("-") for item in extra):
-        args.overrides = [*args.overrides, *extra]
-    elif extra:
+    if hasattr(args, "overrides"):
+        args.overrides += [item for item in extra if "=" in item and not item.startswith("-")]
+        extra = [item for item in extra if item not in args.overrides]
+    if extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     _cluster_auth(getattr(args, "address", None))
     try:
