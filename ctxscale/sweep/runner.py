@@ -128,8 +128,8 @@ def ddp_trials_that_fit(resources, cluster: dict) -> int:
 
 def _earlier_launches(storage: str, name: str, resumable: frozenset) -> dict[str, str]:
     """Tune trial name -> its folder in Ray's storage, for the groups a plain trial may resume from a
-    checkpoint an earlier, stopped launch left there (local storage only: Tune's own restore covers
-    the rest within a run, and a DDP trial's TorchTrainer resumes its own run by name)."""
+    checkpoint an earlier, stopped launch left there (local storage only; within a run, Tune's own
+    restore covers retries; DDP trials are left to Ray Train, which names their runs after the trial)."""
     if "://" in storage:
         return {}
     return {group: str(Path(storage) / name / group) for group in resumable}
