@@ -83,6 +83,43 @@ def test_ctrl_c_exits_130_stores_only_finished_points_and_the_next_launch_runs_t
     _stored_once(results, "ctrlc", 6)
 
 
+def _stopped_after_a_checkpoint(ray_cluster, tmp_path, raw, checkpoint_file):
+    """Launch the spec `raw` (one point) and stop it with SIGINT once it has saved a checkpoint and,
+    after it, stored history; then launch it again. Returns the results folder, the history the
+    stopped launch stored, and what the second launch printed."""
+    name = raw["name"]
+    spec, results = tmp_path / f"{name}.yaml", tmp_path / "results"
+    spec.write_text(yaml.safe_dump(raw))
+    proc = _launch(ray_cluster, spec, results)
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        stored = (results / name / "history").is_dir() and any((results / name / "history").glob("*.parquet"))
+        if stored and any((results / name / "_ray").rglob(f"checkpoint_*/{checkpoint_file}")):
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-3000:]
+    assert not store.stored_trials(results, name)  # interrupted: no trials row
+    before = store.load_results(results, "history", sweep=name)
+    again = _launch(ray_cluster, spec, results, quiet=False)
+    out, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err[-3000:]
+    return results, before, out + err
+
+
+def _kept_as_stored(history, before, key, upto):
+    """The rows up to `upto` that the stopped launch stored are kept value for value (the
+    checkpoint also brings back any it sent that its driver never stored)."""
+    first = before[before[key] <= upto].reset_index(drop=True)
+    kept = history[history[key].isin(first[key])].reset_index(drop=True)
+    assert list(kept[key]) == list(first[key]) and len(kept) > 0
+    for column in ("train_loss", "elapsed_s", "wall_s"):
+        if column in first:
+            assert kept[column].equals(first[column]), column  # NaN where both are NaN
+
+
 def test_the_next_launch_goes_on_from_the_checkpoint_a_stopped_launch_left(ray_cluster, tmp_path):
     """SIGINT while a parity trial trains, after it has saved a checkpoint: the next launch goes on
     from that checkpoint (and says so), keeps the evaluations the first launch stored before it, and
@@ -93,37 +130,34 @@ def test_the_next_launch_goes_on_from_the_checkpoint_a_stopped_launch_left(ray_c
            "training": {"epochs": 300, "batch_size": 100, "warmup_steps": 2, "device": "cpu", "checkpoint_every_s": 0.5},
            "spectra": {"thresholds": [0.01, 0.1], "n_eigenvalues": [3, 10], "kde_dims": 4},
            "resources": {"cpus_per_trial": 1}}
-    spec, results = tmp_path / "resume.yaml", tmp_path / "results"
-    spec.write_text(yaml.safe_dump(raw))
-    history_file = None
-    proc = _launch(ray_cluster, spec, results)
-    deadline = time.time() + 240
-    while time.time() < deadline:  # a checkpoint saved and, after it, the history written
-        assert proc.poll() is None, proc.communicate()
-        history_file = next((results / "resume" / "history").glob("*.parquet"), None) if (results / "resume").is_dir() else None
-        if history_file and any((results / "resume" / "_ray").rglob("checkpoint_*/parity.pt")):
-            break
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err[-3000:]
-    assert not store.stored_trials(results, "resume")  # interrupted: no trials row
-    before = {row["epoch"]: row for row in store.load_results(results, "history", sweep="resume").to_dict("records")}
-
-    again = _launch(ray_cluster, spec, results, quiet=False)
-    out, err = again.communicate(timeout=300)
-    assert again.returncode == 0, err[-3000:]
-    went_on = re.search(r"going on from step (\d+) \(epoch (\d+) of 300\)", out + err)
-    assert went_on, (out + err)[-3000:]
-    resumed_at = int(went_on.group(2))
-    assert resumed_at >= 1
+    results, before, printed = _stopped_after_a_checkpoint(ray_cluster, tmp_path, raw, "parity.pt")
+    went_on = re.search(r"going on from step (\d+) \(epoch (\d+) of 300\)", printed)
+    assert went_on, printed[-3000:]
     trials = _stored_once(results, "resume", 1)
     assert trials["steps"].iloc[0] == 300 * 6
     history = store.load_results(results, "history", sweep="resume")
     assert list(history["epoch"]) == list(range(1, 301))  # every epoch once, in order, the last the final report
-    kept = history[history["epoch"] <= resumed_at]
-    assert len(kept) == resumed_at  # the first launch's evaluations up to its checkpoint, as it stored them
-    assert all(row["elapsed_s"] == before[row["epoch"]]["elapsed_s"] for row in kept.to_dict("records"))
+    _kept_as_stored(history, before, "epoch", int(went_on.group(2)))
+
+
+@pytest.mark.network  # the corpus is tokenized with the GPT-2 BPE ranks
+def test_a_stopped_gpt_trial_goes_on_from_its_checkpoint_at_the_next_launch(ray_cluster, tmp_path):
+    from conftest import word_corpus
+
+    raw = {"name": "resume-gpt", "experiment": "gpt",
+           "grid": {"context_length": [16], "data_size": [8000], "seed": [0]},
+           "data": {"corpus": str(word_corpus(tmp_path))}, "model": {"preset": "tiny"},
+           "training": {"tokens_per_step": 512, "micro_batch_tokens": 512, "warmup_steps": 2, "max_steps": 80,
+                        "eval_every": 4, "eval_tokens": 512, "patience": 1000, "compile": False, "device": "cpu"},
+           "resources": {"cpus_per_trial": 1}}
+    results, before, printed = _stopped_after_a_checkpoint(ray_cluster, tmp_path, raw, "state.pt")
+    went_on = re.search(r"going on from step (\d+) of at most 80", printed)
+    assert went_on and "left by an earlier launch" in printed, printed[-3000:]
+    trials = store.load_results(results, sweep="resume-gpt")
+    assert list(trials["status"]) == ["ok"] and trials["step"].iloc[0] == 80
+    history = store.load_results(results, "history", sweep="resume-gpt")
+    assert list(history["step"]) == list(range(4, 81, 4))  # every evaluation once
+    _kept_as_stored(history, before, "step", int(went_on.group(1)))
 
 
 def test_two_launches_at_once_run_every_point_once_in_total(ray_cluster, tmp_path):

@@ -7,6 +7,7 @@ driver builds the TorchTrainer; `runner.SweepPlan` builds the Tuner. Ray calls s
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -35,6 +36,18 @@ def _restored_dir(checkpoint) -> Optional[str]:
     return checkpoint.to_directory() if checkpoint is not None else None
 
 
+REPORTS_FILE = "ctxscale-reports.json"  # in every plain trial's checkpoint: the reports sent before it
+EARLIER_REPORTS = "earlier_reports"  # the first report after a resume: those reports, as JSON text
+
+
+def _reports_in(resume_dir: Optional[str]) -> list[dict]:
+    path = Path(resume_dir, REPORTS_FILE) if resume_dir else None
+    try:
+        return json.loads(path.read_text()) if path and path.is_file() else []
+    except (OSError, ValueError):  # unreadable: the store keeps what it has
+        return []
+
+
 def _earlier_checkpoint(trial_dir: Optional[str]) -> Optional[str]:
     """A copy of the newest checkpoint an earlier launch left in this trial's folder of Ray's
     storage (the folder is named after the group, whose id holds the config hash), or None."""
@@ -49,19 +62,35 @@ def _earlier_checkpoint(trial_dir: Optional[str]) -> Optional[str]:
     return copy
 
 
+def _scalars(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool)) or v is None}
+
+
 def plain_trial(config: dict, groups: dict, run: Callable, data: Any = None,
                 earlier_launches: Optional[dict] = None) -> None:
     """One trial as a plain Ray Tune function trainable (cheap; can share a GPU). `earlier_launches`
-    names the folders (by group) where a stopped launch may have left a checkpoint to go on from."""
+    names the folders (by group) where a stopped launch may have left a checkpoint to go on from.
+
+    Every checkpoint also holds the reports sent before it (REPORTS_FILE): after a resume, the first
+    report hands them back under EARLIER_REPORTS, so the store keeps the evaluations before the
+    checkpoint even when the stopped launch's driver never saw the last of them."""
     group = groups[config["trial"]["id"]]
-
-    def report(metrics: dict, checkpoint_dir: Optional[str] = None) -> None:
-        checkpoint = ray.tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
-        ray.tune.report(_with_provenance(metrics), checkpoint=checkpoint)
-
     resume_dir = _restored_dir(ray.tune.get_checkpoint())  # a retry within this run
     if resume_dir is None:
         resume_dir = _earlier_checkpoint((earlier_launches or {}).get(config["trial"]["id"]))
+    sent = _reports_in(resume_dir)
+    earlier = json.dumps(sent) if sent else None
+
+    def report(metrics: dict, checkpoint_dir: Optional[str] = None) -> None:
+        nonlocal earlier
+        metrics = _with_provenance(metrics)
+        sent.append(_scalars(metrics))
+        if checkpoint_dir:
+            Path(checkpoint_dir, REPORTS_FILE).write_text(json.dumps(sent))
+        checkpoint = ray.tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+        if earlier is not None:
+            metrics, earlier = {**metrics, EARLIER_REPORTS: earlier}, None
+        ray.tune.report(metrics, checkpoint=checkpoint)
     try:
         run(group, report, data, resume_dir)
     finally:

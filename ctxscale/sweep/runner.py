@@ -35,8 +35,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import ray
 from ray import tune
 from ray.tune.result import AUTO_RESULT_KEYS
@@ -45,7 +43,7 @@ from .. import files, store
 from ..errors import UserError
 from ..experiments import Experiment, experiment_of
 from ..provenance import versions
-from .adapters import ddp_trial, plain_trial
+from .adapters import EARLIER_REPORTS, ddp_trial, plain_trial
 from .lease import Launch
 from .progress import point_reports
 
@@ -126,6 +124,14 @@ def ddp_trials_that_fit(resources, cluster: dict) -> int:
     return max(1, int(min(cluster.get(kind, 0.0) // amount for kind, amount in need.items())))
 
 
+def _reports_before(earlier: list[dict], group: list[dict], point_id: str, first: dict) -> list[dict]:
+    """The point's reports from before a resumed trial's checkpoint (sent by the launches before
+    this one): those whose step (GPT) or epoch (parity) precedes the first report of this launch."""
+    key = "step" if "step" in first else "epoch"
+    mine = [metrics for report in earlier for pid, metrics in point_reports(group, report) if pid == point_id]
+    return [{k: v for k, v in m.items() if k != "point"} for m in mine if key in first and m.get(key, math.inf) < first[key]]
+
+
 def _earlier_launches(storage: str, name: str, resumable: frozenset) -> dict[str, str]:
     """Tune trial name -> its folder in Ray's storage, for the groups a plain trial may resume from a
     checkpoint an earlier, stopped launch left there (local storage only; within a run, Tune's own
@@ -173,10 +179,8 @@ class StoreCallback(tune.Callback):
     """Writes each point's rows to the results store, atomically, from the driver, as soon as its
     final report (and the checkpoint that comes with it) arrives."""
 
-    def __init__(self, results_dir: Path, name: str, experiment: Experiment, groups: dict[str, list[dict]],
-                 resumable: frozenset = frozenset()):
+    def __init__(self, results_dir: Path, name: str, experiment: Experiment, groups: dict[str, list[dict]]):
         self.results_dir, self.name, self.experiment, self.groups = results_dir, name, experiment, groups
-        self.resumable = {point["trial_id"] for group in resumable for point in groups[group]}
         self.points = {point["trial_id"]: point for group in groups.values() for point in group}
         self.reports: dict[str, list[dict]] = defaultdict(list)  # point id -> its reports so far
         self.finished: dict[str, list[str]] = defaultdict(list)  # Tune trial -> points to store
@@ -190,11 +194,12 @@ class StoreCallback(tune.Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         metrics = _loop_metrics(result)
+        earlier = json.loads(metrics.pop(EARLIER_REPORTS, None) or "[]")
         group = self._group(trial)
         for point_id, point_metrics in point_reports(group, metrics):
             point_metrics.pop("point", None)
-            if point_id in self.resumable and not self.reports[point_id]:
-                self.reports[point_id] = self._earlier_history(point_id, point_metrics)
+            if earlier and not self.reports[point_id]:  # went on from a checkpoint of a stopped launch
+                self.reports[point_id] = _reports_before(earlier, group, point_id, point_metrics)
             self.reports[point_id].append(point_metrics)
             if point_metrics.get("status") in FINISHED:
                 self.finished[trial.trial_id].append(point_id)
@@ -203,30 +208,9 @@ class StoreCallback(tune.Callback):
         if self.finished.get(trial.trial_id) and not result.get("should_checkpoint"):
             self._store_finished(trial)  # else stored once its checkpoint's files are
 
-    def _earlier_history(self, point_id: str, first: dict) -> list[dict]:
-        """The evaluations an earlier, stopped launch stored for this point before where its first
-        report in this launch stands: a trial that went on from that launch's checkpoint reports only
-        what follows it (one that started afresh reports its first evaluation, and keeps nothing)."""
-        key = "step" if "step" in first else "epoch"
-        path = store.sweep_dir(self.results_dir, self.name) / "history" / f"{point_id}.parquet"
-        if key not in first or not path.is_file():
-            return []
-        try:
-            rows = pq.read_table(path).to_pylist()
-        except (OSError, pa.ArrowInvalid):  # unreadable: the history starts again from this launch
-            return []
-        dropped = {"sweep", "trial_id", "config_hash"}
-        earlier = [{k: v for k, v in row.items() if k not in dropped and v is not None and v == v} for row in rows]
-        return [row for row in earlier if row.get(key) is not None and row[key] < first[key]]
-
     def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
         _publish_files(checkpoint, store.sweep_dir(self.results_dir, self.name))
         self._store_finished(trial)
-        # the stored history reaches the checkpoint: a later launch that goes on from it keeps the
-        # evaluations before it from this file (the live writes alone may lag by LIVE_HISTORY_S)
-        for point in self._group(trial):
-            if point["trial_id"] not in self.stored and self.reports.get(point["trial_id"]):
-                self._guarded(self._write_live_history, point)
 
     def on_experiment_end(self, trials, **info):
         # stopped (Ctrl-C, a time limit): what the unfinished points reported is on disk for the next launch
@@ -379,8 +363,8 @@ class SweepPlan:
             store.compact(self.results_dir, self.spec.name)
             self.launch.release(mine)
 
-    def _new_store_callback(self, groups: dict[str, list[dict]], resumable: frozenset = frozenset()) -> StoreCallback:
-        self.store_callback = StoreCallback(self.results_dir, self.spec.name, self.experiment, groups, resumable)
+    def _new_store_callback(self, groups: dict[str, list[dict]]) -> StoreCallback:
+        self.store_callback = StoreCallback(self.results_dir, self.spec.name, self.experiment, groups)
         return self.store_callback
 
     def _tuner(self, verbose: int) -> tune.Tuner:
@@ -416,7 +400,7 @@ class SweepPlan:
             trainable = tune.with_resources(
                 trainable, {"CPU": resources.cpus_per_trial, "GPU": resources.gpus_per_trial})
         tensorboard = self.results_dir / spec.name / "tensorboard"
-        callbacks = [self._new_store_callback(groups, resumable),
+        callbacks = [self._new_store_callback(groups),
                      TensorBoardCurves(tensorboard, groups),
                      *tracking_callbacks(spec, groups, self.results_dir / spec.name)]
         if verbose:

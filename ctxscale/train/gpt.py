@@ -357,6 +357,8 @@ def train_gpt(spec, context_length: int, seed: int, train_tokens: np.ndarray, va
         if progress.done:  # the trial had finished: say so again and stop
             report(metrics)
             return metrics
+        if run.rank == 0 and progress.step:
+            print(f"going on from step {progress.step} of at most {t.max_steps}", flush=True)
 
     flops_per_token = run.model.flops_per_token(context_length)
     decay_steps = None if t.lr_schedule == "constant" else t.lr_decay_steps or t.max_steps
