@@ -66,54 +66,65 @@ def _scalars(metrics: dict) -> dict:
     return {k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool)) or v is None}
 
 
-def plain_trial(config: dict, groups: dict, run: Callable, data: Any = None,
-                earlier_launches: Optional[dict] = None) -> None:
-    """One trial as a plain Ray Tune function trainable (cheap; can share a GPU). `earlier_launches`
-    names the folders (by group) where a stopped launch may have left a checkpoint to go on from.
-
-    Every checkpoint also holds the reports sent before it (REPORTS_FILE): after a resume, the first
-    report hands them back under EARLIER_REPORTS, so the store keeps the evaluations before the
-    checkpoint even when the stopped launch's driver never saw the last of them."""
-    group = groups[config["trial"]["id"]]
-    resume_dir = _restored_dir(ray.tune.get_checkpoint())  # a retry within this run
-    if resume_dir is None:
-        resume_dir = _earlier_checkpoint((earlier_launches or {}).get(config["trial"]["id"]))
-    sent = _reports_in(resume_dir)
+def _reporter(send: Callable, resume_dir: Optional[str], keeps_history: bool = True) -> Callable:
+    """The run function's `report(metrics, checkpoint_dir=None)`, sending through `send(metrics,
+    checkpoint_dir)`. The reporting process (a plain trial; a DDP trial's rank 0) adds provenance and
+    writes the reports sent so far into every checkpoint (REPORTS_FILE); after a resume its first
+    report hands back those of the checkpoint it went on from, under EARLIER_REPORTS, so the store
+    keeps the evaluations before it even when a stopped launch's driver never saw the last of them."""
+    sent = _reports_in(resume_dir) if keeps_history else []
     earlier = json.dumps(sent) if sent else None
 
     def report(metrics: dict, checkpoint_dir: Optional[str] = None) -> None:
         nonlocal earlier
-        metrics = _with_provenance(metrics)
-        sent.append(_scalars(metrics))
-        if checkpoint_dir:
-            Path(checkpoint_dir, REPORTS_FILE).write_text(json.dumps(sent))
-        checkpoint = ray.tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
-        if earlier is not None:
-            metrics, earlier = {**metrics, EARLIER_REPORTS: earlier}, None
-        ray.tune.report(metrics, checkpoint=checkpoint)
+        if keeps_history:
+            metrics = _with_provenance(metrics)
+            sent.append(_scalars(metrics))
+            if checkpoint_dir:
+                Path(checkpoint_dir, REPORTS_FILE).write_text(json.dumps(sent))
+            if earlier is not None:
+                metrics, earlier = {**metrics, EARLIER_REPORTS: earlier}, None
+        send(metrics, checkpoint_dir)
+
+    return report
+
+
+def plain_trial(config: dict, groups: dict, run: Callable, data: Any = None,
+                earlier_launches: Optional[dict] = None) -> None:
+    """One trial as a plain Ray Tune function trainable (cheap; can share a GPU). `earlier_launches`
+    names the folders (by group) where a stopped launch may have left a checkpoint to go on from."""
+    group = groups[config["trial"]["id"]]
+    resume_dir = _restored_dir(ray.tune.get_checkpoint())  # a retry within this run
+    if resume_dir is None:
+        resume_dir = _earlier_checkpoint((earlier_launches or {}).get(config["trial"]["id"]))
+
+    def send(metrics: dict, checkpoint_dir: Optional[str]) -> None:
+        ray.tune.report(metrics, checkpoint=ray.tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None)
+
     try:
-        run(group, report, data, resume_dir)
+        run(group, _reporter(send, resume_dir), data, resume_dir)
     finally:
         if resume_dir:
             shutil.rmtree(resume_dir, ignore_errors=True)
 
 
 def _ddp_worker(loop_config: dict) -> None:
-    """What every Ray Train worker runs: the same run function, with the process group already set up."""
+    """What every Ray Train worker runs: the same run function, with the process group already set up.
+    Ray Train restores the run's newest checkpoint, within a run and in a later launch alike (the
+    TorchTrainer is named after the trial)."""
     data = ray.get(loop_config["data"]) if loop_config["data"] is not None else None
     # Train workers start elsewhere than the sweep: relative paths in the spec keep their meaning
     os.environ.setdefault("TUNE_ORIG_WORKING_DIR", loop_config["launch_dir"])
     rank = ray.train.get_context().get_world_rank()
 
-    def report(metrics: dict, checkpoint_dir: Optional[str] = None) -> None:
+    def send(metrics: dict, checkpoint_dir: Optional[str]) -> None:
         # every rank must call ray.train.report the same number of times (it is a barrier);
         # the loop has already all-reduced the metrics, and only rank 0 passes a checkpoint
-        checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
-        ray.train.report(_with_provenance(metrics) if rank == 0 else metrics, checkpoint=checkpoint)
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None)
 
     resume_dir = _restored_dir(ray.train.get_checkpoint())
     try:
-        loop_config["run"](loop_config["group"], report, data, resume_dir)
+        loop_config["run"](loop_config["group"], _reporter(send, resume_dir, keeps_history=rank == 0), data, resume_dir)
     finally:
         if resume_dir:
             shutil.rmtree(resume_dir, ignore_errors=True)

@@ -135,7 +135,7 @@ def _reports_before(earlier: list[dict], group: list[dict], point_id: str, first
 def _earlier_launches(storage: str, name: str, resumable: frozenset) -> dict[str, str]:
     """Tune trial name -> its folder in Ray's storage, for the groups a plain trial may resume from a
     checkpoint an earlier, stopped launch left there (local storage only; within a run, Tune's own
-    restore covers retries; DDP trials are left to Ray Train, which names their runs after the trial)."""
+    restore covers retries; Ray Train restores a DDP trial's run, which is named after the trial)."""
     if "://" in storage:
         return {}
     return {group: str(Path(storage) / name / group) for group in resumable}
