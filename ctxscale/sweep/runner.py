@@ -132,13 +132,13 @@ def _reports_before(earlier: list[dict], group: list[dict], point_id: str, first
     return [{k: v for k, v in m.items() if k != "point"} for m in mine if key in first and m.get(key, math.inf) < first[key]]
 
 
-def _earlier_launches(storage: str, name: str, resumable: frozenset) -> dict[str, str]:
-    """Tune trial name -> its folder in Ray's storage, for the groups a plain trial may resume from a
-    checkpoint an earlier, stopped launch left there (local storage only; within a run, Tune's own
-    restore covers retries; Ray Train restores a DDP trial's run, which is named after the trial)."""
+def _earlier_launches(storage: str, name: str, groups) -> dict[str, str]:
+    """Tune trial name -> its folder in Ray's storage, where an earlier launch that was stopped, or
+    whose trial failed, may have left a checkpoint to go on from (local storage only; within a run,
+    Tune's own restore covers retries; Ray Train restores a DDP trial's run, named after the trial)."""
     if "://" in storage:
         return {}
-    return {group: str(Path(storage) / name / group) for group in resumable}
+    return {group: str(Path(storage) / name / group) for group in groups}
 
 
 def _loop_metrics(result: dict) -> dict:
@@ -381,10 +381,6 @@ class SweepPlan:
             storage = str(Path(storage).absolute())
         check_fits(resources, node_types())  # what never fits is refused; the rest waits for the autoscaler
         groups = {self.experiment.group_name(group): group for group in self.experiment.group(self.pending)}
-        # never stored (not even as failed): an earlier launch may have been stopped while it ran them,
-        # and left a checkpoint and part of a history to go on from (a failed point starts afresh)
-        stored = store.stored_trials(self.results_dir, spec.name)
-        resumable = frozenset(name for name, group in groups.items() if not any(p["trial_id"] in stored for p in group))
         run = self.experiment.run
         max_concurrent = resources.max_concurrent_trials
         if resources.use_ddp:
@@ -396,7 +392,7 @@ class SweepPlan:
             trainable = tune.with_resources(trainable, {"CPU": 0, "memory": 256 * 1024**2})
         else:
             trainable = tune.with_parameters(plain_trial, groups=groups, run=run, data=self.data,
-                                             earlier_launches=_earlier_launches(storage, spec.name, resumable))
+                                             earlier_launches=_earlier_launches(storage, spec.name, groups))
             trainable = tune.with_resources(
                 trainable, {"CPU": resources.cpus_per_trial, "GPU": resources.gpus_per_trial})
         tensorboard = self.results_dir / spec.name / "tensorboard"
