@@ -11,8 +11,6 @@ same `setup_gpt` object, so they measure what a trial runs.
 from __future__ import annotations
 
 import math
-import pickle
-import sys
 import tempfile
 import time
 from contextlib import ExitStack, nullcontext
@@ -27,6 +25,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from ..device import pick_device
 from ..models.gpt import GPT, GPTConfig
+from .checkpoint import read_checkpoint
 from .distributed import all_gather_object, all_reduce, data_parallel, rank_and_world
 
 Report = Callable[..., None]
@@ -297,12 +296,8 @@ def _save_checkpoint(path: Path, model, optimizer, progress: Progress, rng_state
 
 def _load_checkpoint(resume_dir: str, model, optimizer, rng: np.random.Generator, rank: int,
                      device: torch.device) -> tuple[Progress, dict]:
-    path = Path(resume_dir) / CHECKPOINT_FILE
-    try:  # weights_only: a checkpoint holds tensors and plain values, never code to run
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, EOFError, RuntimeError, pickle.UnpicklingError) as err:
-        print(f"ctxscale: {path}: damaged checkpoint ({str(err).splitlines()[0][:200]}); the trial starts fresh",
-              file=sys.stderr, flush=True)
+    state = read_checkpoint(Path(resume_dir) / CHECKPOINT_FILE)
+    if state is None:
         return Progress(), {}
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])

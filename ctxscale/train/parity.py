@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import pickle
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -29,6 +27,7 @@ from ..measure.spectra import pca_eigenvalues, spectrum_measures, usable_count
 from ..models.gpt import GPTConfig
 from ..models.parity import ParityTransformer
 from ..spec.parity import ParitySpec
+from .checkpoint import read_checkpoint
 
 EVAL_BATCH = 4096
 CHECKPOINT_FILE = "parity.pt"
@@ -127,12 +126,8 @@ def _save_checkpoint(folder: Path, model, optimizer, generator: torch.Generator,
 def _load_checkpoint(resume_dir: str, model, optimizer, generator: torch.Generator) -> Optional[dict]:
     """Restore the weights, the optimizer and the sample order's generator; None (a fresh start) when
     the folder holds no readable checkpoint."""
-    path = Path(resume_dir) / CHECKPOINT_FILE
-    try:  # weights_only: tensors and plain values, never code to run
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, EOFError, RuntimeError, pickle.UnpicklingError) as err:
-        print(f"ctxscale: {path}: no usable checkpoint ({str(err).splitlines()[0][:200]}); the trial starts afresh",
-              file=sys.stderr, flush=True)
+    state = read_checkpoint(Path(resume_dir) / CHECKPOINT_FILE)
+    if state is None:
         return None
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
