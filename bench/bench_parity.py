@@ -14,22 +14,10 @@ from __future__ import annotations
 import argparse
 import math
 
-import yaml
-
 from ctxscale.data import parity
 from ctxscale.device import pick_device
-from ctxscale.spec import parse_spec
+from ctxscale.spec import load_spec
 from ctxscale.train.parity import train
-
-
-def override(raw: dict, assignments: str) -> dict:
-    """`section.field=value,...` applied to a copy of the raw spec (values parsed as YAML)."""
-    raw = yaml.safe_load(yaml.safe_dump(raw))
-    for item in filter(None, assignments.split(",")):
-        key, value = item.split("=", 1)
-        section, field = key.split(".")
-        raw.setdefault(section, {})[field] = yaml.safe_load(value)
-    return raw
 
 
 def main() -> None:
@@ -41,11 +29,9 @@ def main() -> None:
     ap.add_argument("--every", type=int, default=100, help="steps per trace line")
     ap.add_argument("--data-size", type=int, default=None, help="training samples (default: the grid's first)")
     args = ap.parse_args()
-    with open(args.spec) as f:
-        base = yaml.safe_load(f)
     rows = []
     for assignments in args.set or [""]:
-        spec = parse_spec(override(base, assignments), args.spec)
+        spec = load_spec(args.spec, [item for item in assignments.split(",") if item])
         d = spec.data
         tasks = parity.make_tasks(d.string_length, d.n_tasks, d.weight_exponent, d.task_seed)
         size = args.data_size or spec.grid.data_size[0]
