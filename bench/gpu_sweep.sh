@@ -3,15 +3,20 @@
 # with the GPU's SM use sampled by nvidia-smi every 500 ms in the same run. Prints the wall time,
 # the stored rows by status, the mean SM use, and the best-loss table.
 #   bash bench/gpu_sweep.sh [seconds allowed, default 600] [spec, default sweeps/synthetic-paper.yaml]
-# Writes under ${OUT:-/tmp/gpu_sweep}: sm.txt (the samples), sweep.txt (the CLI's output), results/.
+#   bash bench/gpu_sweep.sh [seconds allowed, default 600] [spec, default sweeps/synthetic-paper.yaml] [KEY=VALUE ...]
+# GPU=i samples GPU i (nvidia-smi's numbering; default 0): on a machine of several GPUs, run with
+# CUDA_VISIBLE_DEVICES=i and a RAY_TMPDIR of its own beside another job.
+# Writes under ${OUT:-/tmp/gpu_sweep}: sm.txt (the samples), sweep.txt (the CLI's output), and the
+# results folder as results.tgz (folders below $OUT do not come back from the device machine).
 set -u
-limit=${1:-600}; spec=${2:-sweeps/synthetic-paper.yaml}; out=${OUT:-/tmp/gpu_sweep}
+limit=${1:-600}; spec=${2:-sweeps/synthetic-paper.yaml}; shift $(( $# < 2 ? $# : 2 ))
+out=${OUT:-/tmp/gpu_sweep}
 mkdir -p "$out"; rm -rf "$out/results"
 python3 -c 'import ctxscale; print("ctxscale from", ctxscale.__file__)'
-nvidia-smi --query-gpu=utilization.gpu --format=csv,noheader,nounits -lms 500 > "$out/sm.txt" &
+nvidia-smi -i "${GPU:-0}" --query-gpu=utilization.gpu --format=csv,noheader,nounits -lms 500 > "$out/sm.txt" &
 sampler=$!
 started=$(date +%s.%N)
-timeout "$limit" python3 -m ctxscale.cli sweep "$spec" --quiet --results "$out/results" > "$out/sweep.txt" 2>&1
+timeout "$limit" python3 -m ctxscale.cli sweep "$spec" "$@" --quiet --results "$out/results" > "$out/sweep.txt" 2>&1
 rc=$?
 ended=$(date +%s.%N)
 kill "$sampler"
@@ -35,3 +40,4 @@ if trials is not None and len(trials):
     print(best_loss_table(trials))
 PY
 tail -5 "$out/sweep.txt"
+tar czf "$out/results.tgz" -C "$out" --exclude=_ray --exclude=tensorboard results && rm -rf "$out/results"

@@ -131,6 +131,22 @@ def test_per_task_validation_loss_of_the_best_weights(easy_data):
     assert all("task_val_loss" not in r for r in reports[:-1])
 
 
+def test_bfloat16_products_learn_alike_but_are_not_float32(easy_data):
+    # training.precision: bfloat16 runs the products under autocast (on the CPU as on a GPU); the
+    # losses and the result stay float32, and the model learns the visible task as it does in float32
+    def train(precision):
+        raw = EASY | {"training": EASY["training"] | {"precision": precision, "max_epochs": 4}}
+        reports = []
+        run_synthetic_trial(_trial(raw, 8, 8000), lambda m, checkpoint_dir=None: reports.append(m), easy_data)
+        return [r["val_loss"] for r in reports]
+
+    full, half = train("float32"), train("bfloat16")
+    assert full != half  # the autocast took effect
+    assert half == pytest.approx(full, abs=0.05)
+    with pytest.raises(ValueError, match="precision"):
+        parse_spec(EASY | {"training": EASY["training"] | {"precision": "float16"}})
+
+
 @pytest.mark.parametrize("grad_clip", [0.5, None])
 def test_gradient_clipping_follows_the_spec(easy_data, monkeypatch, grad_clip):
     calls = []

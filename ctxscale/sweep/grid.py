@@ -23,7 +23,8 @@ TRIAL_ID = re.compile(r"l(?P<context_length>\d+)_d(?P<data_size>\d+)_s(?P<seed>-
 ADDED_FIELDS = {("gpt", "training", "loss_chunk_rows"): 0,
                 ("parity", "training", "lr_schedule"): "cosine",
                 ("parity", "training", "curriculum_tasks"): 1.0,
-                ("parity", "training", "curriculum_steps"): 0}
+                ("parity", "training", "curriculum_steps"): 0,
+                ("synthetic", "training", "precision"): "float32"}
 
 
 def hash_of(payload: dict) -> str:

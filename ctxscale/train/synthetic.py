@@ -101,14 +101,15 @@ _EVAL_MEMBER_ROWS = {"cuda": 1 << 21, "cpu": 1 << 17}
 
 @torch.no_grad()
 def _evaluate(model, split: _Split, rank: int, world: int, device,
-              chunk: Optional[int] = None) -> list[tuple[float, list[float]]]:
+              chunk: Optional[int] = None, bf16: bool = False) -> list[tuple[float, list[float]]]:
     """Each model's mean BCE over the split and its mean BCE per task (in the task list's order):
     one pair per member of a stacked model, one pair for a plain model.
 
     Each rank evaluates every world-th row; the per-task sums and counts are summed over ranks,
     so the result is the whole split's whatever the world size. Sums stay on the device until
     the end: one host synchronisation per evaluation. `chunk`: rows per forward pass (default:
-    `_EVAL_MEMBER_ROWS` over the number of members).
+    `_EVAL_MEMBER_ROWS` over the number of members). `bf16`: the products under bfloat16 autocast
+    (`training.precision`); the losses and sums are float32 and float64 either way.
     """
     model.eval()
     members = len(getattr(model, "context_lengths", [None]))
@@ -119,7 +120,9 @@ def _evaluate(model, split: _Split, rank: int, world: int, device,
     for start in range(0, len(rows), chunk):
         chunk_rows = rows[start:start + chunk]
         bits, control, labels = split.batch(chunk_rows)
-        logits = model(bits, control).reshape(members, len(chunk_rows))
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            logits = model(bits, control).reshape(members, len(chunk_rows))
+        logits = logits.float()
         losses = F.binary_cross_entropy_with_logits(logits, labels.expand_as(logits), reduction="none")
         # per-task sums as a product with the one-hot task matrix: no atomics, the same order every run
         one_hot = control.double()
@@ -166,6 +169,26 @@ class SyntheticSetup:
     device: torch.device
     rank: int
     world: int
+
+    @property
+    def bf16(self) -> bool:
+        return self.training.precision == "bfloat16"
+
+
+def train_step(run: SyntheticSetup, rows: torch.Tensor) -> torch.Tensor:
+    """One optimizer step of every member on the training rows `rows`; each member's loss (M,)."""
+    bits, control, labels = run.train.batch(rows)
+    with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=run.bf16):
+        logits = run.net(bits, control)
+    losses = member_bce_losses(logits.float(), labels)  # (M,)
+    run.optimizer.zero_grad(set_to_none=True)
+    # members share no parameter: each one's gradient is that of its own loss
+    losses.sum().backward()
+    if run.training.grad_clip is not None:
+        # under DDP the gradients are already averaged over ranks: every rank clips alike
+        clip_grad_norm_per_member(run.model.parameters(), run.training.grad_clip)
+    run.optimizer.step()
+    return losses.detach()
 
 
 def setup_synthetic(points: list[dict], data: SyntheticSet) -> SyntheticSetup:
@@ -254,22 +277,13 @@ def train_synthetic(run: SyntheticSetup, report: Report, data: SyntheticSet) -> 
         loss_sum, loss_rows = torch.zeros(len(active), device=device, dtype=torch.float64), 0
         for step in range(steps_per_epoch):
             rows = permutation[step * training.batch_size:(step + 1) * training.batch_size][rank::world]
-            bits, control, labels = run.train.batch(rows)
-            losses = member_bce_losses(run.net(bits, control), labels)  # (M,)
-            run.optimizer.zero_grad(set_to_none=True)
-            # members share no parameter: each one's gradient is that of its own loss
-            losses.sum().backward()
-            if training.grad_clip is not None:
-                # under DDP the gradients are already averaged over ranks: every rank clips alike
-                clip_grad_norm_per_member(run.model.parameters(), training.grad_clip)
-            run.optimizer.step()
-            loss_sum += losses.detach() * len(rows)
+            loss_sum += train_step(run, rows) * len(rows)
             loss_rows += len(rows)
         train_seconds += time.perf_counter() - epoch_start
         reduced = all_reduce(loss_sum.tolist() + [loss_rows], device)
         member_loss_sums, loss_rows = reduced[:-1], reduced[-1]
         rows_seen += loss_rows
-        evaluations = _evaluate(run.model, run.val, rank, world, device)
+        evaluations = _evaluate(run.model, run.val, rank, world, device, bf16=run.bf16)
         stopped, epoch_metrics = [], []
         for row, member in enumerate(active):
             train_loss = member_loss_sums[row] / loss_rows
