@@ -112,7 +112,9 @@ class StackedModel(nn.Module):
 
 
 def _bias_leaky_relu(x: torch.Tensor, bias: torch.Tensor, negative_slope: float) -> torch.Tensor:
-    return F.leaky_relu(x + bias.unsqueeze(1), negative_slope)
+    # in x's dtype: under bfloat16 autocast a float32 bias would promote the activation to float32,
+    # writing twice the bytes and costing the next product a cast back (float32 x: no change)
+    return F.leaky_relu(x + bias.to(x.dtype).unsqueeze(1), negative_slope)
 
 
 @functools.cache
@@ -145,6 +147,9 @@ def _layers(sequence: nn.Sequential, prefix: str, params: dict, x: torch.Tensor)
             members = len(bias)
             # one input for all members is read through a stride-0 view, so every layer's output is
             # a contiguous (M, B, out) and each member's product the same kernel call whatever M is
+            if x.dim() == 2 and torch.is_autocast_enabled(x.device.type):
+                # cast before the stride-0 view: autocast would copy the expanded input M times
+                x = x.to(torch.get_autocast_dtype(x.device.type))
             inputs = x.expand(members, *x.shape) if x.dim() == 2 else x
             activation = layers[index + 1] if index + 1 < len(layers) else None
             if fuse and isinstance(activation, nn.LeakyReLU):
