@@ -2,7 +2,6 @@
 # The H200 figure of issue 10: the whole sweeps/synthetic-paper.yaml grid through `ctxscale sweep`,
 # with the GPU's SM use sampled by nvidia-smi every 500 ms in the same run. Prints the wall time,
 # the stored rows by status, the mean SM use, and the best-loss table.
-#   bash bench/gpu_sweep.sh [seconds allowed, default 600] [spec, default sweeps/synthetic-paper.yaml]
 #   bash bench/gpu_sweep.sh [seconds allowed, default 600] [spec, default sweeps/synthetic-paper.yaml] [KEY=VALUE ...]
 # GPU=i samples GPU i (nvidia-smi's numbering; default 0): on a machine of several GPUs, run with
 # CUDA_VISIBLE_DEVICES=i and a RAY_TMPDIR of its own beside another job.
