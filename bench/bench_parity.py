@@ -14,10 +14,9 @@ from __future__ import annotations
 import argparse
 import math
 
-from ctxscale.data import parity
 from ctxscale.device import pick_device
 from ctxscale.spec import load_spec
-from ctxscale.train.parity import train
+from ctxscale.train.parity import spec_tasks, train
 
 
 def main() -> None:
@@ -32,8 +31,7 @@ def main() -> None:
     rows = []
     for assignments in args.set or [""]:
         spec = load_spec(args.spec, [item for item in assignments.split(",") if item])
-        d = spec.data
-        tasks = parity.make_tasks(d.string_length, d.n_tasks, d.weight_exponent, d.task_seed)
+        tasks = spec_tasks(spec)
         size = args.data_size or spec.grid.data_size[0]
         point = {"trial_id": assignments or "spec", "data_size": size, "seed": spec.grid.seed[0]}
         run = train(spec, tasks, point, pick_device(spec.training.device), trace_every=args.every,

@@ -16,11 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ctxscale.data import parity
 from ctxscale.device import pick_device
 from ctxscale.spec import load_spec
 from ctxscale.train.checkpoint import read_checkpoint
-from ctxscale.train.parity import CHECKPOINT_FILE, build_model, evaluate
+from ctxscale.train.parity import CHECKPOINT_FILE, build_model, evaluate, spec_tasks
 
 
 def main() -> None:
@@ -36,8 +35,7 @@ def main() -> None:
     state = read_checkpoint(found[-1])
     if state is None:
         raise SystemExit(f"{found[-1]}: cannot be read")
-    d = spec.data
-    tasks = parity.make_tasks(d.string_length, d.n_tasks, d.weight_exponent, d.task_seed)
+    tasks = spec_tasks(spec)
     device = pick_device(spec.training.device)
     model = build_model(spec, tasks).to(device)
     model.load_state_dict(state["model"])

@@ -67,8 +67,9 @@ def test_training_set_masks_as_the_study_does():
 
 def test_default_tasks_put_the_bayes_risk_near_the_studys_numbers():
     spec = parse_spec({"name": "p", "experiment": "parity", "grid": {"context_length": [17, 50], "data_size": [10]}})
-    d = spec.data
-    tasks = parity.make_tasks(d.string_length, d.n_tasks, d.weight_exponent, d.task_seed)
+    from ctxscale.train.parity import spec_tasks
+
+    tasks = spec_tasks(spec)
     assert parity.bayes_risk(tasks, 17) == pytest.approx(0.4643, abs=0.01)
     assert parity.bayes_risk(tasks, 50) == pytest.approx(0.0612, abs=0.01)
 

@@ -33,6 +33,12 @@ EVAL_BATCH = 4096
 CHECKPOINT_FILE = "parity.pt"
 
 
+def spec_tasks(spec: ParitySpec) -> parity.ParityTasks:
+    """The task list a parity spec's data section defines."""
+    d = spec.data
+    return parity.make_tasks(d.string_length, d.n_tasks, d.weight_exponent, d.task_seed)
+
+
 def build_model(spec: ParitySpec, tasks: parity.ParityTasks) -> ParityTransformer:
     m = spec.model
     config = GPTConfig(n_layer=m.n_layer, n_head=m.n_head, n_embd=m.n_embd, vocab_size=tasks.vocab_size,
@@ -242,11 +248,11 @@ def run_parity_trial(point: dict, report, resume_dir: Optional[str] = None) -> N
     """Train the point's model (data_size samples, seed), going on from `resume_dir`'s checkpoint
     when given, and evaluate it at every context length."""
     spec = ParitySpec.model_validate(point["spec"])
-    d, t = spec.data, spec.training
+    t = spec.training
     device = pick_device(t.device)
     if device.type == "cpu":
         torch.set_num_threads(t.threads or max(1, int(spec.resources.cpus_per_trial)))
-    tasks = parity.make_tasks(d.string_length, d.n_tasks, d.weight_exponent, d.task_seed)
+    tasks = spec_tasks(spec)
     # a loss line 8 times an epoch on GPUs (where an epoch is long and the plateau is the question)
     per_epoch = math.ceil(point["data_size"] / t.batch_size)
     trace_every = max(per_epoch // 8, 1) if device.type == "cuda" else 0
