@@ -16,7 +16,8 @@ import pandas as pd
 from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter
+from matplotlib.lines import Line2D
+from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullLocator
 
 from ctxscale.measure.spectra import DEFAULT_THRESHOLD, measure_columns, threshold_column
 
@@ -45,15 +46,54 @@ def _colours(values, cmap: str = "viridis", top: float = 0.9) -> dict:
     return {v: colormaps[cmap](top * (x - logs[0]) / span) for v, x in zip(ordered, logs)}
 
 
+def _distinct_colours(values) -> dict:
+    """One colour per distinct value, told apart at a glance: tab10 by rank up to ten values (on a
+    log-spaced colour map neighbouring lengths such as 48 and 64 got near-identical greens), else
+    viridis spaced by rank."""
+    ordered = sorted({float(v) for v in values})
+    if len(ordered) <= 10:
+        return {v: colormaps["tab10"](i) for i, v in enumerate(ordered)}
+    return {v: colormaps["viridis"](0.9 * i / (len(ordered) - 1)) for i, v in enumerate(ordered)}
+
+
+def _leading_digit(value: float) -> int:
+    return round(value / 10 ** np.floor(np.log10(value)))
+
+
+def _log_axis(ax, which: str, values, label=lambda v: f"{v:g}", ticks_at_values: bool = True) -> None:
+    """Log scale on axis `which` ('x' or 'y') labelled with plain numbers (20, 30, 50; never 2×10¹).
+
+    With `ticks_at_values`, a few well-spaced values (a grid of up to 8 lengths or data sizes) get
+    one tick each. Otherwise a set spanning under ~1.5 decades is labelled at 1, 2, 3 and 5 × 10^k
+    (else a 16..64 grid would show no number at all), a wider one at its decades.
+    """
+    getattr(ax, f"set_{which}scale")("log")
+    axis = getattr(ax, f"{which}axis")
+    values = np.unique(np.asarray(values, dtype=float))
+    values = values[np.isfinite(values) & (values > 0)]
+    axis.set_major_formatter(FuncFormatter(lambda v, _: label(v)))
+    spaced = len(values) > 1 and np.min(values[1:] / values[:-1]) >= 1.15
+    if ticks_at_values and 0 < len(values) <= 8 and (spaced or len(values) == 1):
+        axis.set_major_locator(FixedLocator(values))
+        axis.set_minor_locator(NullLocator())
+    elif len(values) and values.max() / values.min() < 30:
+        axis.set_minor_formatter(FuncFormatter(lambda v, _: label(v) if _leading_digit(v) in (2, 3, 5) else ""))
+
+
 def _log_x(ax, values) -> None:
-    """Log x axis with plain numbers; a grid spanning under ~1.5 decades also labels minor ticks
-    (else a 16..64 grid shows no number at all)."""
-    ax.set_xscale("log")
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    values = np.asarray(values, dtype=float)
-    if len(values) and values.max() / values.min() < 30:
-        ax.xaxis.set_minor_formatter(FuncFormatter(
-            lambda v, _: f"{v:g}" if round(v / 10 ** np.floor(np.log10(v))) in (2, 3, 5) else ""))
+    """Log x axis of context lengths (or other plain numbers), as `_log_axis` labels it."""
+    _log_axis(ax, "x", values)
+
+
+def _over_grid(risk_curve: pd.DataFrame, lengths) -> pd.DataFrame:
+    """The Bayes-risk curve over the lengths the sweep trained (beyond them it only stretches the
+    axis), a step's end kept where the grid ends between two of its points."""
+    lengths = pd.Series(lengths, dtype=float)
+    curve = risk_curve.sort_values("context_length")
+    inside = curve[curve["context_length"].between(lengths.min(), lengths.max())]
+    before = curve[curve["context_length"] <= lengths.min()].tail(1).assign(context_length=lengths.min())
+    after = inside.tail(1).assign(context_length=lengths.max())
+    return pd.concat([before, inside, after]).drop_duplicates("context_length")
 
 
 # --- The sweep: loss curves, optima, the law, the surface fit, the synthetic task ------------------
@@ -82,6 +122,7 @@ def plot_loss_curves(trials: pd.DataFrame, optimal: pd.DataFrame, path, surface=
             if np.isfinite(r["l_star_low"]):
                 ax.hlines(y, r["l_star_low"], r["l_star_high"], color=colour, lw=3, alpha=0.6, zorder=4)
     if risk_curve is not None and len(risk_curve):
+        risk_curve = _over_grid(risk_curve, stats["context_length"])
         ax.step(risk_curve["context_length"], risk_curve["bayes_risk"], where="post", color="black", lw=1.5,
                 label="exact Bayes risk")
     _log_x(ax, stats["context_length"])
@@ -92,42 +133,62 @@ def plot_loss_curves(trials: pd.DataFrame, optimal: pd.DataFrame, path, surface=
     return _save(fig, path)
 
 
+_METRIC_LABELS = {"val_loss": "validation loss (nats)", "train_loss": "training loss (nats)"}
+
+
 def plot_learning_curves(history: pd.DataFrame, trials: pd.DataFrame, path, metric: str = "val_loss") -> Path:
     """Each grid point's `metric` per evaluation (x: step where the history has steps, else epoch):
-    one panel per data size, one colour per context length, one line per seed. Reads a history
-    that is still being written: points whose trials row is not stored yet are placed by their id."""
-    from ctxscale.sweep.grid import coordinates_of
+    one panel per data size on shared axes, one colour per context length, one line per seed.
+
+    For a loss, a dot marks each trial's best evaluation (the one its stored loss comes from), a
+    dotted line in the length's colour its Bayes risk where the trials know it (synthetic), and a
+    cross the end of a trial that `history.plateau_stops` finds stopped on a plateau. Reads a
+    history that is still being written: points whose trials row is not stored yet are placed
+    by their id.
+    """
+    from .history import plateau_stops, progress_column, with_coordinates
 
     if metric not in history:
         raise ValueError(f"history has no column {metric!r} (it has {', '.join(history.columns)})")
-    keys = ["context_length", "data_size", "seed"]
-    known = trials.drop_duplicates("trial_id").set_index("trial_id") if "trial_id" in trials else pd.DataFrame()
-    coordinates = {}
-    for trial_id in history["trial_id"].unique():
-        if trial_id in known.index and set(keys) <= set(known.columns):
-            coordinates[trial_id] = known.loc[trial_id, keys].to_dict()
-        else:
-            coordinates[trial_id] = coordinates_of(trial_id) or {}
-    frame = history.drop(columns=[k for k in keys if k in history]).join(
-        pd.DataFrame.from_dict(coordinates, orient="index")[keys], on="trial_id").dropna(subset=keys)
-    x = "step" if "step" in frame and frame["step"].notna().any() else "epoch"
+    frame = with_coordinates(history, trials)
+    x = progress_column(frame)
     sizes = sorted(frame["data_size"].unique())
-    palette = _colours(frame["context_length"].unique())
-    fig = _figure(4.2 * len(sizes) + 1.2, 4.0)
-    axes = fig.subplots(1, len(sizes), sharey=True, squeeze=False)[0]
+    palette = _distinct_colours(frame["context_length"].unique())
+    is_loss = metric.endswith("loss")
+    stopped = set(plateau_stops(frame)["trial_id"]) if metric == "val_loss" else set()
+    fig = _figure(3.6 * len(sizes) + 1.4, 3.8)
+    axes = fig.subplots(1, len(sizes), sharex=True, sharey=True, squeeze=False)[0]
     for ax, size in zip(axes, sizes):
-        for (length, seed), curve in frame[frame["data_size"] == size].groupby(["context_length", "seed"]):
-            curve = curve.sort_values(x)
-            ax.plot(curve[x], curve[metric], color=palette[float(length)], lw=1.1, marker=".", ms=3,
-                    label=f"l = {int(length)}")
+        at_size = frame[frame["data_size"] == size]
+        for (trial_id, length), curve in at_size.groupby(["trial_id", "context_length"]):
+            _draw_learning_curve(ax, curve.sort_values(x), x, metric, palette[float(length)],
+                                 mark_best=is_loss, stopped=trial_id in stopped)
+        if is_loss and "bayes_risk" in at_size:
+            for length, risk in at_size.groupby("context_length")["bayes_risk"].first().dropna().items():
+                ax.axhline(risk, color=palette[float(length)], ls=":", lw=1)
         ax.set_title(f"D = {data_size(size)}", fontsize=10)
         ax.set_xlabel(x)
-    axes[0].set_ylabel(metric)
-    handles, labels = axes[0].get_legend_handles_labels()
-    unique = dict(zip(labels, handles))
-    axes[-1].legend(unique.values(), unique.keys(), fontsize=8, loc="upper right")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes[0].set_ylabel(_METRIC_LABELS.get(metric, metric))
+    handles = [Line2D([], [], color=colour, lw=1.5, label=f"l = {length:g}") for length, colour in palette.items()]
+    if is_loss:
+        handles.append(Line2D([], [], ls="none", marker="o", mfc="white", mec="black", label="best evaluation"))
+    if is_loss and "bayes_risk" in frame and frame["bayes_risk"].notna().any():
+        handles.append(Line2D([], [], color="black", ls=":", lw=1, label="Bayes risk of l"))
+    if stopped:
+        handles.append(Line2D([], [], ls="none", marker="x", color="black", label="stopped on a plateau?"))
+    fig.legend(handles=handles, loc="outside right upper", fontsize=8)
     fig.suptitle(f"Learning curves ({frame['trial_id'].nunique()} points, {len(frame)} evaluations)", fontsize=10)
     return _save(fig, path)
+
+
+def _draw_learning_curve(ax, curve: pd.DataFrame, x: str, metric: str, colour, mark_best: bool, stopped: bool):
+    ax.plot(curve[x], curve[metric], color=colour, lw=1.1, marker=".", ms=3)
+    if mark_best and curve[metric].notna().any():
+        best = curve.loc[curve[metric].idxmin()]
+        ax.plot(best[x], best[metric], "o", ms=6, mfc=colour, mec="black", mew=0.8, zorder=3)
+    if stopped:
+        ax.plot(curve[x].iloc[-1], curve[metric].iloc[-1], "x", ms=8, mew=1.5, color="black", zorder=3)
 
 
 def plot_optimal_law(optimal: pd.DataFrame, law, path, surface=None) -> Path:
@@ -158,8 +219,9 @@ def plot_optimal_law(optimal: pd.DataFrame, law, path, surface=None) -> Path:
                 label=f"l* = {number(law.coefficient, 3)}·D^{number(law.exponent, 3)} "
                       f"(β ∈ [{number(law.exponent_low, 3)}, {number(law.exponent_high, 3)}])")
         ax.fill_between(d, lo, hi, color="C0", alpha=0.15, lw=0)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
+    _log_axis(ax, "x", optimal["data_size"], label=data_size)
+    drawn = [line.get_ydata() for line in ax.get_lines()] + [optimal["l_star_low"], optimal["l_star_high"]]
+    _log_axis(ax, "y", np.concatenate([np.asarray(v, dtype=float) for v in drawn]), ticks_at_values=False)
     ax.set_xlabel("data size D")
     ax.set_ylabel("optimal context length l*")
     ax.set_title("Optimal context length vs data size", fontsize=10)
@@ -177,9 +239,10 @@ def plot_surface_residuals(residuals: pd.DataFrame, path) -> Path:
         left.plot(sub["context_length"], sub["log_residual"], "o", ms=3.5, color=palette[float(size)],
                   label=f"D = {data_size(size)}")
     right.plot(residuals["data_size"], residuals["log_residual"], "o", ms=3.5, color="0.3")
-    for ax, label, column in ((left, "context length l", "context_length"), (right, "data size D", "data_size")):
+    for ax, label, column, format_tick in ((left, "context length l", "context_length", lambda v: f"{v:g}"),
+                                           (right, "data size D", "data_size", data_size)):
         ax.axhline(0, color="black", lw=0.8)
-        _log_x(ax, residuals[column])
+        _log_axis(ax, "x", residuals[column], label=format_tick)
         ax.set_xlabel(label)
     left.set_ylabel("log loss − log fitted")
     left.legend(fontsize=7, ncols=2)
@@ -191,8 +254,9 @@ def plot_synthetic_gap(gap: pd.DataFrame, risk_curve: pd.DataFrame, path) -> Pat
     """Synthetic sweeps: trained best loss against the exact Bayes risk (left) and the gap
     between them (right), per data size."""
     fig = _figure(10.0, 4.0)
-    left, right = fig.subplots(1, 2)
+    left, right = fig.subplots(1, 2, sharex=True)
     palette = _colours(gap["data_size"].unique())
+    risk_curve = _over_grid(risk_curve, gap["context_length"])
     left.step(risk_curve["context_length"], risk_curve["bayes_risk"], where="post", color="black", lw=1.5,
               label="exact Bayes risk")
     for size, sub in gap.groupby("data_size"):
