@@ -168,7 +168,8 @@ def plot_learning_curves(history: pd.DataFrame, trials: pd.DataFrame, path, metr
                 ax.axhline(risk, color=palette[float(length)], ls=":", lw=1)
         ax.set_title(f"D = {data_size(size)}", fontsize=10)
         ax.set_xlabel(x)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=5, steps=[1, 2, 5, 10], integer=True))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))  # 17,884 steps, not 17884
     axes[0].set_ylabel(_METRIC_LABELS.get(metric, metric))
     handles = [Line2D([], [], color=colour, lw=1.5, label=f"l = {length:g}") for length, colour in palette.items()]
     if is_loss:
