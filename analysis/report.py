@@ -68,8 +68,10 @@ def analyse_sweep(trials: pd.DataFrame, name: str = "sweep", n_boot: int = 1000,
     return SweepAnalysis(
         name=name, trials=trials, excluded=excluded, optimal=optimal, law=fit_optimal_context_law(optimal, seed=seed),
         surface=surface, comparison=optima_beside_l_star(surface, optimal.table),
-        gap=synthetic_gap(trials) if synthetic else None, risk_curve=synthetic_risk_curve(trials) if synthetic else None,
-        tasks=task_loss_table(trials) if synthetic and has_task_losses(trials) else None, history=placed, plateau=plateau_stops(placed) if len(placed) else pd.DataFrame())
+        gap=synthetic_gap(trials) if synthetic else None,
+        risk_curve=synthetic_risk_curve(trials) if synthetic else None,
+        tasks=task_loss_table(trials) if synthetic and has_task_losses(trials) else None,
+        history=placed, plateau=plateau_stops(placed) if len(placed) else pd.DataFrame())
 
 
 def _placed_history(history: Optional[pd.DataFrame], trials: pd.DataFrame) -> pd.DataFrame:
@@ -146,12 +148,13 @@ def _gap_line(gap: pd.DataFrame) -> str:
     """The gap to the exact Bayes risk at the largest data size; a negative one is named as noise."""
     largest = gap[gap["data_size"] == gap["data_size"].max()]
     low = largest.loc[largest["gap"].idxmin()]
-    line = (f"synthetic: at D = {data_size(low['data_size'])} best loss − exact Bayes risk ranges {number(low['gap'], 3)} "
-            f".. {number(largest['gap'].max(), 3)} nats (synthetic_gap.csv)")
+    line = (f"synthetic: at D = {data_size(low['data_size'])} best loss − exact Bayes risk ranges "
+            f"{number(low['gap'], 3)} .. {number(largest['gap'].max(), 3)} nats (synthetic_gap.csv)")
     if low["gap"] < 0:
-        line += (f"; {number(low['gap'], 3)} at l = {low['context_length']:g} is {number(-100 * low['gap'] / low['bayes_risk'], 2)} % "
-                 "of the Bayes risk there: validation noise (a stored loss is the lowest of a trial's evaluations on "
-                 "one validation set, so a model at the Bayes risk dips under it by chance), not a model beating it")
+        share = number(-100 * low["gap"] / low["bayes_risk"], 2)
+        line += (f"; {number(low['gap'], 3)} at l = {low['context_length']:g} is {share} % of the Bayes risk there: "
+                 "validation noise (a stored loss is the lowest of a trial's evaluations on one validation set, so a "
+                 "model at the Bayes risk dips under it by chance), not a model beating it")
     return line
 
 
