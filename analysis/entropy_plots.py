@@ -8,14 +8,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .plots import _figure, _log_x, _save, _scatter_fit
+from .drawing import log_x, new_figure, save_png
+from .plots import _scatter_fit
 from .present import data_size, number
 
 
 def plot_kde(merged: pd.DataFrame, fits: pd.DataFrame, correlation: pd.DataFrame, path) -> Path:
     """Left: CE vs KDE entropy with the linear fit. Right: KDE entropy vs the sum of log relative
     eigenvalues at the N where |r| is largest; points labelled with their context length."""
-    fig = _figure(10.0, 4.2)
+    fig = new_figure(10.0, 4.2)
     left, right = fig.subplots(1, 2)
     kde = fits[fits["measure"] == "kde_entropy"]
     parameter = kde["parameter"].iloc[0] if len(kde) else np.nan
@@ -34,13 +35,13 @@ def plot_kde(merged: pd.DataFrame, fits: pd.DataFrame, correlation: pd.DataFrame
         right.set_ylabel("KDE entropy (nats)")
         right.legend(fontsize=7)
     fig.suptitle("Cross-entropy vs KDE entropy; KDE vs PCA entropy (labels: context length)", fontsize=10)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def plot_bayes(table: pd.DataFrame, law, path) -> Path:
     """Trained CE (mean, min-max over models) and the exact Bayes risk vs context length, with the
     C0 + C/l^γ fit of the Bayes risk."""
-    fig = _figure()
+    fig = new_figure()
     ax = fig.add_subplot()
     risk = table.groupby("context_length")["bayes_risk"].first()
     l = risk.index.to_numpy(float)
@@ -55,9 +56,9 @@ def plot_bayes(table: pd.DataFrame, law, path) -> Path:
         grid = np.geomspace(l.min(), l.max(), 200)
         ax.plot(grid, law.predict(grid), "--", color="C0", lw=1,
                 label=f"C0 + C/l^γ: C0 = {number(law.c0, 3)}, γ = {number(law.gamma, 3)}, R² = {number(law.r2, 3)}")
-    _log_x(ax, l)
+    log_x(ax, l)
     ax.set_xlabel("context length l (bits)")
     ax.set_ylabel("cross-entropy of the answer (nats)")
     ax.set_title("Trained cross-entropy vs exact Bayes risk", fontsize=10)
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_png(fig, path)

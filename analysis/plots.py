@@ -1,9 +1,6 @@
-"""Every figure of the analysis, as PNG files. The only module that imports matplotlib, and nothing
-imports it until something is drawn (`import analysis` stays free of matplotlib).
-
-Figures are built as `matplotlib.figure.Figure` and printed by the Agg canvas directly, never
-through pyplot, so making a report neither needs a display nor changes the backend of a notebook
-that imports this module. Numbers in labels are written by `analysis.present`.
+"""The figures of the analysis, as PNG files (the KDE and parity ones are in `analysis.entropy_plots`).
+Nothing imports matplotlib until something is drawn (`import analysis` stays free of it); canvases,
+colours and axes come from `analysis.drawing`, numbers in labels from `analysis.present`.
 """
 from __future__ import annotations
 
@@ -14,46 +11,25 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from matplotlib import colormaps
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter
+from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from ctxscale.measure.spectra import DEFAULT_THRESHOLD, measure_columns, threshold_column
 
 from . import _validate
+from .drawing import colours, distinct_colours, log_axis, log_x, new_figure, save_png
 from .present import data_size, number
 
 
-def _figure(width=7.0, height=4.5) -> Figure:
-    fig = Figure(figsize=(width, height), layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _save(fig: Figure, path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    return path
-
-
-def _colours(values, cmap: str = "viridis", top: float = 0.9) -> dict:
-    """One colour per distinct value (data sizes, lengths, thresholds), spread over `cmap` on a log scale."""
-    ordered = sorted({float(v) for v in values})
-    logs = np.log(ordered)
-    span = logs[-1] - logs[0] if len(logs) and logs[-1] > logs[0] else 1.0
-    return {v: colormaps[cmap](top * (x - logs[0]) / span) for v, x in zip(ordered, logs)}
-
-
-def _log_x(ax, values) -> None:
-    """Log x axis with plain numbers; a grid spanning under ~1.5 decades also labels minor ticks
-    (else a 16..64 grid shows no number at all)."""
-    ax.set_xscale("log")
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    values = np.asarray(values, dtype=float)
-    if len(values) and values.max() / values.min() < 30:
-        ax.xaxis.set_minor_formatter(FuncFormatter(
-            lambda v, _: f"{v:g}" if round(v / 10 ** np.floor(np.log10(v))) in (2, 3, 5) else ""))
+def _over_grid(risk_curve: pd.DataFrame, lengths) -> pd.DataFrame:
+    """The Bayes-risk curve over the lengths the sweep trained (beyond them it only stretches the
+    axis), a step's end kept where the grid ends between two of its points."""
+    lengths = pd.Series(lengths, dtype=float)
+    curve = risk_curve.sort_values("context_length")
+    inside = curve[curve["context_length"].between(lengths.min(), lengths.max())]
+    before = curve[curve["context_length"] <= lengths.min()].tail(1).assign(context_length=lengths.min())
+    after = inside.tail(1).assign(context_length=lengths.max())
+    return pd.concat([before, inside, after]).drop_duplicates("context_length")
 
 
 # --- The sweep: loss curves, optima, the law, the surface fit, the synthetic task ------------------
@@ -64,8 +40,8 @@ def plot_loss_curves(trials: pd.DataFrame, optimal: pd.DataFrame, path, surface=
     l* marked with its interval, and for synthetic sweeps the exact Bayes risk in black."""
     ok, _ = _validate.split_trials(trials)
     stats = ok.groupby(["data_size", "context_length"])["best_val_loss"].agg(["mean", "std"]).reset_index()
-    palette = _colours(stats["data_size"].unique())
-    fig = _figure()
+    palette = colours(stats["data_size"].unique())
+    fig = new_figure()
     ax = fig.add_subplot()
     for size, sub in stats.groupby("data_size"):
         colour = palette[float(size)]
@@ -82,58 +58,80 @@ def plot_loss_curves(trials: pd.DataFrame, optimal: pd.DataFrame, path, surface=
             if np.isfinite(r["l_star_low"]):
                 ax.hlines(y, r["l_star_low"], r["l_star_high"], color=colour, lw=3, alpha=0.6, zorder=4)
     if risk_curve is not None and len(risk_curve):
+        risk_curve = _over_grid(risk_curve, stats["context_length"])
         ax.step(risk_curve["context_length"], risk_curve["bayes_risk"], where="post", color="black", lw=1.5,
                 label="exact Bayes risk")
-    _log_x(ax, stats["context_length"])
+    log_x(ax, stats["context_length"])
     ax.set_xlabel("context length l")
     ax.set_ylabel("best validation loss (nats)")
     ax.set_title("Loss vs context length (★ = l*, bar = 95 % interval, dashed = surface fit)", fontsize=10)
     ax.legend(fontsize=8, ncols=2)
-    return _save(fig, path)
+    return save_png(fig, path)
+
+
+_METRIC_LABELS = {"val_loss": "validation loss (nats)", "train_loss": "training loss (nats)"}
 
 
 def plot_learning_curves(history: pd.DataFrame, trials: pd.DataFrame, path, metric: str = "val_loss") -> Path:
     """Each grid point's `metric` per evaluation (x: step where the history has steps, else epoch):
-    one panel per data size, one colour per context length, one line per seed. Reads a history
-    that is still being written: points whose trials row is not stored yet are placed by their id."""
-    from ctxscale.sweep.grid import coordinates_of
+    one panel per data size on shared axes, one colour per context length, one line per seed.
+
+    For a loss, a dot marks each trial's best evaluation (the one its stored loss comes from), a
+    dotted line in the length's colour its Bayes risk where the trials know it (synthetic), and a
+    cross the end of a trial that `history.plateau_stops` finds stopped on a plateau. Reads a
+    history that is still being written: points whose trials row is not stored yet are placed
+    by their id.
+    """
+    from .history import plateau_stops, progress_column, with_coordinates
 
     if metric not in history:
         raise ValueError(f"history has no column {metric!r} (it has {', '.join(history.columns)})")
-    keys = ["context_length", "data_size", "seed"]
-    known = trials.drop_duplicates("trial_id").set_index("trial_id") if "trial_id" in trials else pd.DataFrame()
-    coordinates = {}
-    for trial_id in history["trial_id"].unique():
-        if trial_id in known.index and set(keys) <= set(known.columns):
-            coordinates[trial_id] = known.loc[trial_id, keys].to_dict()
-        else:
-            coordinates[trial_id] = coordinates_of(trial_id) or {}
-    frame = history.drop(columns=[k for k in keys if k in history]).join(
-        pd.DataFrame.from_dict(coordinates, orient="index")[keys], on="trial_id").dropna(subset=keys)
-    x = "step" if "step" in frame and frame["step"].notna().any() else "epoch"
+    frame = with_coordinates(history, trials)
+    x = progress_column(frame)
     sizes = sorted(frame["data_size"].unique())
-    palette = _colours(frame["context_length"].unique())
-    fig = _figure(4.2 * len(sizes) + 1.2, 4.0)
-    axes = fig.subplots(1, len(sizes), sharey=True, squeeze=False)[0]
+    palette = distinct_colours(frame["context_length"].unique())
+    is_loss = metric.endswith("loss")
+    stopped = set(plateau_stops(frame)["trial_id"]) if metric == "val_loss" else set()
+    fig = new_figure(3.6 * len(sizes) + 1.4, 3.8)
+    axes = fig.subplots(1, len(sizes), sharex=True, sharey=True, squeeze=False)[0]
     for ax, size in zip(axes, sizes):
-        for (length, seed), curve in frame[frame["data_size"] == size].groupby(["context_length", "seed"]):
-            curve = curve.sort_values(x)
-            ax.plot(curve[x], curve[metric], color=palette[float(length)], lw=1.1, marker=".", ms=3,
-                    label=f"l = {int(length)}")
+        at_size = frame[frame["data_size"] == size]
+        for (trial_id, length), curve in at_size.groupby(["trial_id", "context_length"]):
+            _draw_learning_curve(ax, curve.sort_values(x), x, metric, palette[float(length)],
+                                 mark_best=is_loss, stopped=trial_id in stopped)
+        if is_loss and "bayes_risk" in at_size:
+            for length, risk in at_size.groupby("context_length")["bayes_risk"].first().dropna().items():
+                ax.axhline(risk, color=palette[float(length)], ls=":", lw=1)
         ax.set_title(f"D = {data_size(size)}", fontsize=10)
         ax.set_xlabel(x)
-    axes[0].set_ylabel(metric)
-    handles, labels = axes[0].get_legend_handles_labels()
-    unique = dict(zip(labels, handles))
-    axes[-1].legend(unique.values(), unique.keys(), fontsize=8, loc="upper right")
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=5, steps=[1, 2, 5, 10], integer=True))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))  # 17,884 steps, not 17884
+    axes[0].set_ylabel(_METRIC_LABELS.get(metric, metric))
+    handles = [Line2D([], [], color=colour, lw=1.5, label=f"l = {length:g}") for length, colour in palette.items()]
+    if is_loss:
+        handles.append(Line2D([], [], ls="none", marker="o", mfc="white", mec="black", label="best evaluation"))
+    if is_loss and "bayes_risk" in frame and frame["bayes_risk"].notna().any():
+        handles.append(Line2D([], [], color="black", ls=":", lw=1, label="Bayes risk of l"))
+    if stopped:
+        handles.append(Line2D([], [], ls="none", marker="x", color="black", label="stopped on a plateau?"))
+    fig.legend(handles=handles, loc="outside right upper", fontsize=8)
     fig.suptitle(f"Learning curves ({frame['trial_id'].nunique()} points, {len(frame)} evaluations)", fontsize=10)
-    return _save(fig, path)
+    return save_png(fig, path)
+
+
+def _draw_learning_curve(ax, curve: pd.DataFrame, x: str, metric: str, colour, mark_best: bool, stopped: bool):
+    ax.plot(curve[x], curve[metric], color=colour, lw=1.1, marker=".", ms=3)
+    if mark_best and curve[metric].notna().any():
+        best = curve.loc[curve[metric].idxmin()]
+        ax.plot(best[x], best[metric], "o", ms=6, mfc=colour, mec="black", mew=0.8, zorder=3)
+    if stopped:
+        ax.plot(curve[x].iloc[-1], curve[metric].iloc[-1], "x", ms=8, mew=1.5, color="black", zorder=3)
 
 
 def plot_optimal_law(optimal: pd.DataFrame, law, path, surface=None) -> Path:
     """l* vs D on log-log axes with the fitted law and its band; optima outside the grid are
     drawn as triangles at the grid end they pass; the surface fit's optima as open squares."""
-    fig = _figure(6.5, 4.5)
+    fig = new_figure(6.5, 4.5)
     ax = fig.add_subplot()
     inside = optimal[optimal["bracketed"].astype(bool)]
     if len(inside):
@@ -158,41 +156,44 @@ def plot_optimal_law(optimal: pd.DataFrame, law, path, surface=None) -> Path:
                 label=f"l* = {number(law.coefficient, 3)}·D^{number(law.exponent, 3)} "
                       f"(β ∈ [{number(law.exponent_low, 3)}, {number(law.exponent_high, 3)}])")
         ax.fill_between(d, lo, hi, color="C0", alpha=0.15, lw=0)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
+    log_axis(ax, "x", optimal["data_size"], label=data_size)
+    drawn = [line.get_ydata() for line in ax.get_lines()] + [optimal["l_star_low"], optimal["l_star_high"]]
+    log_axis(ax, "y", np.concatenate([np.asarray(v, dtype=float) for v in drawn]), ticks_at_values=False)
     ax.set_xlabel("data size D")
     ax.set_ylabel("optimal context length l*")
     ax.set_title("Optimal context length vs data size", fontsize=10)
     if ax.get_legend_handles_labels()[0]:  # a sweep with no optimum to draw has nothing to label
         ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def plot_surface_residuals(residuals: pd.DataFrame, path) -> Path:
     """Residuals log(loss) - log(fitted) of the surface fit vs context length and vs data size."""
-    fig = _figure(9.0, 3.8)
+    fig = new_figure(9.0, 3.8)
     left, right = fig.subplots(1, 2, sharey=True)
-    palette = _colours(residuals["data_size"].unique()) if len(residuals) else {}
+    palette = colours(residuals["data_size"].unique()) if len(residuals) else {}
     for size, sub in residuals.groupby("data_size"):
         left.plot(sub["context_length"], sub["log_residual"], "o", ms=3.5, color=palette[float(size)],
                   label=f"D = {data_size(size)}")
     right.plot(residuals["data_size"], residuals["log_residual"], "o", ms=3.5, color="0.3")
-    for ax, label, column in ((left, "context length l", "context_length"), (right, "data size D", "data_size")):
+    for ax, label, column, format_tick in ((left, "context length l", "context_length", lambda v: f"{v:g}"),
+                                           (right, "data size D", "data_size", data_size)):
         ax.axhline(0, color="black", lw=0.8)
-        _log_x(ax, residuals[column])
+        log_axis(ax, "x", residuals[column], label=format_tick)
         ax.set_xlabel(label)
     left.set_ylabel("log loss − log fitted")
     left.legend(fontsize=7, ncols=2)
     fig.suptitle("Surface-fit residuals", fontsize=10)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def plot_synthetic_gap(gap: pd.DataFrame, risk_curve: pd.DataFrame, path) -> Path:
     """Synthetic sweeps: trained best loss against the exact Bayes risk (left) and the gap
     between them (right), per data size."""
-    fig = _figure(10.0, 4.0)
-    left, right = fig.subplots(1, 2)
-    palette = _colours(gap["data_size"].unique())
+    fig = new_figure(10.0, 4.0)
+    left, right = fig.subplots(1, 2, sharex=True)
+    palette = colours(gap["data_size"].unique())
+    risk_curve = _over_grid(risk_curve, gap["context_length"])
     left.step(risk_curve["context_length"], risk_curve["bayes_risk"], where="post", color="black", lw=1.5,
               label="exact Bayes risk")
     for size, sub in gap.groupby("data_size"):
@@ -203,11 +204,11 @@ def plot_synthetic_gap(gap: pd.DataFrame, risk_curve: pd.DataFrame, path) -> Pat
     left.set_ylabel("loss (nats)")
     right.set_ylabel("best loss − Bayes risk (nats)")
     for ax in (left, right):
-        _log_x(ax, gap["context_length"])
+        log_x(ax, gap["context_length"])
         ax.set_xlabel("context length l")
     left.legend(fontsize=7)
     fig.suptitle("Synthetic task: trained loss vs exact Bayes risk", fontsize=10)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def plot_task_excess(table: pd.DataFrame, path) -> Path:
@@ -223,7 +224,7 @@ def plot_task_excess(table: pd.DataFrame, path) -> Path:
     labels = [f"{l},{a}" for l, a in zip(tasks["l"], tasks["a"])]
     n_tasks = len(tasks)
 
-    fig = _figure(1.2 + 0.25 * len(lengths) * len(sizes) + 0.6 * len(sizes), max(3.0, 1.4 + 0.12 * n_tasks))
+    fig = new_figure(1.2 + 0.25 * len(lengths) * len(sizes) + 0.6 * len(sizes), max(3.0, 1.4 + 0.12 * n_tasks))
     axes = np.atleast_1d(fig.subplots(1, len(sizes), sharey=True, squeeze=False)[0])
     cmap = colormaps["magma_r"].with_extremes(bad="0.85")
     image = None
@@ -245,7 +246,7 @@ def plot_task_excess(table: pd.DataFrame, path) -> Path:
     bar = fig.colorbar(image, ax=list(axes), extend="both", shrink=0.8)
     bar.set_label("task loss − its Bayes loss (nats); dot: task not predictable at l", fontsize=7)
     fig.suptitle("Which tasks each cell learnt", fontsize=10)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 # --- Measured models and Bi-MLP features: cross-entropy against intrinsic entropy ----------------
@@ -253,7 +254,7 @@ def plot_task_excess(table: pd.DataFrame, path) -> Path:
 
 def plot_ce_vs_context(ce: pd.DataFrame, laws: dict, path) -> Path:
     """CE vs context length (log x) per model, ± its standard error, with the fitted C0 + C/l^γ dashed."""
-    fig = _figure()
+    fig = new_figure()
     ax = fig.add_subplot()
     for i, (series, rows) in enumerate(ce.sort_values("context_length").groupby("series")):
         colour = f"C{i % 10}"
@@ -265,12 +266,12 @@ def plot_ce_vs_context(ce: pd.DataFrame, laws: dict, path) -> Path:
             grid = np.geomspace(rows["context_length"].min(), rows["context_length"].max(), 200)
             ax.plot(grid, law.predict(grid), "--", color=colour, lw=1,
                     label=f"C0 + C/l^γ: C0 = {number(law.c0, 3)}, γ = {number(law.gamma, 3)}, R² = {number(law.r2, 3)}")
-    _log_x(ax, ce["context_length"])
+    log_x(ax, ce["context_length"])
     ax.set_xlabel("context length l (tokens)")
     ax.set_ylabel("final-token cross-entropy (nats)")
     ax.set_title("Cross-entropy vs context length", fontsize=10)
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def _scatter_fit(ax, merged: pd.DataFrame, fits: pd.DataFrame, measure: str, parameter: float, column: str) -> None:
@@ -294,7 +295,7 @@ def plot_ce_vs_measures(merged: pd.DataFrame, fits: pd.DataFrame, path) -> Path:
     """CE vs intrinsic dimension (the default threshold, else the nearest stored one) and vs the sum of
     log relative eigenvalues (the N with the best R²); points are labelled with their context length."""
     found = measure_columns(merged.columns)
-    fig = _figure(10.0, 4.2)
+    fig = new_figure(10.0, 4.2)
     left, right = fig.subplots(1, 2)
     if found["intrinsic_dim"]:
         t, column = min(found["intrinsic_dim"], key=lambda pair: abs(np.log(pair[0] / DEFAULT_THRESHOLD)))
@@ -307,12 +308,12 @@ def plot_ce_vs_measures(merged: pd.DataFrame, fits: pd.DataFrame, path) -> Path:
         _scatter_fit(right, merged, fits, "sum_log_eig", n, column)
         right.set_xlabel(f"sum of log relative eigenvalues, first N = {n:g}")
     fig.suptitle("Cross-entropy vs intrinsic entropy of the hidden state (labels: context length)", fontsize=10)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def plot_correlation_heatmap(fits: pd.DataFrame, path) -> Path:
     """Pearson r of CE with the measure: rows models, columns thresholds (left) and N (right)."""
-    fig = _figure(10.0, 1.8 + 0.45 * max(fits["series"].nunique(), 1))
+    fig = new_figure(10.0, 1.8 + 0.45 * max(fits["series"].nunique(), 1))
     axes = fig.subplots(1, 2)
     image = None
     for ax, measure, label in zip(axes, ("intrinsic_dim", "sum_log_eig"), ("threshold t", "N")):
@@ -331,16 +332,16 @@ def plot_correlation_heatmap(fits: pd.DataFrame, path) -> Path:
         ax.set_title(f"r(CE, {measure})", fontsize=9)
     if image is not None:
         fig.colorbar(image, ax=axes, shrink=0.8)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def plot_spectra(merged: pd.DataFrame, path, max_models: int = 4) -> Path:
     """Eigenvalue / largest vs rank (log-log), one line per context length, one panel per model
     (at most `max_models`), and the intrinsic dimension vs context length for every threshold."""
     models = list(merged["series"].unique())[:max_models]
-    fig = _figure(4.2 * (len(models) + 1), 4.0)
+    fig = new_figure(4.2 * (len(models) + 1), 4.0)
     axes = np.atleast_1d(fig.subplots(1, len(models) + 1))
-    palette = _colours(merged["context_length"])
+    palette = colours(merged["context_length"])
     for ax, series in zip(axes, models):
         for _, row in merged[merged["series"] == series].iterrows():
             eig = np.asarray(json.loads(row["eigenvalues"]), dtype=float)
@@ -354,18 +355,18 @@ def plot_spectra(merged: pd.DataFrame, path, max_models: int = 4) -> Path:
         ax.legend(fontsize=6, ncols=2)
     ax = axes[-1]
     thresholds = measure_columns(merged.columns)["intrinsic_dim"]
-    threshold_colours = _colours([t for t, _ in thresholds], "plasma", 0.85)
+    threshold_colours = colours([t for t, _ in thresholds], "plasma", 0.85)
     for t, column in thresholds:
         for series in models:
             rows = merged[merged["series"] == series]
             ax.plot(rows["context_length"], rows[column], "o-", ms=3, lw=1, color=threshold_colours[t],
                     label=f"t = {t:g}" if series == models[0] else None)
-    _log_x(ax, merged["context_length"])
+    log_x(ax, merged["context_length"])
     ax.set_xlabel("context length l")
     ax.set_ylabel("intrinsic dimension")
     ax.legend(fontsize=6)
     fig.suptitle("PCA spectra of the hidden state that predicts the final token", fontsize=10)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def plot_bimlp_dimension(spectra: pd.DataFrame, path) -> Path:
@@ -373,15 +374,15 @@ def plot_bimlp_dimension(spectra: pd.DataFrame, path) -> Path:
     over seeds), at the default threshold."""
     column = threshold_column(DEFAULT_THRESHOLD)
     stats = spectra.groupby(["data_size", "context_length"])[column].agg(["mean", "std"]).reset_index()
-    fig = _figure()
+    fig = new_figure()
     ax = fig.add_subplot()
-    palette = _colours(stats["data_size"])
+    palette = colours(stats["data_size"])
     for size, rows in stats.groupby("data_size"):
         ax.errorbar(rows["context_length"], rows["mean"], yerr=rows["std"].fillna(0), marker="o", ms=4, capsize=2,
                     color=palette[float(size)], label=f"D = {data_size(size)}")
-    _log_x(ax, stats["context_length"])
+    log_x(ax, stats["context_length"])
     ax.set_xlabel("context length l (bits)")
     ax.set_ylabel(f"intrinsic dimension (t = {DEFAULT_THRESHOLD:g})")
     ax.set_title("Bi-MLP feature: intrinsic dimension vs context length", fontsize=10)
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_png(fig, path)

@@ -101,8 +101,8 @@ def html_sections(sections) -> str:
 
 
 _CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}
-pre{background:#f5f5f5;padding:1em;overflow-x:auto}img{max-width:100%}figure{margin:1em 0}
-table.t{border-collapse:collapse;font-size:13px}table.t td,table.t th{padding:3px 8px;border-bottom:1px solid #ddd;text-align:right}
+pre{background:#f5f5f5;padding:1em;white-space:pre-wrap}img{max-width:100%}figure{margin:1em 0}
+table.t{display:block;overflow-x:auto;border-collapse:collapse;font-size:13px}table.t td,table.t th{padding:3px 8px;border-bottom:1px solid #ddd;text-align:right}
 figcaption{font-size:13px;color:#555}"""
 
 

@@ -7,6 +7,7 @@ and HTML formats in present; this module only puts them together and writes file
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -17,9 +18,12 @@ from ctxscale.store import load_results, sweep_folders
 from . import _validate
 from .bayes import is_synthetic, synthetic_gap, synthetic_risk_curve
 from .entropy import entropy_report
+from .history import plateau_lines, plateau_stops, progress_column, with_coordinates
 from .optimum import fit_optimal_context_law, optimal_context_length
-from .present import data_size, html_figure, html_sections, html_table, html_text, number, write_html_page
-from .surface import fit_loss_surface, surface_residuals
+from .present import data_size, html_figure, html_sections, html_table, number, write_html_page
+from .results import OptimalLawFit, OptimumResult, SurfaceFit
+from .surface import (disagreement_text, fit_loss_surface, optima_beside_l_star, parameter_limits, parameter_text,
+                      surface_residuals)
 from .tasks import has_task_losses, task_loss_table
 
 
@@ -31,98 +35,171 @@ def write_entropy_report(out_dir, name: str, text: str, fragment: str) -> str:
     return text
 
 
-def write_report(trials: pd.DataFrame, out_dir, name: str = "sweep", n_boot: int = 1000,
-                 surface_boot: int = 100, seed: int = 0, extra: tuple[str, str] = ("", "")) -> str:
-    """Analyse one sweep's trials table, write its report into `out_dir`, return the summary text.
+@dataclass(frozen=True)
+class SweepAnalysis:
+    """Every fit of one sweep, made once; the report's files, text and page are written from it."""
 
-    Writes report.html (self-contained), optimal_context_length.csv, law.json, surface_fit.json,
-    surface_optima.csv, optimum_increase.csv, the PNG plots, and for synthetic sweeps
-    synthetic_gap.csv (and task_excess.csv when the trials carry per-task losses). `extra` is
-    (text, HTML sections) to add, e.g. `entropy_report`'s.
-    Raises ValueError when no trial is usable.
-    """
-    from . import plots  # matplotlib only once something is drawn
+    name: str
+    trials: pd.DataFrame
+    excluded: pd.DataFrame
+    optimal: OptimumResult
+    law: OptimalLawFit
+    surface: SurfaceFit
+    comparison: pd.DataFrame  # l* per data size beside the surface's optimum
+    gap: Optional[pd.DataFrame]  # synthetic sweeps: best loss − exact Bayes risk per cell
+    risk_curve: Optional[pd.DataFrame]
+    tasks: Optional[pd.DataFrame]  # synthetic sweeps with per-task losses: tasks.task_loss_table
+    history: pd.DataFrame  # evaluations placed on the grid (empty where none are stored)
+    plateau: pd.DataFrame  # history.plateau_stops: trials that look stopped on a plateau
 
-    out = Path(out_dir)
+
+def analyse_sweep(trials: pd.DataFrame, name: str = "sweep", n_boot: int = 1000, surface_boot: int = 100,
+                  seed: int = 0, history: Optional[pd.DataFrame] = None) -> SweepAnalysis:
+    """Fit l* per data size (synthetic sweeps: the step estimator, from the exact Bayes risk;
+    others the smooth one), the law, the surface, and read the history. Raises ValueError when no
+    trial is usable."""
     ok, excluded = _validate.split_trials(trials)
     if ok.empty:
         raise ValueError(f"sweep {name!r}: no usable trials ({len(trials)} stored, all failed, diverged or without a loss)")
-    out.mkdir(parents=True, exist_ok=True)
-    # synthetic sweeps get the step estimator (l* from the exact Bayes risk), others the smooth one
     optimal = optimal_context_length(trials, n_boot=n_boot, seed=seed)
-    law = fit_optimal_context_law(optimal, seed=seed)
     surface = fit_loss_surface(trials, n_boot=surface_boot, seed=seed)
-    surface_optima = surface.optima_frame()
-
-    optimal.table.to_csv(out / "optimal_context_length.csv", index=False)
-    optimal.increase.to_csv(out / "optimum_increase.csv", index=False)
-    (out / "law.json").write_text(json.dumps({"sweep": name, **law.to_dict()}, indent=2))
-    (out / "surface_fit.json").write_text(json.dumps({"sweep": name, **surface.to_dict()}, indent=2))
-    comparison = optimal.table[["data_size", "l_star", "l_star_low", "l_star_high", "bracketed"]].merge(
-        surface_optima.rename(columns={c: f"surface_{c}" for c in surface_optima.columns if c != "data_size"}),
-        on="data_size", how="left")
-    comparison.to_csv(out / "surface_optima.csv", index=False)
-
     synthetic = is_synthetic(trials)
-    gap = risk_curve = None
-    if synthetic:
-        gap = synthetic_gap(trials)
-        risk_curve = synthetic_risk_curve(trials)
-        gap.to_csv(out / "synthetic_gap.csv", index=False)
+    placed = _placed_history(history, trials)
+    return SweepAnalysis(
+        name=name, trials=trials, excluded=excluded, optimal=optimal, law=fit_optimal_context_law(optimal, seed=seed),
+        surface=surface, comparison=optima_beside_l_star(surface, optimal.table),
+        gap=synthetic_gap(trials) if synthetic else None,
+        risk_curve=synthetic_risk_curve(trials) if synthetic else None,
+        tasks=task_loss_table(trials) if synthetic and has_task_losses(trials) else None,
+        history=placed, plateau=plateau_stops(placed) if len(placed) else pd.DataFrame())
 
-    figures = [(plots.plot_loss_curves(trials, optimal.table, out / "loss_vs_context.png", surface, risk_curve),
-                "Loss vs context length per data size, with l* and the surface fit")]
-    figures.append((plots.plot_optimal_law(optimal.table, law, out / "optimal_law.png", surface),
-                    "Optimal context length vs data size, with the law and its band"))
-    if surface.success:
-        figures.append((plots.plot_surface_residuals(surface_residuals(surface, trials), out / "surface_residuals.png"),
-                        "Residuals of the surface fit (log loss)"))
-    if synthetic:
-        figures.append((plots.plot_synthetic_gap(gap, risk_curve, out / "synthetic_bayes_risk.png"),
-                        "Synthetic task: trained loss vs exact Bayes risk"))
 
-    counts = _validate.exclusion_counts(excluded)
-    excl = ", ".join(f"{k} {v}" for k, v in counts.items())
-    lines = [f"sweep {name}: {len(trials)} trials, {len(ok)} used, {len(excluded)} excluded"
-             + (f" ({excl})" if excl else "")]
-    lines += optimal.summary().splitlines()
-    lines.append(law.summary())
-    if surface.success:
-        implied = "; ".join(f"D = {data_size(r['data_size'])}: {number(r['l_star'])}" if r["bracketed"]
-                            else f"D = {data_size(r['data_size'])}: {r['outside']} the grid"
-                            for _, r in surface_optima.iterrows())
-        lines.append(f"surface fit: R²(log loss) = {number(surface.r2)}, {surface.n} trials; its optima: {implied} "
-                     "(details in surface_fit.json)")
-    else:
-        lines.append(surface.summary())
-    if synthetic and len(gap):
-        largest = gap[gap["data_size"] == gap["data_size"].max()]
-        lines.append(f"synthetic: at D = {data_size(largest['data_size'].iloc[0])} best loss − exact Bayes risk ranges "
-                     f"{number(largest['gap'].min(), 3)} .. {number(largest['gap'].max(), 3)} nats (synthetic_gap.csv)")
-    if extra[0]:
-        lines.append(extra[0])
+def _placed_history(history: Optional[pd.DataFrame], trials: pd.DataFrame) -> pd.DataFrame:
+    """The evaluations that carry a validation loss, placed on the grid (empty where there are none)."""
+    if history is None or history.empty or "val_loss" not in history or "trial_id" not in history:
+        return pd.DataFrame()
+    placed = with_coordinates(history, trials)
+    return placed if placed[progress_column(placed)].notna().any() else pd.DataFrame()
+
+
+def write_report(trials: pd.DataFrame, out_dir, name: str = "sweep", n_boot: int = 1000,
+                 surface_boot: int = 100, seed: int = 0, extra: tuple[str, str] = ("", ""),
+                 history: Optional[pd.DataFrame] = None) -> str:
+    """Analyse one sweep's trials table, write its report into `out_dir`, return the summary text.
+
+    Writes report.html (self-contained), optimal_context_length.csv, law.json, surface_fit.json,
+    surface_optima.csv, optimum_increase.csv, the PNG plots (learning_curves.png from `history`,
+    the sweep's history table, when given), and for synthetic sweeps synthetic_gap.csv (and
+    task_excess.csv when the trials carry per-task losses). `extra` is (text, HTML sections) to
+    add, e.g. `entropy_report`'s. Raises ValueError when no trial is usable.
+    """
+    sweep = analyse_sweep(trials, name, n_boot, surface_boot, seed, history)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    _write_tables(sweep, out)
     report_path = out / "report.html"
-    lines.append(f"report: {report_path}")
-    text = "\n".join(lines)
-
-    sections = [("Optimal context length per data size",
-                 html_table(optimal.table.drop(columns=["note"])) + html_text(optimal.summary())),
-                ("Law l*(D) = k · D^β", html_text(law.summary()) + html_table(law.table)),
-                ("Surface fit", html_text(surface.summary()) + html_table(surface.table)
-                 + "<p>Per-data-size estimates beside the optima the surface implies:</p>" + html_table(comparison))]
-    if synthetic:
-        wide = gap.pivot_table("gap", "context_length", "data_size")
-        wide.columns = [f"D={data_size(c)}" for c in wide.columns]
-        sections.append(("Synthetic: best loss − exact Bayes risk (nats)", html_table(wide.reset_index())))
-    if synthetic and has_task_losses(trials):  # per-task losses stored: which tasks each cell learnt
-        tasks = task_loss_table(trials)
-        tasks.to_csv(out / "task_excess.csv", index=False)
-        heat_map = plots.plot_task_excess(tasks, out / "task_excess.png")
-        sections.append(("Which tasks each cell learnt", html_figure(
-            heat_map, "Task × context length: task loss − its Bayes loss, per data size (task_excess.csv)")))
-    sections.append(("Plots", "".join(html_figure(path, caption) for path, caption in figures)))
+    text = "\n".join(summary_lines(sweep) + ([extra[0]] if extra[0] else []) + [f"report: {report_path}"])
+    sections = _page_sections(sweep, out)
     write_html_page(report_path, f"ctxscale report: {name}", text, html_sections(sections) + extra[1])
     return text
+
+
+def _write_tables(sweep: SweepAnalysis, out: Path) -> None:
+    sweep.optimal.table.to_csv(out / "optimal_context_length.csv", index=False)
+    sweep.optimal.increase.to_csv(out / "optimum_increase.csv", index=False)
+    (out / "law.json").write_text(json.dumps({"sweep": sweep.name, **sweep.law.to_dict()}, indent=2))
+    (out / "surface_fit.json").write_text(json.dumps({"sweep": sweep.name, **sweep.surface.to_dict()}, indent=2))
+    sweep.comparison.to_csv(out / "surface_optima.csv", index=False)
+    if sweep.gap is not None:
+        sweep.gap.to_csv(out / "synthetic_gap.csv", index=False)
+    if sweep.tasks is not None:
+        sweep.tasks.to_csv(out / "task_excess.csv", index=False)
+
+
+def summary_lines(sweep: SweepAnalysis) -> list[str]:
+    """The text `analyze` prints for one sweep (without the report's path)."""
+    ok_count = len(sweep.trials) - len(sweep.excluded)
+    counts = ", ".join(f"{k} {v}" for k, v in _validate.exclusion_counts(sweep.excluded).items())
+    lines = [f"sweep {sweep.name}: {len(sweep.trials)} trials, {ok_count} used, {len(sweep.excluded)} excluded"
+             + (f" ({counts})" if counts else "")]
+    lines += sweep.optimal.summary().splitlines()
+    lines.append(sweep.law.summary())
+    lines += _surface_lines(sweep.surface, sweep.comparison)
+    if sweep.gap is not None and len(sweep.gap):
+        lines.append(_gap_line(sweep.gap))
+    if len(sweep.plateau):
+        lines += plateau_lines(sweep.plateau, progress_column(sweep.history))
+    return lines
+
+
+def _surface_lines(surface: SurfaceFit, comparison: pd.DataFrame) -> list[str]:
+    if not surface.success:
+        return [surface.summary()]
+    implied = "; ".join(f"D = {data_size(r['data_size'])}: " + (
+        f"{number(r['l_star'], 3)} [{number(r['l_star_low'], 3)}, {number(r['l_star_high'], 3)}]"
+        if r["bracketed"] else f"{r['outside']} the grid") for _, r in surface.optima_frame().iterrows())
+    lines = [f"surface fit: R²(log loss) = {number(surface.r2)}, {surface.n} trials; its optima: {implied}",
+             f"  parameters: {parameter_text(surface)} (surface_fit.json)"]
+    disagreement = disagreement_text(surface, comparison)
+    return lines + ([disagreement] if disagreement else [])
+
+
+def _gap_line(gap: pd.DataFrame) -> str:
+    """The gap to the exact Bayes risk at the largest data size; a negative one is named as noise."""
+    largest = gap[gap["data_size"] == gap["data_size"].max()]
+    low = largest.loc[largest["gap"].idxmin()]
+    line = (f"synthetic: at D = {data_size(low['data_size'])} best loss − exact Bayes risk ranges "
+            f"{number(low['gap'], 3)} .. {number(largest['gap'].max(), 3)} nats (synthetic_gap.csv)")
+    if low["gap"] < 0:
+        share = number(-100 * low["gap"] / low["bayes_risk"], 2)
+        line += (f"; {number(low['gap'], 3)} at l = {low['context_length']:g} is {share} % of the Bayes risk there: "
+                 "validation noise (a stored loss is the lowest of a trial's evaluations on one validation set, so a "
+                 "model at the Bayes risk dips under it by chance), not a model beating it")
+    return line
+
+
+def _page_sections(sweep: SweepAnalysis, out: Path) -> list[tuple[str, str]]:
+    """The report page below its summary: the main figures first, then tables and diagnostics."""
+    from . import plots  # matplotlib only once something is drawn
+
+    figures = [html_figure(plots.plot_loss_curves(sweep.trials, sweep.optimal.table, out / "loss_vs_context.png",
+                                                  sweep.surface, sweep.risk_curve),
+                           "Loss vs context length per data size, with l* and the surface fit"),
+               html_figure(plots.plot_optimal_law(sweep.optimal.table, sweep.law, out / "optimal_law.png", sweep.surface),
+                           "Optimal context length vs data size, with the law and its band")]
+    if len(sweep.history):
+        figures.append(html_figure(plots.plot_learning_curves(sweep.history, sweep.trials, out / "learning_curves.png"),
+                                   "Validation loss per evaluation, one panel per data size (learning_curves.png)"))
+    sections = [("Figures", "".join(figures)),
+                ("Optimal context length per data size", html_table(sweep.optimal.table.drop(columns=["note"]))),
+                ("Law l*(D) = k · D^β", html_table(sweep.law.table)),
+                ("Surface fit", _surface_html(sweep, out, plots))]
+    if sweep.gap is not None:
+        sections.append(("Synthetic task: trained loss vs exact Bayes risk", _synthetic_html(sweep, out, plots)))
+    return sections
+
+
+def _surface_html(sweep: SweepAnalysis, out: Path, plots) -> str:
+    surface = sweep.surface
+    if not surface.success:
+        return f"<p>{surface.summary()}</p>"
+    limits = parameter_limits(surface)
+    table = surface.table.assign(bound=[limits.get(name, "") for name in surface.table["parameter"]])
+    residuals = plots.plot_surface_residuals(surface_residuals(surface, sweep.trials), out / "surface_residuals.png")
+    return (html_table(table) + "<p>Per-data-size estimates beside the optima the surface implies:</p>"
+            + html_table(sweep.comparison) + html_figure(residuals, "Residuals of the surface fit (log loss)"))
+
+
+def _synthetic_html(sweep: SweepAnalysis, out: Path, plots) -> str:
+    wide = sweep.gap.pivot_table("gap", "context_length", "data_size")
+    wide.columns = [f"D={data_size(c)}" for c in wide.columns]
+    content = (html_figure(plots.plot_synthetic_gap(sweep.gap, sweep.risk_curve, out / "synthetic_bayes_risk.png"),
+                           "Trained loss vs exact Bayes risk, and the gap between them")
+               + "<p>Best loss − exact Bayes risk (nats):</p>" + html_table(wide.reset_index()))
+    if sweep.tasks is not None:  # per-task losses stored: which tasks each cell learnt
+        content += html_figure(plots.plot_task_excess(sweep.tasks, out / "task_excess.png"),
+                               "Which tasks each cell learnt: task loss − its Bayes loss, per data size (task_excess.csv)")
+    return content
 
 
 def _has_usable(rows: pd.DataFrame) -> bool:
@@ -191,8 +268,11 @@ def run_report(results_dir, sweep: Optional[str] = None, out_dir=None, n_boot: i
         # measurements (ce / spectra tables) and Bi-MLP spectra add their own section
         entropy_text, entropy_html = entropy_report(folder, None, target, config_hash=chosen.config_hash or config_hash)
         if not trials.empty and _has_usable(trials):
+            history = load_results(folder, "history")  # evaluations of the trials analysed, for their curves
+            history = history[history["trial_id"].isin(trials["trial_id"])] if "trial_id" in history.columns.intersection(
+                trials.columns) else history
             text = write_report(trials, target, name=name, n_boot=n_boot, surface_boot=surface_boot,
-                                seed=seed, extra=(entropy_text, entropy_html))
+                                seed=seed, extra=(entropy_text, entropy_html), history=history)
             texts.append(f"sweep {name}: {chosen.summary()}\n{text}" if chosen.config_hash else text)
         elif entropy_text:
             texts.append(write_entropy_report(target, name, entropy_text, entropy_html))

@@ -18,6 +18,7 @@ the c0 term never vanishes, which keeps the log of the sum finite.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import math
 
@@ -31,6 +32,7 @@ except ImportError:  # pragma: no cover - without it the fit is only slower
     threadpool_limits = None
 
 from . import _validate, forms, stats
+from .present import data_size, number
 from .results import SURFACE_PARAMS, SurfaceFit, empty_surface
 
 # theta = (log c0, log c, gamma, log a, kappa, alpha0, b)
@@ -140,68 +142,175 @@ def fit_loss_surface(trials: pd.DataFrame, n_boot: int = 100, seed: int = 0, hub
     """
     ok, _ = _validate.split_trials(trials)
     ok = ok[ok["best_val_loss"] > 0]
-    n = len(ok)
-    n_params = len(SURFACE_PARAMS)
     lengths, sizes = np.sort(ok["context_length"].unique()), np.sort(ok["data_size"].unique())
     cells = len(ok.groupby(["context_length", "data_size"]))  # seeds repeat a point, they do not add one
-    if cells <= n_params or len(lengths) < 3 or len(sizes) < 2:
+    if cells <= len(SURFACE_PARAMS) or len(lengths) < 3 or len(sizes) < 2:
         return empty_surface(
-            f"needs more than {n_params} distinct (context length, data size) points over at least 3 context "
-            f"lengths and 2 data sizes (got {cells} points, {len(lengths)} context lengths, {len(sizes)} data sizes)", n)
-    l_ref, d_ref = float(np.exp(np.log(lengths).mean())), 1.0
+            f"needs more than {len(SURFACE_PARAMS)} distinct (context length, data size) points over at least 3 "
+            f"context lengths and 2 data sizes (got {cells} points, {len(lengths)} context lengths, "
+            f"{len(sizes)} data sizes)", len(ok))
+    l_ref = float(np.exp(np.log(lengths).mean()))
     u = np.log(ok["context_length"].to_numpy(float) / l_ref)
-    v = np.log(ok["data_size"].to_numpy(float) / d_ref)
-    y = ok["best_val_loss"].to_numpy(float)
-    log_y = np.log(y)
+    v = np.log(ok["data_size"].to_numpy(float))  # d_ref = 1 (see the module's docstring)
+    log_y = np.log(ok["best_val_loss"].to_numpy(float))
+    best, n_starts, boot = _fit_with_bootstrap(u, v, log_y, huber_delta, n_boot, seed)
+    point, low, high, se = _parameter_intervals(best.x, boot, confidence)
+    resid = np.log(forms.loss_surface(np.exp(u), np.exp(v), **_natural(best.x))) - log_y
+    fit = SurfaceFit(
+        params=point, params_low=low, params_high=high, params_se=se, l_ref=l_ref, d_ref=1.0,
+        r2=stats.r_squared(log_y, float((resid**2).sum())), huber_loss=float(best.fun * huber_delta), n=len(ok),
+        n_starts=n_starts, n_boot=len(boot), success=bool(best.success), message="",
+        optima=_optima(best.x, boot, lengths, sizes, l_ref, confidence), confidence=confidence,
+        context_range=(float(lengths[0]), float(lengths[-1])),
+    )
+    notes = ([] if best.success else [f"L-BFGS-B: {best.message}"]) + list(parameter_limits(fit).values())
+    return dataclasses.replace(fit, message="; ".join(notes))
 
+
+def _fit_with_bootstrap(u, v, log_y, delta, n_boot, seed):
+    """The best of the starts' fits, the number of starts, and `n_boot` refits of resampled points
+    (each started from the best fit) as rows of theta."""
     # L-BFGS-B's 7x7 linear algebra is far too small for threads: with BLAS threads on, a
     # busy machine spends >10x longer spinning than computing (measured: 9 s vs 0.7 s).
     with threadpool_limits(1) if threadpool_limits else contextlib.nullcontext():
-        starts = _starting_points(u, v, y)
-        best = min((_minimise(s, u, v, log_y, huber_delta) for s in starts), key=lambda f: f.fun)
-        theta = best.x
+        starts = _starting_points(u, v, np.exp(log_y))
+        best = min((_minimise(s, u, v, log_y, delta) for s in starts), key=lambda f: f.fun)
         rng = np.random.default_rng(seed)
         boot = []
         for _ in range(n_boot):
-            idx = rng.integers(0, n, n)
-            boot.append(_minimise(theta, u[idx], v[idx], log_y[idx], huber_delta, maxiter=300).x)
-    boot = np.array(boot).reshape(-1, n_params)
+            idx = rng.integers(0, len(u), len(u))
+            boot.append(_minimise(best.x, u[idx], v[idx], log_y[idx], delta, maxiter=300).x)
+    return best, len(starts), np.array(boot).reshape(-1, len(SURFACE_PARAMS))
 
+
+def _parameter_intervals(theta, boot, confidence):
+    """Estimate, bootstrap interval and bootstrap standard deviation of each parameter (dicts by name)."""
     tail = (1.0 - confidence) / 2
     point = {name: float(value) for name, value in _natural(theta).items()}
-    boot_nat = _natural(boot)
+    drawn = _natural(boot)
     low, high, se = {}, {}, {}
     for name in SURFACE_PARAMS:
-        values = boot_nat[name]
-        low[name], high[name] = (np.quantile(values, [tail, 1 - tail]) if len(values) else (math.nan, math.nan))
+        values = drawn[name]
+        low[name], high[name] = (float(q) for q in np.quantile(values, [tail, 1 - tail])) if len(values) else (
+            math.nan, math.nan)
         se[name] = float(values.std(ddof=1)) if len(values) > 1 else math.nan
+    return point, low, high, se
 
+
+def _optima(theta, boot, lengths, sizes, l_ref, confidence) -> tuple:
+    """Per data size, (D, l*, low, high, bracketed, outside) of the fitted surface inside the grid's
+    range of lengths; the interval from the bootstrap fits' optima."""
+    tail = (1.0 - confidence) / 2
     u_lo, u_hi = math.log(lengths[0] / l_ref), math.log(lengths[-1] / l_ref)
-    v_sizes = np.log(sizes / d_ref)
+    v_sizes = np.log(sizes)
     u_star, side = _implied_optima(theta[None, :], u_lo, u_hi, v_sizes)
-    optima = []
     if len(boot):
         boot_u, _ = _implied_optima(boot, u_lo, u_hi, v_sizes)
-        boot_q = np.quantile(boot_u, [tail, 1 - tail], axis=0)
+        boot_low, boot_high = l_ref * np.exp(np.quantile(boot_u, [tail, 1 - tail], axis=0))
+    else:
+        boot_low = boot_high = np.full(len(sizes), math.nan)
+    optima = []
     for j, size in enumerate(sizes):
-        inside = side[0, j] == 0
-        lo_hi = (l_ref * math.exp(boot_q[0, j]), l_ref * math.exp(boot_q[1, j])) if len(boot) and inside else (math.nan, math.nan)
-        optima.append((float(size), l_ref * math.exp(u_star[0, j]) if inside else math.nan, *lo_hi, bool(inside),
-                       "" if inside else ("below" if side[0, j] < 0 else "above")))
+        if side[0, j] == 0:
+            optima.append((float(size), l_ref * math.exp(u_star[0, j]), float(boot_low[j]), float(boot_high[j]),
+                           True, ""))
+        else:
+            optima.append((float(size), math.nan, math.nan, math.nan, False, "below" if side[0, j] < 0 else "above"))
+    return tuple(optima)
 
-    resid = np.log(forms.loss_surface(np.exp(u), np.exp(v), **_natural(theta))) - log_y
-    r2 = stats.r_squared(log_y, float((resid**2).sum()))
-    notes = [] if best.success else [f"L-BFGS-B: {best.message}"]
-    at_bound = [name for name, value, (lo, hi) in zip(SURFACE_PARAMS, theta, _BOUNDS)
-                if name not in ("c0", "c", "a") and (math.isclose(value, lo, abs_tol=1e-6) or math.isclose(value, hi, abs_tol=1e-6))]
-    if at_bound:
-        notes.append(f"at a bound: {', '.join(at_bound)}")
-    return SurfaceFit(
-        params=point, params_low={k: float(v) for k, v in low.items()}, params_high={k: float(v) for k, v in high.items()},
-        params_se=se, l_ref=l_ref, d_ref=d_ref, r2=r2, huber_loss=float(best.fun * huber_delta), n=n,
-        n_starts=len(starts), n_boot=len(boot), success=bool(best.success), message="; ".join(notes),
-        optima=tuple(optima), confidence=confidence, context_range=(float(lengths[0]), float(lengths[-1])),
-    )
+
+# --- What to make of the fit: parameters at their bounds, and its optima beside l* ------------------
+
+_AMPLITUDES = ("c0", "c", "a")  # fitted as logs: their natural lower bound is 0
+_NEGLIGIBLE = 1e-6  # a term below this share of every fitted loss cannot be told from no term
+_BOUND_TOLERANCE = 2e-3  # of a parameter's allowed range (in the fitted scale: logs for amplitudes)
+
+
+def _bound_side(name: str, value: float) -> str:
+    """'lower' / 'upper' where `value` sits at that bound of parameter `name`, else ''."""
+    if not np.isfinite(value) or (name in _AMPLITUDES and value <= 0):
+        return ""
+    lo, hi = _BOUNDS[SURFACE_PARAMS.index(name)]
+    x = math.log(value) if name in _AMPLITUDES else value
+    tolerance = _BOUND_TOLERANCE * (hi - lo)
+    return "lower" if x - lo < tolerance else "upper" if hi - x < tolerance else ""
+
+
+def _largest_term_shares(fit: SurfaceFit) -> dict:
+    """Per amplitude, the largest share its term takes of the fitted loss over the grid's lengths
+    and data sizes."""
+    lengths = np.geomspace(*fit.context_range, 50)
+    sizes = np.array([row[0] for row in fit.optima], dtype=float)
+    l_grid, d_grid = (g.ravel() for g in np.meshgrid(lengths, sizes))
+    terms = forms.loss_surface_terms(l_grid, d_grid, **fit.params, l_ref=fit.l_ref, d_ref=fit.d_ref)
+    return dict(zip(_AMPLITUDES, (terms / terms.sum(axis=0)).max(axis=1)))
+
+
+def parameter_limits(fit: SurfaceFit) -> dict:
+    """What the bounds of the fit did to each parameter, in words, by name (parameters they left
+    alone are not listed).
+
+    An amplitude whose term is under 1e-6 of every fitted loss is at its lower bound 0 (its fitted
+    value only says where the optimiser stopped feeling it, and its bootstrap interval is that one
+    value again). A parameter at an edge of the box the optimiser searched is at that bound. An
+    interval that reaches a bound is cut there: the data do not fix the parameter on that side.
+    """
+    if not fit.success:
+        return {}
+    shares = _largest_term_shares(fit)
+    notes = {}
+    for name in SURFACE_PARAMS:
+        value, low, high = fit.params[name], fit.params_low[name], fit.params_high[name]
+        side = _bound_side(name, value)
+        lo, hi = (math.exp(x) if name in _AMPLITUDES else x for x in _BOUNDS[SURFACE_PARAMS.index(name)])
+        if name in shares and shares[name] < _NEGLIGIBLE:
+            notes[name] = f"{name} at its lower bound 0 (fitted {number(value, 3)}: under 1e-6 of every fitted loss)"
+        elif side:
+            notes[name] = f"{name} at its {side} bound {number(lo if side == 'lower' else hi, 3)}"
+        elif _bound_side(name, low) == "lower" and _bound_side(name, high) == "upper":
+            notes[name] = (f"{name} = {number(value, 3)}, undetermined (its interval is the whole allowed range "
+                           f"[{number(lo, 3)}, {number(hi, 3)}])")
+        elif _bound_side(name, low) or _bound_side(name, high):
+            cut = "lower" if _bound_side(name, low) else "upper"
+            notes[name] = f"{name} = {number(value, 3)} [{number(low, 3)}, {number(high, 3)}, cut at its {cut} bound]"
+    return notes
+
+
+def parameter_text(fit: SurfaceFit) -> str:
+    """The seven parameters with their intervals, or what their bounds did to them, on one line."""
+    notes = parameter_limits(fit)
+    return "; ".join(notes.get(name) or f"{name} = {number(fit.params[name], 3)} [{number(fit.params_low[name], 3)}, "
+                     f"{number(fit.params_high[name], 3)}]" for name in SURFACE_PARAMS)
+
+
+def optima_beside_l_star(fit: SurfaceFit, optimal: pd.DataFrame) -> pd.DataFrame:
+    """The per-data-size estimates (data_size, l_star, l_star_low, l_star_high, bracketed) beside
+    the optima the surface implies (the same columns, prefixed `surface_`)."""
+    implied = fit.optima_frame()
+    return optimal[["data_size", "l_star", "l_star_low", "l_star_high", "bracketed"]].merge(
+        implied.rename(columns={c: f"surface_{c}" for c in implied.columns if c != "data_size"}),
+        on="data_size", how="left")
+
+
+def disagreement_text(fit: SurfaceFit, comparison: pd.DataFrame) -> str:
+    """Where the surface's optimum falls outside l*'s interval, which of the two to trust and why
+    ('' where they agree).
+
+    l* is read from the losses at one data size alone: its interval holds without assuming how
+    the loss depends on l and D. The surface forces one functional form through every data size,
+    so where the two disagree the form does not fit those losses.
+    """
+    both = comparison[comparison["bracketed"].eq(True) & comparison["surface_bracketed"].eq(True)]
+    outside = both[(both["surface_l_star"] < both["l_star_low"]) | (both["surface_l_star"] > both["l_star_high"])]
+    if outside.empty:
+        return ""
+    where = "; ".join(f"D = {data_size(r['data_size'])}: {number(r['surface_l_star'], 3)} against l* = "
+                      f"{number(r['l_star'], 3)} [{number(r['l_star_low'], 3)}, {number(r['l_star_high'], 3)}]"
+                      for _, r in outside.iterrows())
+    return (f"surface vs l*: the surface's optimum falls outside l*'s interval at {where}. Trust l*: it is read "
+            "from the losses at that data size alone, and its interval assumes no functional form; the surface forces "
+            "one form through all data sizes "
+            f"(R²(log loss) = {number(fit.r2, 3)}), which these losses do not follow.")
 
 
 def surface_residuals(fit: SurfaceFit, trials: pd.DataFrame) -> pd.DataFrame:

@@ -54,7 +54,11 @@ def test_report_files_and_text(tmp_path):
     law = json.loads((out / "law.json").read_text())
     assert law["sweep"] == "gen" and law["success"] and law["exponent_low"] < law["exponent"] < law["exponent_high"]
     html = (out / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 3 and "<table" in html and "src=\"http" not in html
+    # loss vs context, the law, the learning curves (from the history), the surface's residuals
+    assert html.count("data:image/png;base64,") == 4 and "<table" in html and "src=\"http" not in html
+    assert (out / "learning_curves.png").stat().st_size > 0
+    assert html.count("optimal context length per data size (95 %") == 1  # the summary, once
+    assert html.index("<h2>Figures</h2>") < html.index("<h2>Optimal context length per data size</h2>")
 
 
 def test_synthetic_report_uses_the_step_estimator(tmp_path):
@@ -133,3 +137,19 @@ def test_report_on_a_real_tiny_sweep(synthetic_results, tmp_path):
     gap = pd.read_csv(out / "synthetic_gap.csv")
     assert (gap["gap"] > -0.05).all(), gap[gap["gap"] <= -0.05]
     assert np.isfinite(gap["bayes_risk"]).all()
+
+
+def test_analyze_names_the_trials_stopped_on_a_plateau(tmp_path):
+    from test_analysis_history import gpt_history
+
+    history = gpt_history()
+    for trial_id, rows in history.groupby("trial_id"):
+        first = rows.iloc[0]
+        row = dict(experiment="gpt", context_length=int(first.context_length), data_size=int(first.data_size), seed=0,
+                   status="ok", best_val_loss=float(rows.val_loss.min()), final_train_loss=1.0, wall_s=1.0)
+        write_trial(tmp_path, "gpt", trial_id, row, rows[["step", "val_loss"]].to_dict("records"))
+    text = run_report(tmp_path, sweep="gpt", **FAST)
+    lines = text.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("stopped on a plateau? 1 trial(s)"))
+    assert lines[at + 1].startswith("  l512_d5000000_s0_abcd0123: best 3.93 at step 1,600, stopped at 1,900; l = 1,024")
+    assert (tmp_path / "gpt" / "report" / "learning_curves.png").stat().st_size > 10_000

@@ -1,13 +1,15 @@
 """The joint surface fit against generated surfaces with known optima."""
+import dataclasses
 import json
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from analysis import fit_loss_surface, forms, optimal_context_length
 from analysis.examples import EXAMPLE_SURFACE, surface_trials, true_optimum
-from analysis.surface import surface_residuals
+from analysis.surface import disagreement_text, parameter_limits, parameter_text, surface_residuals
 
 GRID = [int(round(8 * 2 ** (i / 2))) for i in range(13)]
 SIZES = [1e3, 1e4, 1e5, 1e6, 1e7]
@@ -72,3 +74,34 @@ def test_too_few_trials_is_a_result_not_an_exception():
     assert not fit.success and "2 data sizes" in fit.message
     assert math.isnan(fit.params["gamma"]) and "not fitted" in fit.summary()
     assert json.loads(json.dumps(fit.to_dict()))["params"]["c0"] is None
+
+
+def test_parameters_at_their_bounds_are_named_as_such(fitted):
+    _, fit = fitted
+    assert parameter_limits(fit) == {} and "c0 = 0.5" in parameter_text(fit)  # a well-posed fit: no bound met
+    # as in a real synthetic sweep: c0 driven to ~0 (its bootstrap never moves it), kappa's
+    # interval over its whole range, b's cut at its upper bound, gamma at its upper bound
+    stuck = dataclasses.replace(
+        fit, params={**fit.params, "c0": 1.11e-11, "gamma": 5.0},
+        params_low={**fit.params_low, "c0": 1.11e-11, "kappa": -3.0},
+        params_high={**fit.params_high, "c0": 1.11e-11, "kappa": 3.0, "b": 3.0})
+    notes = parameter_limits(stuck)
+    assert set(notes) == {"c0", "gamma", "kappa", "b"}
+    assert notes["c0"].startswith("c0 at its lower bound 0 (fitted 1.11e-11")
+    assert notes["gamma"] == "gamma at its upper bound 5"
+    assert "undetermined" in notes["kappa"] and "[-3, 3]" in notes["kappa"]
+    assert notes["b"].endswith("3, cut at its upper bound]")
+    text = parameter_text(stuck)
+    assert "[1.11e-11, 1.11e-11]" not in text and "alpha0 = " in text
+
+
+def test_a_disagreement_with_l_star_says_which_to_trust(fitted):
+    _, fit = fitted
+    comparison = pd.DataFrame({
+        "data_size": [5e4, 1e5, 2e5], "l_star": [24.0, 47.0, 58.0], "l_star_low": [23.0, 43.0, 47.0],
+        "l_star_high": [31.0, 62.0, 77.0], "bracketed": [True, True, False],
+        "surface_l_star": [36.3, 45.0, 20.0], "surface_bracketed": [True, True, True]})
+    text = disagreement_text(fit, comparison)
+    assert "D = 50,000: 36.3 against l* = 24 [23, 31]" in text and "100,000" not in text and "200,000" not in text
+    assert "Trust l*" in text and "functional form" in text
+    assert disagreement_text(fit, comparison.iloc[1:]) == ""  # inside the interval, or l* not bracketed
