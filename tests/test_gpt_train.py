@@ -17,7 +17,8 @@ import yaml
 from ctxscale.spec import SpecError, parse_spec
 from ctxscale.spec.gpt import GPTSpec, check_against_corpus
 from ctxscale.train import gpt as loop
-from ctxscale.train.gpt import lr_at, plan_batches, run_gpt_trial, train_gpt
+from ctxscale.train.gpt import plan_batches, run_gpt_trial, train_gpt
+from ctxscale.train.schedule import lr_at
 
 SWEEPS = Path(__file__).resolve().parents[1] / "sweeps"
 V, T = 64, 32
