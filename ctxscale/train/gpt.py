@@ -274,6 +274,11 @@ class TrainingState:
         else:
             self.evals_since_best += 1
 
+    def patience_ran_out(self, patience: int, patience_fraction: float) -> bool:
+        """The early-stopping rule (docs/early-stopping.md): `patience` evaluations without a better
+        validation loss and, besides, at least patience_fraction x best_step steps since the best."""
+        return self.evals_since_best >= patience and self.step - self.best_step >= patience_fraction * self.best_step
+
 
 class Interval(NamedTuple):
     """The optimizer steps between two evaluations, as this rank saw them."""
@@ -387,7 +392,8 @@ def train_gpt(spec, context_length: int, seed: int, train_tokens: np.ndarray, va
         state.wall_s = wall_s
         diverged = not (math.isfinite(train_loss) and math.isfinite(val_loss))
         state.record_evaluation(val_loss, diverged, data_size)
-        state.done = diverged or state.evals_since_best >= t.patience or state.step >= t.max_steps
+        state.done = (diverged or state.patience_ran_out(t.patience, t.patience_fraction)
+                      or state.step >= t.max_steps)
         tokens_per_s = interval.steps * plan.tokens_per_step / max(train_s, 1e-9)
         metrics = {
             "step": state.step, "epoch": state.tokens_seen / data_size, "tokens_seen": state.tokens_seen,
