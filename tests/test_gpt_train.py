@@ -17,7 +17,8 @@ import yaml
 from ctxscale.spec import SpecError, parse_spec
 from ctxscale.spec.gpt import GPTSpec, check_against_corpus
 from ctxscale.train import gpt as loop
-from ctxscale.train.gpt import lr_at, plan_batches, run_gpt_trial, train_gpt
+from ctxscale.train.gpt import plan_batches, run_gpt_trial, train_gpt
+from ctxscale.train.schedule import lr_at
 
 SWEEPS = Path(__file__).resolve().parents[1] / "sweeps"
 V, T = 64, 32
@@ -206,6 +207,60 @@ def test_early_stopping_after_patience_evaluations():
     assert len(report.metrics) == best + 1 + 2  # two evaluations without improvement, then stop
     assert last["best_step"] == report.metrics[best]["step"]
     assert last["best_val_loss"] == report.metrics[best]["val_loss"]
+
+
+def test_a_patience_that_grows_trains_on_past_a_bump_that_stops_the_fixed_one():
+    # a real tiny trial whose validation loss rises for one evaluation at step 26, then falls again
+    runs = {}
+    for fraction in (0.0, 1.0):
+        report = Recorder()
+        spec = tiny_spec(max_steps=60, eval_every=2, patience=1, patience_fraction=fraction, lr=1e-2)
+        runs[fraction] = train_gpt(spec, T, 0, TRAIN, VAL, report), [m["val_loss"] for m in report.metrics]
+    (fixed, fixed_losses), (grown, grown_losses) = runs[0.0], runs[1.0]
+    assert fixed["step"] == fixed["best_step"] + 2 < 40  # one evaluation without a better loss ends it
+    assert grown_losses[:len(fixed_losses)] == fixed_losses  # the same trial until then
+    assert grown["step"] >= min(2 * grown["best_step"], 60) and grown["step"] > fixed["step"]
+    assert grown["best_val_loss"] < fixed["best_val_loss"] - 0.05
+
+
+def plateau_that_breaks() -> list[tuple[int, float]]:
+    """(step, validation loss) every 50 steps, shaped as the GPU sweep's l = 1,024 at D = 5 M tokens
+    (issue 22): down to 3.95 by step 1,300, a plateau at 3.93-3.95 (the last new best at step
+    1,400) up to step 2,000, then down to 3.5 by step 2,750 and flat to step 4,000."""
+    plateau = [3.94, 3.93, 3.95, 3.94, 3.95, 3.94, 3.95, 3.94, 3.95, 3.94, 3.95, 3.94, 3.95]  # 1,350-1,950
+    losses = []
+    for step in range(50, 4_001, 50):
+        if step <= 1_300:
+            loss = 6.0 - 2.05 * (step / 1_300) ** 0.5
+        elif step < 2_000:
+            loss = plateau[(step - 1_350) // 50]
+        else:
+            loss = max(3.5, 3.95 - 0.45 * (step - 2_000) / 750)
+        losses.append((step, loss))
+    return losses
+
+
+def run_rule(losses, patience: int, patience_fraction: float) -> loop.TrainingState:
+    """The loop's early-stopping bookkeeping over a sequence of evaluations: the state it stops in."""
+    state = loop.TrainingState()
+    for step, loss in losses:
+        state.step, state.tokens_seen = step, step * 16_384
+        state.record_evaluation(loss, diverged=False, data_size=5_000_000)
+        if state.patience_ran_out(patience, patience_fraction):
+            break
+    return state
+
+
+def test_a_patience_that_grows_with_the_steps_outlasts_a_plateau_that_breaks():
+    losses = plateau_that_breaks()
+    fixed = run_rule(losses, patience=4, patience_fraction=0.0)  # gpt2-gpu.yaml's rule before the field
+    assert (fixed.step, fixed.best_step, fixed.best_val_loss) == (1_600, 1_400, 3.93)  # cut off on the plateau
+    grown = run_rule(losses, patience=4, patience_fraction=1.0)
+    assert grown.best_step == 2_750 and grown.best_val_loss == pytest.approx(3.5)  # past the plateau's end
+    # the bound: after its best at 1,400 it would have stopped at 2,800 at the earliest
+    flat = run_rule([(s, loss) for s, loss in losses if s <= 2_000] + [(s, 3.95) for s in range(2_050, 4_001, 50)],
+                    patience=4, patience_fraction=1.0)
+    assert (flat.step, flat.best_step) == (2_800, 1_400)
 
 
 def test_checkpoints_at_most_every_checkpoint_every_s_and_at_the_end(tmp_path):
@@ -397,19 +452,21 @@ def test_check_against_corpus_names_data_size(tiny_corpus):
                                                    data={"subset": "random"})), corpus)
 
 
-def test_loss_chunk_rows_keeps_the_hash_of_older_specs_at_zero():
+@pytest.mark.parametrize("field, value", [("loss_chunk_rows", 64), ("patience_fraction", 1.0)])
+def test_added_training_fields_keep_the_hash_of_older_specs_at_their_old_behaviour(field, value):
     import hashlib
 
     from ctxscale.sweep.grid import expand_grid, science_hash
 
     spec = tiny_spec()
     before = spec.model_dump(mode="json", exclude={"name", "resources", "grid", "tracking"})
-    del before["training"]["loss_chunk_rows"]  # the hash as computed before the field existed
+    for added in ("loss_chunk_rows", "patience_fraction"):
+        del before["training"][added]  # the hash as computed before the fields existed
     assert science_hash(spec) == hashlib.sha256(json.dumps(before, sort_keys=True).encode()).hexdigest()[:8]
-    chunked = tiny_spec(loss_chunk_rows=64)
-    assert science_hash(chunked) != science_hash(spec)
+    changed = tiny_spec(**{field: value})
+    assert science_hash(changed) != science_hash(spec)
     # the trial's spec travels as a dict and comes back with the option
-    assert parse_spec(expand_grid(chunked)[0]["spec"]).training.loss_chunk_rows == 64
+    assert getattr(parse_spec(expand_grid(changed)[0]["spec"]).training, field) == value
 
 
 def test_one_step_with_the_chunked_loss_equals_the_plain_one():

@@ -158,7 +158,7 @@ def test_a_curriculum_trains_the_nearest_tasks_first_then_every_sample():
     with a constant schedule the rate stays at lr after the warmup."""
     import torch
 
-    from ctxscale.train.parity import curriculum_rows, learning_rate, train
+    from ctxscale.train.parity import curriculum_rows, setup_parity, train
 
     tasks = parity.make_tasks(6, 4, 0.33, 0)
     tokens, _ = parity.training_set(tasks, 2000, 0.5, 0, 4, 0)
@@ -173,8 +173,11 @@ def test_a_curriculum_trains_the_nearest_tasks_first_then_every_sample():
     run = train(spec, parity.make_tasks(6, 4, 0.33, 0), {"trial_id": "t", "data_size": 600, "seed": 0},
                 torch.device("cpu"), trace_every=1)
     assert run.status == "ok" and run.step == 5 + 2 * 6 and len(run.trace) == 17
-    assert [learning_rate(step, 17, spec) for step in (0, 1, 2, 16)] == [0.0005, 0.001, 0.001, 0.001]
-    assert learning_rate(17, 17, parse_spec(TINY)) == pytest.approx(0.0001)  # cosine reaches lr / 10 at the end
+    point = {"trial_id": "t", "data_size": 600, "seed": 0}
+    constant = setup_parity(spec, tasks, point, torch.device("cpu"))
+    assert constant.total_steps == 17 and [constant.lr(step) for step in (0, 1, 2, 16)] == [0.0005, 0.001, 0.001, 0.001]
+    cosine = setup_parity(parse_spec(TINY), tasks, point, torch.device("cpu"))
+    assert cosine.lr(cosine.total_steps) == pytest.approx(0.0001)  # cosine reaches lr / 10 at the end
 
 
 def test_a_parity_trial_goes_on_from_its_checkpoint_as_if_never_stopped(tmp_path):

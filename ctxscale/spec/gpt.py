@@ -147,6 +147,15 @@ class GPTTraining(Section):
         "state of a 50k-vocabulary model are ~150 MB even at width 256.",
     )
     patience: int = Field(default=5, gt=0, description="Stop after this many evaluations without a better val loss.")
+    patience_fraction: float = Field(
+        default=0.0, ge=0,
+        description="A patience that grows with the steps done: besides `patience` evaluations without a "
+        "better validation loss, a trial stops only once patience_fraction x best_step steps have passed "
+        "since its best one (1: as many steps again as the best took). A validation loss that plateaus and "
+        "then falls again is common in language-model training; a fixed patience cuts long trials off on "
+        "such a plateau (docs/early-stopping.md). 0: the fixed patience alone, as before the field existed "
+        "(left out of config_hash at 0).",
+    )
     compile: bool = Field(default=True, description="torch.compile the model (worth it on GPUs; slow to start on CPUs).")
     precision: Literal["bf16", "fp32"] = Field(
         default="bf16", description="On CUDA: bf16 autocast or plain float32 (the study's setting). CPUs use float32."

@@ -21,6 +21,7 @@ TRIAL_ID = re.compile(r"l(?P<context_length>\d+)_d(?P<data_size>\d+)_s(?P<seed>-
 # existed: at that value they are left out of the hash, so older specs keep their config_hash
 # (and their stored trials); any other value changes it like every other field.
 ADDED_FIELDS = {("gpt", "training", "loss_chunk_rows"): 0,
+                ("gpt", "training", "patience_fraction"): 0.0,
                 ("parity", "training", "lr_schedule"): "cosine",
                 ("parity", "training", "curriculum_tasks"): 1.0,
                 ("parity", "training", "curriculum_steps"): 0,

@@ -11,12 +11,10 @@ same `setup_gpt` object, so they measure what a trial runs.
 from __future__ import annotations
 
 import math
-import tempfile
 import time
 from contextlib import ExitStack, nullcontext
 from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Callable, ContextManager, Iterator, Optional
+from typing import Callable, ContextManager, Iterator, NamedTuple, Optional
 
 import numpy as np
 import torch
@@ -25,14 +23,15 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from ..device import pick_device
 from ..models.gpt import GPT, GPTConfig
-from .checkpoint import read_checkpoint
+from .checkpoint import load_checkpoint, random_state, report_with_checkpoint, restore_random_state
 from .distributed import all_gather_object, all_reduce, data_parallel, rank_and_world
+from .schedule import lr_at
 
 Report = Callable[..., None]
 CHECKPOINT_FILE = "state.pt"
 
 
-# --- Pure pieces: batch arithmetic and learning rate -------------------------------------------
+# --- Pure pieces: batch arithmetic -------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -72,20 +71,6 @@ def plan_batches(tokens_per_step: int, context_length: int, micro_batch_tokens: 
         if best is None or key < best[0]:
             best = (key, BatchPlan(context_length, micro, accumulation, world_size))
     return best[1]
-
-
-def lr_at(step: int, *, lr: float, min_lr: float, warmup_steps: int, decay_steps: Optional[int]) -> float:
-    """Learning rate for optimizer step `step` (0-based): linear warm-up to `lr` over
-    `warmup_steps`, cosine decay to `min_lr` at `decay_steps`, `min_lr` after (nanoGPT);
-    `decay_steps=None`: `lr` from the end of the warm-up on (constant)."""
-    if step < warmup_steps:
-        return lr * (step + 1) / warmup_steps
-    if decay_steps is None:
-        return lr
-    if step >= decay_steps:
-        return min_lr
-    progress = (step - warmup_steps) / (decay_steps - warmup_steps)
-    return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (lr - min_lr)
 
 
 # --- Data: windows of the token memmaps ----------------------------------------------------------
@@ -264,12 +249,13 @@ def setup_gpt(spec, context_length: int, seed: int, train_tokens: np.ndarray, va
     )
 
 
-# --- Checkpoints -------------------------------------------------------------------------------
+# --- The loop's state between evaluations -------------------------------------------------------
 
 
 @dataclass
-class Progress:
-    """What a checkpoint must restore besides the weights and the optimizer."""
+class TrainingState:
+    """Where a GPT trial stands: what a checkpoint restores besides the weights, the optimizer and
+    the random generators (saved under the key "progress")."""
 
     step: int = 0
     tokens_seen: int = 0
@@ -280,34 +266,27 @@ class Progress:
     wall_s: float = 0.0
     done: bool = False
 
+    def record_evaluation(self, val_loss: float, diverged: bool, data_size: int) -> None:
+        """Keep the best validation loss and when it came; count the evaluations since."""
+        if not diverged and val_loss < self.best_val_loss:
+            self.best_val_loss, self.best_step = val_loss, self.step
+            self.best_epoch, self.evals_since_best = self.tokens_seen / data_size, 0
+        else:
+            self.evals_since_best += 1
 
-def _rng_state(rng: np.random.Generator, device: torch.device) -> dict:
-    state = {"numpy": rng.bit_generator.state, "torch": torch.get_rng_state()}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
+    def patience_ran_out(self, patience: int, patience_fraction: float) -> bool:
+        """The early-stopping rule (docs/early-stopping.md): `patience` evaluations without a better
+        validation loss and, besides, at least patience_fraction x best_step steps since the best."""
+        return self.evals_since_best >= patience and self.step - self.best_step >= patience_fraction * self.best_step
 
 
-def _save_checkpoint(path: Path, model, optimizer, progress: Progress, rng_states: list, metrics: dict) -> None:
-    # the model's shape travels with its weights, so an export needs nothing else
-    torch.save({"model": model.state_dict(), "model_config": asdict(model.config), "optimizer": optimizer.state_dict(),
-                "progress": asdict(progress), "rng": rng_states, "metrics": metrics}, path / CHECKPOINT_FILE)
+class Interval(NamedTuple):
+    """The optimizer steps between two evaluations, as this rank saw them."""
 
-
-def _load_checkpoint(resume_dir: str, model, optimizer, rng: np.random.Generator, rank: int,
-                     device: torch.device) -> tuple[Progress, dict]:
-    state = read_checkpoint(Path(resume_dir) / CHECKPOINT_FILE)
-    if state is None:
-        return Progress(), {}
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    if rank < len(state["rng"]):  # same world size: every rank continues its own batch stream
-        mine = state["rng"][rank]
-        rng.bit_generator.state = mine["numpy"]
-        torch.set_rng_state(mine["torch"])
-        if device.type == "cuda" and "cuda" in mine:
-            torch.cuda.set_rng_state(mine["cuda"], device)
-    return Progress(**state["progress"]), state["metrics"]
+    steps: int
+    train_loss: float  # mean over the interval's steps
+    train_s: float
+    lr: float  # the rate of the interval's last step
 
 
 # --- The loop ----------------------------------------------------------------------------------
@@ -333,6 +312,50 @@ def run_gpt_trial(trial: dict, report: Report, resume_dir: Optional[str] = None)
                      report, resume_dir=resume_dir)
 
 
+def _resume(run: GPTSetup, resume_dir: str, max_steps: int) -> tuple[TrainingState, dict]:
+    """The state and last metrics saved in `resume_dir`, with the weights, the optimizer and this
+    rank's generators restored; a fresh state when the folder holds no readable checkpoint."""
+    saved = load_checkpoint(resume_dir, CHECKPOINT_FILE, run.model, run.optimizer)
+    if saved is None:
+        return TrainingState(), {}
+    if run.rank < len(saved["rng"]):  # same world size: every rank continues its own batch stream
+        restore_random_state(saved["rng"][run.rank], run.rng, run.device)
+    state = TrainingState(**saved["progress"])
+    if run.rank == 0 and state.step and not state.done:
+        print(f"going on from step {state.step} of at most {max_steps}", flush=True)
+    return state, saved["metrics"]
+
+
+def _train_interval(run: GPTSetup, state: TrainingState, t) -> Interval:
+    """Optimizer steps up to the next evaluation: every `eval_every` steps and at `max_steps`."""
+    decay_steps = None if t.lr_schedule == "constant" else t.lr_decay_steps or t.max_steps
+    started, steps, loss_sum = time.perf_counter(), 0, torch.zeros((), device=run.device)
+    lr = math.nan  # set by the first step: an unfinished trial always has one to take
+    while state.step < t.max_steps and (steps == 0 or state.step % t.eval_every):
+        lr = lr_at(state.step, lr=t.lr, min_lr=t.min_lr, warmup_steps=t.warmup_steps, decay_steps=decay_steps)
+        loss_sum += run.step(lr)
+        state.step += 1
+        steps += 1
+    train_loss = loss_sum.item() / max(steps, 1)  # .item() waits for the GPU: the timing below is real
+    return Interval(steps, train_loss, time.perf_counter() - started, lr)
+
+
+def _report(run: GPTSetup, report: Report, metrics: dict, state: TrainingState, checkpoint: bool) -> None:
+    """Report the metrics on every rank; with `checkpoint`, rank 0 hands on a checkpoint with them
+    (every rank takes part in gathering the generators' states: a collective)."""
+    if not checkpoint:
+        report(metrics, checkpoint_dir=None)
+        return
+    rng_states = all_gather_object(random_state(run.rng, run.device))
+    if run.rank == 0:
+        # the model's shape travels with its weights, so an export needs nothing else
+        report_with_checkpoint(report, metrics, CHECKPOINT_FILE, run.model, run.optimizer, {
+            "model_config": asdict(run.model.config), "progress": asdict(state), "rng": rng_states,
+            "metrics": metrics})
+    else:
+        report(metrics, checkpoint_dir=None)
+
+
 def train_gpt(spec, context_length: int, seed: int, train_tokens: np.ndarray, val_tokens: np.ndarray,
               report: Report, resume_dir: Optional[str] = None) -> dict:
     """The loop behind `run_gpt_trial`, on token arrays (memmaps or plain arrays).
@@ -346,68 +369,43 @@ def train_gpt(spec, context_length: int, seed: int, train_tokens: np.ndarray, va
     t = spec.training
     run = setup_gpt(spec, context_length, seed, train_tokens, val_tokens)
     plan, world, data_size = run.plan, run.world, len(train_tokens)
-    progress, metrics = Progress(), {}
-    if resume_dir:
-        progress, metrics = _load_checkpoint(resume_dir, run.model, run.optimizer, run.rng, run.rank, run.device)
-        if progress.done:  # the trial had finished: say so again and stop
-            report(metrics)
-            return metrics
-        if run.rank == 0 and progress.step:
-            print(f"going on from step {progress.step} of at most {t.max_steps}", flush=True)
-
+    state, metrics = _resume(run, resume_dir, t.max_steps) if resume_dir else (TrainingState(), {})
+    if state.done:  # the trial had finished: say so again and stop
+        report(metrics)
+        return metrics
     flops_per_token = run.model.flops_per_token(context_length)
-    decay_steps = None if t.lr_schedule == "constant" else t.lr_decay_steps or t.max_steps
     fixed = {"context_length": context_length, "data_size": data_size, "tokens_per_step": plan.tokens_per_step,
              "micro_batch": plan.micro_batch, "accumulation": plan.accumulation, "world_size": world,
              "num_params": run.model.num_params(non_embedding=False)}
-    started, wall_before = time.perf_counter(), progress.wall_s
-    checkpointed_s = progress.wall_s if resume_dir else -math.inf  # wall time of the last checkpoint
+    started, wall_before = time.perf_counter(), state.wall_s
+    checkpointed_s = state.wall_s if resume_dir else -math.inf  # wall time of the last checkpoint
 
-    while not progress.done:
-        interval_start, steps, loss_sum = time.perf_counter(), 0, torch.zeros((), device=run.device)
-        lr = math.nan  # set by the first step: an unfinished trial always has one to take
-        while progress.step < t.max_steps and (steps == 0 or progress.step % t.eval_every):
-            lr = lr_at(progress.step, lr=t.lr, min_lr=t.min_lr, warmup_steps=t.warmup_steps, decay_steps=decay_steps)
-            loss_sum += run.step(lr)
-            progress.step += 1
-            steps += 1
-        train_loss = loss_sum.item() / max(steps, 1)  # .item() waits for the GPU: the timing below is real
-        train_s = time.perf_counter() - interval_start
-        val_sum, val_count = evaluate(run.compiled, run.val_windows, run.eval_starts(progress.step), plan.micro_batch,
+    while not state.done:
+        interval = _train_interval(run, state, t)
+        val_sum, val_count = evaluate(run.compiled, run.val_windows, run.eval_starts(state.step), plan.micro_batch,
                                       run.forward_ctx)
-        train_loss, val_sum, val_count = all_reduce([train_loss, val_sum, val_count], run.device)
-        train_s, wall_s = all_reduce([train_s, wall_before + time.perf_counter() - started], run.device, op="max")
+        train_loss, val_sum, val_count = all_reduce([interval.train_loss, val_sum, val_count], run.device)
+        train_s, wall_s = all_reduce([interval.train_s, wall_before + time.perf_counter() - started], run.device,
+                                     op="max")
         train_loss, val_loss = train_loss / world, val_sum / val_count
-        progress.tokens_seen += steps * plan.tokens_per_step
-        progress.wall_s = wall_s
-
+        state.tokens_seen += interval.steps * plan.tokens_per_step
+        state.wall_s = wall_s
         diverged = not (math.isfinite(train_loss) and math.isfinite(val_loss))
-        if not diverged and val_loss < progress.best_val_loss:
-            progress.best_val_loss, progress.best_step = val_loss, progress.step
-            progress.best_epoch, progress.evals_since_best = progress.tokens_seen / data_size, 0
-        else:
-            progress.evals_since_best += 1
-        progress.done = diverged or progress.evals_since_best >= t.patience or progress.step >= t.max_steps
-        tokens_per_s = steps * plan.tokens_per_step / max(train_s, 1e-9)
+        state.record_evaluation(val_loss, diverged, data_size)
+        state.done = (diverged or state.patience_ran_out(t.patience, t.patience_fraction)
+                      or state.step >= t.max_steps)
+        tokens_per_s = interval.steps * plan.tokens_per_step / max(train_s, 1e-9)
         metrics = {
-            "step": progress.step, "epoch": progress.tokens_seen / data_size, "tokens_seen": progress.tokens_seen,
-            "train_loss": train_loss, "val_loss": val_loss, "best_val_loss": progress.best_val_loss,
-            "best_epoch": progress.best_epoch, "best_step": progress.best_step, "lr": lr,
+            "step": state.step, "epoch": state.tokens_seen / data_size, "tokens_seen": state.tokens_seen,
+            "train_loss": train_loss, "val_loss": val_loss, "best_val_loss": state.best_val_loss,
+            "best_epoch": state.best_epoch, "best_step": state.best_step, "lr": interval.lr,
             "tokens_per_s": tokens_per_s, "samples_per_s": tokens_per_s / context_length,
             "mfu": tokens_per_s * flops_per_token / (t.peak_flops * world) if run.device.type == "cuda" else math.nan,
-            "wall_s": wall_s, "status": ("diverged" if diverged else "ok") if progress.done else "running",
-            "final_train_loss": train_loss if progress.done else math.nan, **fixed,
+            "wall_s": wall_s, "status": ("diverged" if diverged else "ok") if state.done else "running",
+            "final_train_loss": train_loss if state.done else math.nan, **fixed,
         }
         # wall_s is all-reduced, so every rank takes the same decision (the gather is a collective)
-        if not (progress.done or wall_s - checkpointed_s >= t.checkpoint_every_s):
-            report(metrics, checkpoint_dir=None)
-            continue
-        checkpointed_s = wall_s
-        rng_states = all_gather_object(_rng_state(run.rng, run.device))
-        if run.rank == 0:
-            with tempfile.TemporaryDirectory(prefix="ctxscale-gpt-") as checkpoint_dir:
-                _save_checkpoint(Path(checkpoint_dir), run.model, run.optimizer, progress, rng_states, metrics)
-                report(metrics, checkpoint_dir=checkpoint_dir)
-        else:
-            report(metrics, checkpoint_dir=None)
+        checkpoint = state.done or wall_s - checkpointed_s >= t.checkpoint_every_s
+        checkpointed_s = wall_s if checkpoint else checkpointed_s
+        _report(run, report, metrics, state, checkpoint)
     return metrics

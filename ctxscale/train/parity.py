@@ -4,17 +4,18 @@ masked training set, then evaluate at every context length of the grid.
 Ray-free: `run_parity_trial(point, report, resume_dir)` calls `report(metrics)` once per epoch
 (status running; with a checkpoint folder at most every `training.checkpoint_every_s`) and once at
 the end (status ok or diverged) with the `ce` and `spectra` rows of every context length as JSON
-text. Given a checkpoint folder, it goes on from the end of the epoch saved there.
+text. Given a checkpoint folder, it goes on from the end of the epoch saved there. As in the GPT
+loop, `setup_parity` builds what a point trains with (its `step` is one optimizer step) and
+`train` runs the curriculum and the epochs on it.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import math
-import tempfile
 import time
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Optional
+from dataclasses import asdict, dataclass, field
+from typing import Iterable, Iterator, Optional
 
 import numpy as np
 import torch
@@ -27,7 +28,8 @@ from ..measure.spectra import pca_eigenvalues, spectrum_measures, usable_count
 from ..models.gpt import GPTConfig
 from ..models.parity import ParityTransformer
 from ..spec.parity import ParitySpec
-from .checkpoint import read_checkpoint
+from .checkpoint import load_checkpoint, report_with_checkpoint
+from .schedule import lr_at
 
 EVAL_BATCH = 4096
 CHECKPOINT_FILE = "parity.pt"
@@ -44,17 +46,6 @@ def build_model(spec: ParitySpec, tasks: parity.ParityTasks) -> ParityTransforme
     config = GPTConfig(n_layer=m.n_layer, n_head=m.n_head, n_embd=m.n_embd, vocab_size=tasks.vocab_size,
                        rope_base=m.rope_base, max_seq_len=spec.data.string_length + 1)
     return ParityTransformer(config)
-
-
-def learning_rate(step: int, total: int, spec: ParitySpec) -> float:
-    """Linear warmup, then cosine from lr to lr / 10 at the last step, or constant at lr."""
-    t = spec.training
-    if step < t.warmup_steps:
-        return t.lr * (step + 1) / t.warmup_steps
-    if t.lr_schedule == "constant":
-        return t.lr
-    progress = (step - t.warmup_steps) / max(total - t.warmup_steps, 1)
-    return t.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
 
 
 @torch.no_grad()
@@ -123,32 +114,49 @@ def curriculum_rows(tokens: torch.Tensor, share: float, n_tasks: int) -> torch.T
     return torch.nonzero(tokens[:, -1].long() < parity.FIRST_TASK_TOKEN + nearest).squeeze(1)
 
 
-def _save_checkpoint(folder: Path, model, optimizer, generator: torch.Generator, step: int, epoch: int,
-                     train_loss: float, trace: list) -> None:
-    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "generator": generator.get_state(),
-                "step": step, "epoch": epoch, "train_loss": train_loss, "trace": trace}, folder / CHECKPOINT_FILE)
+# --- Setup: everything a point trains with, built once ------------------------------------------
 
 
-def _load_checkpoint(resume_dir: str, model, optimizer, generator: torch.Generator) -> Optional[dict]:
-    """Restore the weights, the optimizer and the sample order's generator; None (a fresh start) when
-    the folder holds no readable checkpoint."""
-    state = read_checkpoint(Path(resume_dir) / CHECKPOINT_FILE)
-    if state is None:
-        return None
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    generator.set_state(state["generator"])
-    return state
+@dataclass
+class ParitySetup:
+    """What `setup_parity` builds for one point: the loop and bench/bench_parity.py train through it."""
+
+    spec: ParitySpec
+    model: ParityTransformer  # the plain module: checkpoints hold its state_dict
+    forward: torch.nn.Module  # `model` through torch.compile on CUDA, else `model`
+    optimizer: torch.optim.AdamW
+    x_all: torch.Tensor  # the training set's token rows, on the device
+    y_all: torch.Tensor  # their answers (0 or 1)
+    generator: torch.Generator  # the sample order, curriculum and epochs; checkpointed
+    device: torch.device
+    total_steps: int  # curriculum and every epoch: where the cosine reaches lr / 10
+
+    def lr(self, step: int) -> float:
+        """The rate of optimizer step `step`: warm-up, then a cosine to lr / 10 at the last step (or
+        constant at lr)."""
+        t = self.spec.training
+        decay_steps = None if t.lr_schedule == "constant" else max(self.total_steps, t.warmup_steps + 1)
+        return lr_at(step, lr=t.lr, min_lr=0.1 * t.lr, warmup_steps=t.warmup_steps, decay_steps=decay_steps)
+
+    def step(self, rows: torch.Tensor, step: int) -> torch.Tensor:
+        """Optimizer step `step` on the training rows `rows`; their mean loss, on the device (no sync)."""
+        t = self.spec.training
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr(step)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16,
+                            enabled=self.device.type == "cuda" and t.precision == "bfloat16"):
+            logits = self.forward(self.x_all[rows].long())
+        loss = F.cross_entropy(logits.float(), self.y_all[rows])
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if t.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
+        self.optimizer.step()
+        return loss.detach()
 
 
-def train(spec: ParitySpec, tasks: parity.ParityTasks, point: dict, device, report=None, trace_every: int = 0,
-          max_seconds: float | None = None, resume_dir: Optional[str] = None) -> Trained:
-    """Train one model on the point's training set; `report` gets one row per finished epoch but the
-    last, with a checkpoint folder at most every `training.checkpoint_every_s`. `resume_dir` (such a
-    folder) goes on after the epoch it saved: the same weights, optimizer state and sample order as
-    an uninterrupted run. `trace_every` > 0 prints (and keeps) the mean loss of every `trace_every`
-    steps, costing one device sync each: the way to see when the loss leaves the ln 2 plateau inside
-    an epoch. `max_seconds` stops early (benchmarks)."""
+def setup_parity(spec: ParitySpec, tasks: parity.ParityTasks, point: dict, device) -> ParitySetup:
+    """The training set (on the device), model, optimizer and sample order of one point."""
     d, t = spec.data, spec.training
     torch.manual_seed(point["seed"])
     tokens, answers = parity.training_set(tasks, point["data_size"], d.unmasked_fraction, d.mask_min, d.mask_max, d.seed)
@@ -160,88 +168,142 @@ def train(spec: ParitySpec, tasks: parity.ParityTasks, point: dict, device, repo
     forward = torch.compile(model, dynamic=False) if t.compile and device.type == "cuda" else model
     optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay, betas=(0.9, 0.95),
                                   fused=device.type == "cuda")
-    autocast = device.type == "cuda" and t.precision == "bfloat16"
-    n = len(tokens)
-    per_epoch = math.ceil(n / t.batch_size)
-    total = t.curriculum_steps + per_epoch * t.epochs
-    generator = torch.Generator(device="cpu").manual_seed(point["seed"])
-    started, step, seen, status, train_loss, epoch = time.perf_counter(), 0, 0, "ok", math.nan, 0
-    trace, window = [], torch.zeros((), device=device)
-    saved = _load_checkpoint(resume_dir, model, optimizer, generator) if resume_dir else None
-    if saved is not None:
-        step, epoch, train_loss, trace = saved["step"], saved["epoch"], saved["train_loss"], list(saved["trace"])
-        print(f"{point['trial_id']}: going on from step {step} (epoch {epoch} of {t.epochs})", flush=True)
-    checkpointed = time.perf_counter()
+    return ParitySetup(spec=spec, model=model, forward=forward, optimizer=optimizer, x_all=x_all, y_all=y_all,
+                       generator=torch.Generator(device="cpu").manual_seed(point["seed"]), device=device,
+                       total_steps=t.curriculum_steps + math.ceil(len(tokens) / t.batch_size) * t.epochs)
 
-    def train_step(rows: torch.Tensor) -> bool:
-        """One optimizer step on `rows`; True when `max_seconds` has passed (checked at trace points)."""
-        nonlocal step, seen
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(step, total, spec)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            logits = forward(x_all[rows].long())
-        loss = F.cross_entropy(logits.float(), y_all[rows])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if t.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
-        optimizer.step()
-        summed.add_(loss.detach() * len(rows))
-        step += 1
+
+# --- The loop ---------------------------------------------------------------------------------
+
+
+@dataclass
+class ParityState:
+    """Where a parity trial stands: what a checkpoint restores besides the weights, the optimizer
+    and the sample order."""
+
+    step: int = 0
+    epoch: int = 0  # the last finished epoch
+    train_loss: float = math.nan
+    trace: list = field(default_factory=list)  # (step, mean loss of the last trace_every steps, seconds since the start)
+
+
+class LossTrace:
+    """The mean loss of every `every` steps, kept in `lines` and printed (one device sync each): the
+    way to see when the loss leaves the ln 2 plateau inside an epoch. A time budget (`max_seconds`)
+    is checked at these points only. `every` 0: nothing is traced."""
+
+    def __init__(self, label: str, every: int, max_seconds: Optional[float], started: float, lines: list,
+                 device: torch.device):
+        self.label, self.every, self.max_seconds, self.started, self.lines = label, every, max_seconds, started, lines
+        self.window = torch.zeros((), device=device)
+
+    def add(self, step: int, loss: torch.Tensor) -> bool:
+        """Count the loss of optimizer step `step`; True when the time budget has run out."""
+        if not self.every:
+            return False
+        self.window.add_(loss)
+        if step % self.every:
+            return False
+        self.lines.append((step, float(self.window) / self.every, time.perf_counter() - self.started))
+        self.window.zero_()
+        print(f"{self.label} step {step}: loss {self.lines[-1][1]:.4f} ({self.lines[-1][2]:.0f} s)", flush=True)
+        return self.max_seconds is not None and self.lines[-1][2] > self.max_seconds
+
+
+def _take_steps(run: ParitySetup, state: ParityState, batches: Iterable[torch.Tensor], trace: LossTrace,
+                summed: torch.Tensor) -> tuple[int, bool]:
+    """One optimizer step per batch of training rows, each loss times its rows added to `summed`;
+    (samples seen, whether the time budget ran out)."""
+    seen = 0
+    for rows in batches:
+        loss = run.step(rows, state.step)
+        summed.add_(loss * len(rows))
+        state.step += 1
         seen += len(rows)
-        if trace_every:
-            window.add_(loss.detach())
-            if step % trace_every == 0:
-                trace.append((step, float(window) / trace_every, time.perf_counter() - started))
-                window.zero_()
-                print(f"{point['trial_id']} step {step}: loss {trace[-1][1]:.4f} ({trace[-1][2]:.0f} s)", flush=True)
-                return max_seconds is not None and trace[-1][2] > max_seconds
-        return False
+        if trace.add(state.step, loss):
+            return seen, True
+    return seen, False
 
-    summed = torch.zeros((), device=device)
-    model.train()
+
+def _curriculum_batches(run: ParitySetup, tasks: parity.ParityTasks) -> Iterator[torch.Tensor]:
+    """Endless whole batches of the nearest tasks' training rows, reshuffled at each pass."""
+    t = run.spec.training
     # the nearest tasks first: on CPU proxies (16 bits, 16 tasks) half the tasks for 300 steps, then
     # all, learnt 9-12 of 16 tasks where all from the start learnt 0-3 in the same steps
-    subset = curriculum_rows(x_all, t.curriculum_tasks, tasks.n_tasks) if t.curriculum_steps else None
-    if subset is not None and len(subset) < t.batch_size:
+    subset = curriculum_rows(run.x_all, t.curriculum_tasks, tasks.n_tasks)
+    if len(subset) < t.batch_size:
         raise ValueError(f"training.curriculum_tasks: {len(subset)} training samples of the nearest tasks, fewer "
                          f"than one batch of {t.batch_size}")
-    cursor = len(subset) if subset is not None else 0
-    while step < t.curriculum_steps and status != "stopped":
+    cursor = len(subset)
+    while True:
         if cursor + t.batch_size > len(subset):  # whole batches only: one static shape under compile
-            subset, cursor = subset[torch.randperm(len(subset), generator=generator).to(device)], 0
-        if train_step(subset[cursor:cursor + t.batch_size]):
-            status = "stopped"
+            subset, cursor = subset[torch.randperm(len(subset), generator=run.generator).to(run.device)], 0
+        yield subset[cursor:cursor + t.batch_size]
         cursor += t.batch_size
-    for epoch in range(epoch + 1, t.epochs + 1):
+
+
+def _epoch_batches(run: ParitySetup) -> Iterator[torch.Tensor]:
+    """The batches of one pass over the training set, in a fresh order."""
+    n, batch_size = len(run.x_all), run.spec.training.batch_size
+    order = torch.randperm(n, generator=run.generator).to(run.device)
+    return (order[start:start + batch_size] for start in range(0, n, batch_size))
+
+
+def _resume(run: ParitySetup, resume_dir: str, label: str) -> ParityState:
+    """The state saved in `resume_dir`, with the weights, the optimizer and the sample order
+    restored; a fresh state when the folder holds no readable checkpoint."""
+    saved = load_checkpoint(resume_dir, CHECKPOINT_FILE, run.model, run.optimizer)
+    if saved is None:
+        return ParityState()
+    run.generator.set_state(saved["generator"])
+    state = ParityState(saved["step"], saved["epoch"], saved["train_loss"], list(saved["trace"]))
+    print(f"{label}: going on from step {state.step} (epoch {state.epoch} of {run.spec.training.epochs})", flush=True)
+    return state
+
+
+def train(spec: ParitySpec, tasks: parity.ParityTasks, point: dict, device, report=None, trace_every: int = 0,
+          max_seconds: float | None = None, resume_dir: Optional[str] = None) -> Trained:
+    """Train one model on the point's training set; `report` gets one row per finished epoch but the
+    last, with a checkpoint folder at most every `training.checkpoint_every_s`. `resume_dir` (such a
+    folder) goes on after the epoch it saved: the same weights, optimizer state and sample order as
+    an uninterrupted run. `trace_every` > 0 prints (and keeps) the mean loss of every `trace_every`
+    steps, costing one device sync each (`LossTrace`). `max_seconds` stops early (benchmarks)."""
+    t = spec.training
+    run = setup_parity(spec, tasks, point, device)
+    started = time.perf_counter()
+    state = _resume(run, resume_dir, point["trial_id"]) if resume_dir else ParityState()
+    checkpointed = time.perf_counter()
+    trace = LossTrace(point["trial_id"], trace_every, max_seconds, started, state.trace, device)
+    summed = torch.zeros((), device=device)
+    run.model.train()
+    batches = _curriculum_batches(run, tasks) if t.curriculum_steps else iter(())
+    seen, stopped = _take_steps(run, state, itertools.islice(batches, max(t.curriculum_steps - state.step, 0)),
+                                trace, summed)
+    status, epoch = ("stopped" if stopped else "ok"), state.epoch
+    for epoch in range(state.epoch + 1, t.epochs + 1):
+        if status == "ok":
+            summed.zero_()
+            epoch_seen, stopped = _take_steps(run, state, _epoch_batches(run), trace, summed)
+            seen, status = seen + epoch_seen, ("stopped" if stopped else "ok")
         if status == "stopped":
-            train_loss = trace[-1][1]
+            state.train_loss = trace.lines[-1][1]
             break
-        model.train()
-        order = torch.randperm(n, generator=generator).to(device)
-        summed.zero_()
-        for start in range(0, n, t.batch_size):
-            if train_step(order[start:start + t.batch_size]):
-                status = "stopped"
-                break
-        if status == "stopped":
-            train_loss = trace[-1][1]
-            break
-        train_loss = float(summed) / n  # one device sync per epoch
-        if not math.isfinite(train_loss):
+        state.train_loss = float(summed) / len(run.x_all)  # one device sync per epoch
+        if not math.isfinite(state.train_loss):
             status = "diverged"
             break
+        state.epoch = epoch
         if epoch < t.epochs and report is not None:
-            metrics = {"point": point["trial_id"], "status": "running", "epoch": epoch, "train_loss": train_loss,
-                       "lr": learning_rate(step - 1, total, spec), "elapsed_s": time.perf_counter() - started}
+            metrics = {"point": point["trial_id"], "status": "running", "epoch": epoch, "train_loss": state.train_loss,
+                       "lr": run.lr(state.step - 1), "elapsed_s": time.perf_counter() - started}
             if time.perf_counter() - checkpointed < t.checkpoint_every_s:
                 report(metrics)
                 continue
-            with tempfile.TemporaryDirectory(prefix="ctxscale-parity-") as folder:
-                _save_checkpoint(Path(folder), model, optimizer, generator, step, epoch, train_loss, trace)
-                report(metrics, checkpoint_dir=folder)
+            report_with_checkpoint(report, metrics, CHECKPOINT_FILE, run.model, run.optimizer,
+                                   {"generator": run.generator.get_state(), **asdict(state)})
             checkpointed = time.perf_counter()
-    return Trained(model, status, epoch, step, seen, train_loss, time.perf_counter() - started, trace)
+    return Trained(run.model, status, epoch, state.step, seen, state.train_loss, time.perf_counter() - started,
+                   state.trace)
 
 
 def run_parity_trial(point: dict, report, resume_dir: Optional[str] = None) -> None:
