@@ -6,6 +6,7 @@ write only data to stdout; everything else goes to stderr."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import textwrap
 from pathlib import Path
@@ -320,6 +321,9 @@ def main(argv: list[str] | None = None) -> int:
     except (UserError, FileNotFoundError, ValueError) as err:
         print(f"ctxscale: error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader went away (`| head`); no traceback, and none again at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except KeyboardInterrupt:
         print("ctxscale: interrupted; finished trials are stored, run the same command to resume",
               file=sys.stderr)
