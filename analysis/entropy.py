@@ -1,7 +1,7 @@
 """Cross-entropy against context length and against the intrinsic entropy of hidden states.
 
 Reads the `ce` and `spectra` tables that `ctxscale measure` stores, and the `feature_eigenvalues`
-of Bi-MLP trials of a synthetic sweep. The study's claims (../shared/notes/paper.md) checked here:
+of Bi-MLP trials of a synthetic sweep. The study's claims (arXiv 2502.01481) checked here:
 
 - CE(l) = C0 + C / l^γ (fitted with `analysis.fit_bayes_risk`);
 - CE is linear in the intrinsic entropy measured from hidden states: in the thresholded-PCA

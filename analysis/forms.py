@@ -1,7 +1,7 @@
 """Functional forms of the analysis, one tiny pure function each, formula in the docstring.
 
 Everything here is NumPy in, NumPy out, with no fitting and no I/O, so the fits, the plots and
-the tests all evaluate the same formulas. Notation as in ../shared/notes/paper.md: l = context
+the tests all evaluate the same formulas. Notation as in the study (arXiv 2502.01481): l = context
 length, D = training-data size.
 """
 from __future__ import annotations

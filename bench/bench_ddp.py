@@ -12,11 +12,11 @@ GPU counts above what the machine has are skipped (and said so). `--device cpu` 
 path on gloo workers, one CPU each, as a smoke test of this script (with `--preset tiny` and small
 `--contexts`, `--tokens-per-step` and `--micro-batch-tokens`).
 
-Only a one-GPU H200 could be had so far (2026-11-29, torch 2.11 + CUDA 13, cuDNN attention, 4 timed
-steps after 2 warm-up steps), from the repository root with the Ray bundle of ../shared/notes/gpu.md:
+Measured so far on one H200 only (2026-11-29, torch 2.11 + CUDA 13, cuDNN attention, 4 timed
+steps after 2 warm-up steps), from the repository root, with Inductor's caches off so that every
+variant compiles afresh:
 
-    bash .devcarry/ray-unpack.sh || exit; export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 \
-        TORCHINDUCTOR_FORCE_DISABLE_CACHES=1; python bench/bench_ddp.py --gpus 1 2 4 8 --contexts 1024 8192
+    TORCHINDUCTOR_FORCE_DISABLE_CACHES=1 python bench/bench_ddp.py --gpus 1 2 4 8 --contexts 1024 8192
 
     GPUs      T micro accum tok/step      tok/s  tok/s/GPU    MFU    eff
        1   1024    32    15   491520    801,362    801,362  44.0% 100.0%

@@ -5,7 +5,8 @@ autocast, fused AdamW, grad clip, `plan_batches` micro-batch x accumulation, bat
 uint16 token array, pinned and copied non-blocking, torch.compile and then DDP when there are
 several ranks), on the study's 6-layer, 12-head, 768-wide GPT-2 with RoPE, at the study's 491,520
 tokens per optimizer step: each variant is a GPT spec with the study's training settings. MFU follows
-../shared/notes/gpu.md: (6 N + 12 L H Q T) FLOPs per token against 989 TFLOP/s (H200 dense bf16).
+the PaLM paper's appendix B (arXiv 2204.02311), as nanoGPT's `estimate_mfu`: (6 N + 12 L H Q T)
+FLOPs per token against 989 TFLOP/s (H200 dense bf16, NVIDIA's datasheet).
 
 Each variant is "context_length:attention:micro_batch_tokens[:loss_chunk_rows]"; attention is an
 SDPA kernel ("flash", "cudnn", "efficient") or "auto" (PyTorch's choice, flash first);
@@ -17,8 +18,7 @@ end (as the loop, which syncs only at evaluations). Rows go to stdout and, as JS
 
 Results on one NVIDIA H200 (torch 2.11.0+cu130, 2026-11-29), from the repository root:
 
-    bash .devcarry/ray-unpack.sh || exit; export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 \
-        TORCHINDUCTOR_FORCE_DISABLE_CACHES=1; python bench/bench_gpt.py --out $OUT/bench_gpt.jsonl --budget-s 240
+    TORCHINDUCTOR_FORCE_DISABLE_CACHES=1 python bench/bench_gpt.py --out bench_gpt.jsonl --budget-s 240
 
          T   attn  mb_tok micro accum tok/step  step_s     tok/s TFLOP/s    MFU mem_GiB
       1024  flash   32768    32    15   491520   0.629    781516   424.6  42.9%    16.4

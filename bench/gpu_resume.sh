@@ -1,35 +1,44 @@
 #!/usr/bin/env bash
-# A sweep longer than one call to the GPU machine (10 min each), run over several calls: each call
-# restores the results of the one before, runs the same command until SECONDS pass, and returns the
-# results folder (rows, history and Ray's checkpoints) as $OUT/results.tgz.aa, .ab, ... (parts of
-# 15 MiB: a file over 16 MiB does not come back). Stopped trials go on from their last checkpoint at
-# the next call (README, "Stopping and resuming"); finished points are skipped. Before a call after
-# the first, join the parts: cat results.tgz.?? > .devcarry/results.tgz. (A call to a machine still
-# warm finds the results folder of the call before in place, and this restores nothing older.)
+# One sweep carried over several time-limited jobs (a cluster's wall-time limit): each job restores
+# the results folder that the job before archived, runs the same `ctxscale sweep` until its time is
+# nearly up, stops it as Ctrl-C would, and archives the folder again for the next job.
+#
 #   bash bench/gpu_resume.sh SPEC [SECONDS, default 540] [KEY=VALUE overrides ...]
-# e.g. from the `run` tool, with carry [".devcarry"]:
-#   bash bench/gpu_resume.sh sweeps/parity-paper.yaml 540 training.epochs=60
-# What travels both ways must fit the carry limit (64 MiB with the Ray bundle): a parity-paper
-# checkpoint is ~20 MB; a GPT checkpoint of the study's model is ~1 GB and does not fit.
+#
+# - SECONDS: how long the sweep may run. Leave a margin under the job's limit for starting, for the
+#   stop (up to 60 s) and for archiving.
+# - At SECONDS the sweep gets SIGINT: Tune stops its trials and the store keeps what they reported
+#   (README, "Stopping and resuming"). The next job skips the finished points and starts each
+#   stopped one from its last checkpoint (GPT and parity trials save them: `training.checkpoint_every_s`).
+# - The archive ($ARCHIVE, default <sweep name>.tgz here) holds the sweep's results folder: its rows,
+#   its history and Ray's checkpoints under _ray/ (not the TensorBoard files). Keep it on storage
+#   that outlives the job. A results folder already in place (a job on the same machine and disk)
+#   is used as it is. $RESULTS is the results root (default: results); $PYTHON the interpreter.
+# - Changing a training field changes config_hash, and a new hash starts afresh.
+# - A parity-paper checkpoint is ~20 MB; one of the study's GPT models ~1 GB.
+# Exit status: 0 when the sweep finished, 124 when the time ran out (submit the same job again).
+# E.g. a SLURM job of 10 minutes, submitted until it exits 0:
+#   sbatch --time=00:10:00 --gres=gpu:1 --wrap "bash bench/gpu_resume.sh sweeps/parity-paper.yaml 480 training.epochs=60"
 set -u
 spec=$1; limit=${2:-540}; shift $(( $# < 2 ? $# : 2 ))
-out=${OUT:-/tmp/gpu_resume}; mkdir -p "$out"
+python=${PYTHON:-python3}; results=${RESULTS:-results}
+name=$("$python" -c "import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))['name'])" "$spec") || exit 2
+archive=$(realpath -m "${ARCHIVE:-$name.tgz}")
 export PYTHONUNBUFFERED=1
-if ! python3 -c "import ray" 2>/dev/null; then  # the GPU image has no Ray: the bundle (gpu.md)
-  bash .devcarry/ray-unpack.sh || exit 1
-  export PYTHONPATH=/tmp/site:$PWD
-fi
-name=$(python3 -c "import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))['name'])" "$spec")
-if [ -d "results/$name" ]; then
-  echo "results/$name is here already (a warm machine): nothing restored"
-elif [ -f .devcarry/results.tgz ]; then
-  tar xzf .devcarry/results.tgz && echo "restored: $(tar tzf .devcarry/results.tgz | grep -c '/trials/.*parquet') trials files," \
-    "$(tar tzf .devcarry/results.tgz | grep -c '/checkpoint_[0-9]*/$') checkpoints"
+mkdir -p "$results"
+if [ -d "$results/$name" ]; then
+  echo "$results/$name is in place: nothing restored"
+elif [ -f "$archive" ]; then
+  tar -C "$results" -xzf "$archive" || exit 2
+  echo "restored $results/$name from $archive: $(tar tzf "$archive" | grep -c '/trials/.*parquet') trials files," \
+    "$(tar tzf "$archive" | grep -c '/checkpoint_[0-9]*/$') checkpoints"
 fi
 started=$(date +%s)
-# SIGINT first: Tune stops the trials and the store writes what they reported; then SIGKILL after 60 s
-timeout -s INT -k 60 "$limit" python3 -m ctxscale.cli sweep "$spec" "$@" --results results > "$out/sweep.txt" 2>&1
-echo "exit $? after $(( $(date +%s) - started )) s" | tee -a "$out/sweep.txt"
-tar czf - --exclude=tensorboard "results/$name" | split -b 15M - "$out/results.tgz."
-ls -la "$out"/results.tgz.*
-grep -E "going on from|step [0-9]+: loss|l=|^ran " "$out/sweep.txt" | tail -40
+# SIGINT first, as Ctrl-C: the trials stop and what they reported is stored; SIGKILL 60 s later
+timeout -s INT -k 60 "$limit" "$python" -m ctxscale.cli sweep "$spec" "$@" --results "$results"
+rc=$?
+echo "exit $rc after $(( $(date +%s) - started )) s"
+# written aside and then moved: a job killed while archiving leaves the last archive whole
+tar -C "$results" -czf "$archive.part" --exclude=tensorboard "$name" && mv "$archive.part" "$archive" || exit 2
+echo "archived $results/$name to $archive ($(du -h "$archive" | cut -f1))"
+exit $rc

@@ -6,7 +6,7 @@
 # GPU=i samples GPU i (nvidia-smi's numbering; default 0): on a machine of several GPUs, run with
 # CUDA_VISIBLE_DEVICES=i and a RAY_TMPDIR of its own beside another job.
 # Writes under ${OUT:-/tmp/gpu_sweep}: sm.txt (the samples), sweep.txt (the CLI's output), and the
-# results folder as results.tgz (folders below $OUT do not come back from the device machine).
+# results folder as one archive, results.tgz.
 set -u
 limit=${1:-600}; spec=${2:-sweeps/synthetic-paper.yaml}; shift $(( $# < 2 ? $# : 2 ))
 out=${OUT:-/tmp/gpu_sweep}

@@ -1,6 +1,8 @@
-"""The `ctxscale` command. Thin: each subcommand parses its arguments and calls one library
-function. Bad input ends with one `ctxscale: error: ...` line and exit status 2, no traceback.
-Machine formats (`results --format csv|json`) write only data to stdout; everything else goes to stderr."""
+"""The `ctxscale` command: it parses the arguments and hands each subcommand to the library
+function that does the work; the text it prints is made beside the tables (`ctxscale.tables`).
+Bad input ends with one `ctxscale: error: ...` line and exit status 2, no traceback, and is
+answered before Ray, torch or pandas is imported. Machine formats (`results --format csv|json`)
+write only data to stdout; everything else goes to stderr."""
 from __future__ import annotations
 
 import argparse
@@ -26,38 +28,6 @@ EPILOG = ("examples:\n"
           "  ctxscale analyze results --sweep synthetic                l*(D), its intervals, the law, a report")
 
 
-def _start_ray(address: str | None, quiet: bool = False) -> None:
-    """Connect to `address` (or RAY_ADDRESS), else start a local Ray in this process; where this
-    process has Ray already (a notebook or a test calling `main`), use that."""
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    # keeping one checkpoint per trial makes Tune snapshot often, and warn each time; it is by design
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    import ray
-
-    if ray.is_initialized():
-        return
-
-    # NVLink multicast off in every process, Ray workers included (see the GPU notes)
-    os.environ.setdefault("NCCL_NVLS_ENABLE", "0")
-    try:
-        cluster = address or os.environ.get("RAY_ADDRESS") or None
-        # a Ray started here serves its dashboard on this machine only (a cluster's is its own affair)
-        context = ray.init(address=cluster, **({} if cluster else {"dashboard_host": "127.0.0.1"}),
-                           runtime_env={"env_vars": {"NCCL_NVLS_ENABLE": "0"}},
-                           logging_level="WARNING", configure_logging=True,
-                           log_to_driver=not quiet)  # failed trials keep their error in the store either way
-    except (ConnectionError, RuntimeError) as err:
-        detail = str(err).strip().splitlines()[-1][:300]
-        raise UsageError(f"--address {address or os.environ.get('RAY_ADDRESS')}: cannot connect to the Ray cluster "
-                         f"({detail}). A cluster started with `ray start` uses token authentication: "
-                         "set RAY_AUTH_MODE=token and give its token (~/.ray/auth_token or RAY_AUTH_TOKEN)") from None
-    where = f"cluster at {context.address_info.get('gcs_address', address)}" if address or \
-        os.environ.get("RAY_ADDRESS") else "local Ray started in this process"
-    print(f"ctxscale: running on {where}; resources {ray.cluster_resources()}", flush=True)
-    if context.dashboard_url:
-        print(f"ctxscale: Ray dashboard at http://{context.dashboard_url}", flush=True)
-
-
 def _load(args):
     from .spec import load_spec
     from .sweep.tracking import check_tracking
@@ -76,64 +46,41 @@ def _source(args) -> str:
     return "<stdin>" if args.spec == "-" else args.spec
 
 
-def _job_working_dir() -> str | None:
-    """The temporary working directory of a `ray job submit --working-dir` job this process runs as."""
-    import json
-
-    job = json.loads(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR") or "{}")
-    return (job.get("runtime_env") or {}).get("working_dir")
-
-
-def _results_dir(spec, args) -> Path:
-    """The results folder (--results over the spec), checked readable before any work starts."""
-    from . import store
-    from .spec.common import results_root
-
-    results = results_root(spec.resources, args.results)
-    storage = spec.resources.storage_path
-    for what, path in (("results folder", str(results)), ("resources.storage_path", storage)):
-        if path and "://" not in path and not Path(path).is_absolute() and _job_working_dir():
-            # `ray job submit --working-dir` runs us in a temporary copy that Ray deletes: files there are lost
-            raise UsageError(f"{what} {path}: a relative path inside a Ray job runs in the job's temporary "
-                             f"working directory ({Path.cwd()}); give an absolute one, e.g. --results \"$PWD/results\"")
-    results = results.absolute()  # made absolute at launch: trials and callbacks write where the user asked
-    if results.exists() and not results.is_dir():
-        raise UsageError(f"--results {results}: exists and is not a folder")
-    store.check_readable(results, spec.name)  # a corrupt store stops us before any work
-    return results
-
-
 def cmd_sweep(args) -> int:
     """Every experiment (`measure` too) runs the same way: plan, start Ray if anything is pending, run."""
-    import pandas as pd
+    from .sweep import session
 
-    from . import store
+    spec = _load(args)  # bad input stops here, before Ray, torch or pandas is imported
+    results = session.results_folder(spec, args.results)
+    session.quiet_ray_console(args.address)  # Ray reads its switches when imported (by the runner)
+    from . import tables
     from .sweep.runner import plan_sweep
-    from .tables import status_counts
 
-    spec = _load(args)
-    results = _results_dir(spec, args)
     plan = plan_sweep(spec, results, source=_source(args))  # bad input stops here: Ray not started, nothing written
     with plan.leased():  # claims the pending points; an unwritable folder stops here, before Ray
         if plan.pending:
-            _start_ray(args.address, args.quiet)
+            for line in session.start_ray(args.address, args.quiet, args.verbose):
+                print(line, flush=True)
         outcome = plan.run(verbose=0 if args.quiet else 2 if args.verbose else 1)
-    # nothing of the sweep is stored yet when another launch holds every point
-    trials = store.load_results(results, "trials", sweep=spec.name) \
-        if not outcome.held or (results / spec.name / "trials").is_dir() else pd.DataFrame()
-    if trials.empty and not outcome.held:
-        raise UsageError(f"{results / spec.name}: no trial was stored (see Ray's output above)")
-    trials = trials[trials["trial_id"].isin(outcome.trial_ids)] if not trials.empty else trials
-    failed = trials[trials["status"] == "failed"] if not trials.empty else trials
-    print()
-    print(f"sweep {spec.name}: {status_counts(trials) if not trials.empty else 'none stored yet'}; "
-          f"results in {results / spec.name}")
-    for error in dict.fromkeys(failed["error"] if not failed.empty else []):  # each distinct error once, its last line
-        print(f"failed: {(error.strip().splitlines() or ['(no message)'])[-1]}")
-    if not trials.empty:
-        print(plan.experiment.table(results, spec, trials))
+    trials = _launched_trials(results, spec.name, outcome)
+    print(tables.sweep_summary(spec.name, results / spec.name, trials,
+                               plan.experiment.table(results, spec, trials) if not trials.empty else ""))
     print(outcome.summary())
-    return 0 if failed.empty else 1
+    return 1 if not trials.empty and (trials["status"] == "failed").any() else 0
+
+
+def _launched_trials(results: Path, name: str, outcome):
+    """The stored trials rows of this launch's points (none yet where another launch holds them all)."""
+    import pandas as pd
+
+    from . import store
+
+    if outcome.held and not (results / name / "trials").is_dir():
+        return pd.DataFrame()
+    trials = store.load_results(results, "trials", sweep=name)
+    if trials.empty and not outcome.held:
+        raise UsageError(f"{results / name}: no trial was stored (see Ray's output above)")
+    return trials[trials["trial_id"].isin(outcome.trial_ids)] if not trials.empty else trials
 
 
 def cmd_data_synthetic(args) -> int:
@@ -165,6 +112,7 @@ def cmd_data_tokenizer(args) -> int:
 
 
 def cmd_results(args) -> int:
+    from . import tables
     from .store import load_results
 
     if args.compact:
@@ -177,6 +125,9 @@ def cmd_results(args) -> int:
         if args.format == "json":
             print("[]")
         return 0
+    if args.table != "trials":  # a history row names its point by id: add the point's coordinates
+        frame = tables.with_coordinates(frame, load_results(args.results_dir, "trials", sweep=args.sweep))
+    frame = tables.sorted_rows(frame)
     if args.columns:
         wanted = [c.strip() for c in args.columns.split(",") if c.strip()]
         missing = [c for c in wanted if c not in frame]
@@ -185,29 +136,10 @@ def cmd_results(args) -> int:
                              f"(there are: {', '.join(frame.columns)})")
         frame = frame[wanted]
     elif args.format == "table":
-        bulky = bulky_columns(frame)
-        flat = [c for c in frame if c.startswith("config.")]  # the flat spec: in csv, json, parquet
-        if bulky or flat:
-            frame = frame.drop(columns=bulky + flat)
-            shown = bulky + ([f"{len(flat)} config.* columns"] if flat else [])
-            print(f"ctxscale: not shown: {', '.join(shown)} (--columns to choose)", file=sys.stderr)
-        if "error" in frame:  # a traceback's last line says what went wrong
-            frame["error"] = frame["error"].map(lambda e: e.strip().splitlines()[-1][:80] if isinstance(e, str) and e.strip() else e)
-    if args.format == "table" and "config_hash" in frame and not args.columns:
-        # beside the row's name, where a reader tells the configurations of one sweep apart
-        after = next((c for c in ("trial_id", "model") if c in frame), None)
-        order = [c for c in frame.columns if c != "config_hash"]
-        order.insert(order.index(after) + 1 if after else 0, "config_hash")
-        frame = frame[order]
-    if args.format == "csv":
-        frame.to_csv(sys.stdout, index=False)
-    elif args.format == "json":
-        print(frame.to_json(orient="records", indent=1, date_format="iso"))  # finished_at readable, not epoch ms
-    else:
-        import pandas as pd
-
-        with pd.option_context("display.max_rows", 500, "display.max_columns", 40, "display.width", 200):
-            print(frame.to_string(index=False))
+        frame, note = tables.for_terminal(frame)
+        if note:
+            print(f"ctxscale: {note}", file=sys.stderr)
+    print(tables.render(frame, args.format))
     return 0
 
 
@@ -241,17 +173,6 @@ def _export(args) -> int:
     return 0
 
 
-def bulky_columns(frame, width: int = 60) -> list[str]:
-    """Text columns, but `error`, with a value longer than `width` (JSON lists and specs, e.g.
-    `tasks`, `config`): they drown a table."""
-    bulky = []
-    for column in frame.columns.drop("error", errors="ignore"):
-        text = frame[column][frame[column].map(lambda v: isinstance(v, str))]
-        if len(text) and text.str.len().max() > width:
-            bulky.append(column)
-    return bulky
-
-
 def cmd_plot(args) -> int:
     from analysis.plots import plot_learning_curves
 
@@ -276,14 +197,8 @@ def cmd_analyze(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
-
-    parser = argparse.ArgumentParser(prog="ctxscale", description=textwrap.fill(DESCRIPTION, 100), epilog=EPILOG,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--version", action="version", version=f"ctxscale {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
+def _add_sweep(commands) -> None:
+    """`ctxscale sweep SPEC [KEY=VALUE ...]` (and its alias `measure`)."""
     sweep = commands.add_parser(
         "sweep", aliases=["measure"], help="run a sweep spec's grid on Ray Tune and store the results",
         description="Run every grid point of a sweep spec not yet stored, on Ray Tune, and print the table of "
@@ -295,13 +210,16 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
     sweep.add_argument("--results", help="results folder (overrides resources.results_dir)")
     shown = sweep.add_mutually_exclusive_group()
-    shown.add_argument("--quiet", action="store_true", help="no progress table, no per-trial lines")
+    shown.add_argument("--quiet", action="store_true", help="ctxscale's own lines and errors only: no progress, no Ray output")
     shown.add_argument("--verbose", action="store_true",
                        help="also Ray Tune's own output: each trial's config and every result")
     sweep.add_argument("--smoke", action="store_true",
                        help="a corner of the grid, a few steps, CPU only: a pipeline check in about a minute")
     sweep.set_defaults(func=cmd_sweep)
 
+
+def _add_data(commands) -> None:
+    """`ctxscale data synthetic|corpus|tokenizer`."""
     data = commands.add_parser("data", help="prepare data sets", description="Prepare data sets.")
     data = data.add_subparsers(dest="kind", required=True, metavar="KIND")
     synthetic = data.add_parser("synthetic", help="write a synthetic set (packed bits + labels) to a folder",
@@ -331,8 +249,12 @@ def build_parser() -> argparse.ArgumentParser:
                            help="folder to write gpt2.tiktoken into (default: the ctxscale cache)")
     tokenizer.set_defaults(func=cmd_data_tokenizer)
 
+
+def _add_results(commands) -> None:
+    """`ctxscale results FOLDER`."""
     results = commands.add_parser("results", help="print, export or compact stored results",
-                                  description="Print a stored table. The table format leaves out bulky text "
+                                  description="Print a stored table, its rows in grid order (history rows with "
+                                  "their point's context_length, data_size and seed). The table format leaves out bulky text "
                                   "columns (specs, task lists, the flat config.* columns); csv and json write every "
                                   "column, and only data, to stdout; parquet writes the whole table as one file.")
     results.add_argument("results_dir", help="results folder (resources.results_dir of the spec)")
@@ -346,6 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="fold each sweep's finished trials into one Parquet file per table (crash-safe)")
     results.set_defaults(func=cmd_results)
 
+
+def _add_plot(commands) -> None:
+    """`ctxscale plot FOLDER`."""
     plot = commands.add_parser("plot", help="draw the learning curves of a sweep from its history table",
                                description="Draw a sweep's learning curves (validation loss per evaluation) from "
                                "its history table: one panel per data size, one line per context length and seed. "
@@ -356,6 +281,9 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--out", help="PNG file (default: <results>/<sweep>/report/learning_curves.png)")
     plot.set_defaults(func=cmd_plot)
 
+
+def _add_analyze(commands) -> None:
+    """`ctxscale analyze FOLDER`."""
     analyze = commands.add_parser("analyze", help="fit optimal context lengths and write a report",
                                   description="Fit l*(D) with intervals and the law l* = k*D^beta, and write a report.")
     analyze.add_argument("results_dir", help="results folder")
@@ -365,16 +293,18 @@ def build_parser() -> argparse.ArgumentParser:
                          help="the configuration to analyse (a config_hash of `ctxscale results`); "
                          "default: each sweep's most recent")
     analyze.set_defaults(func=cmd_analyze)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(prog="ctxscale", description=textwrap.fill(DESCRIPTION, 100), epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"ctxscale {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_add_sweep, _add_data, _add_results, _add_plot, _add_analyze):
+        add(commands)
     return parser
-
-
-def _cluster_auth(address: str | None) -> None:
-    """Ray >= 2.59 clusters from `ray start` want a token, and read RAY_AUTH_MODE when Ray is
-    imported: where a cluster address and a token are at hand, say so before anything imports Ray."""
-    has_token = os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH") or \
-        Path("~/.ray/auth_token").expanduser().is_file()
-    if (address or os.environ.get("RAY_ADDRESS")) and has_token:
-        os.environ.setdefault("RAY_AUTH_MODE", "token")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -386,12 +316,14 @@ def main(argv: list[str] | None = None) -> int:
         extra = [item for item in extra if item not in args.overrides]
     if extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    _cluster_auth(getattr(args, "address", None))
     try:
         return args.func(args)
     except (UserError, FileNotFoundError, ValueError) as err:
         print(f"ctxscale: error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader went away (`| head`); no traceback, and none again at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except KeyboardInterrupt:
         print("ctxscale: interrupted; finished trials are stored, run the same command to resume",
               file=sys.stderr)

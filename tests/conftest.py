@@ -1,6 +1,7 @@
 """Shared fixtures: one real local Ray for the session, and one real tiny synthetic sweep."""
 from __future__ import annotations
 
+import faulthandler
 import functools
 import os
 import subprocess
@@ -60,6 +61,31 @@ def pytest_runtest_setup(item):
         problem = registry_problem()
         if problem:
             pytest.skip(f"needs the package registry (PyPI), which cannot be reached: {problem}")
+
+
+# pytest-timeout's alarm (the `timeout` of pyproject.toml, or --timeout) fails a test whose main
+# thread gets back to Python; one stuck inside C code (a Ray call that never returns, the GIL held
+# while waiting on a lock) never does, and neither its alarm nor a timer thread can act. This C-level
+# watchdog can: HARD_STOP_GRACE_S after the timeout it writes every thread's stack to the terminal
+# and ends the run with exit status 1.
+HARD_STOP_GRACE_S = float(os.environ.get("CTXSCALE_TEST_HARD_STOP_GRACE_S", "30"))
+
+
+def pytest_configure(config):
+    # the terminal's stderr, kept before a test's output capture redirects file descriptor 2
+    config.hard_stop_stream = os.fdopen(os.dup(sys.stderr.fileno()), "w")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_timeout_set_timer(item, settings):
+    faulthandler.dump_traceback_later(settings.timeout + HARD_STOP_GRACE_S, exit=True,
+                                      file=item.config.hard_stop_stream)
+    # None: pytest-timeout arms its own alarm too
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_timeout_cancel_timer(item):
+    faulthandler.cancel_dump_traceback_later()
 
 
 @pytest.fixture(scope="session", autouse=True)

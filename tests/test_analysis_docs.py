@@ -25,7 +25,7 @@ def test_docstring_examples(name):
 
 def _imported_after(code: str) -> set:
     out = subprocess.run([sys.executable, "-c", f"import sys; {code}; print(sorted(sys.modules))"],
-                         capture_output=True, text=True, check=True).stdout
+                         capture_output=True, text=True, check=True, timeout=120).stdout
     return {name.split(".")[0] for name in eval(out)}
 
 

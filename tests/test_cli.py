@@ -1,8 +1,12 @@
 """The `ctxscale` command: --version, overrides, a spec on stdin, help, machine formats, columns."""
 from __future__ import annotations
 
+import csv
 import io
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -73,6 +77,37 @@ def test_bad_overrides_get_one_line_and_write_nothing(tmp_path, capsys, override
     assert not (tmp_path / "results").exists()
 
 
+def test_bad_input_is_answered_before_ray_torch_or_pandas_is_imported(tmp_path):
+    spec = tmp_path / "one.yaml"
+    spec.write_text(yaml.safe_dump(ONE_POINT | {"training": {"lrr": 1}}))
+    code = ("import sys; from ctxscale.cli import main; "
+            f"codes = [main(['sweep', {str(spec)!r}]), main(['sweep', {str(tmp_path / 'none.yaml')!r}])]; "
+            "print(codes, sorted({name.split('.')[0] for name in sys.modules} & {'ray', 'torch', 'pandas'}))")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
+    assert proc.stdout.strip() == "[2, 2] []", proc.stdout + proc.stderr
+    assert proc.stderr.splitlines() == [f"ctxscale: error: {spec}: training.lrr: unknown key (did you mean `lr`?)",
+                                        f"ctxscale: error: {tmp_path / 'none.yaml'}: spec file not found"]
+
+
+@pytest.mark.slow
+def test_quiet_sweep_prints_ctxscale_lines_only(tmp_path):
+    """A new user's first sweep with --quiet, on a Ray it starts itself: no Ray notice or warning
+    (token authentication, TensorBoard logger, slow callbacks), only ctxscale's lines and table."""
+    spec = tmp_path / "two.yaml"  # two points packed in one trial: their reports come as a list
+    spec.write_text(yaml.safe_dump(ONE_POINT | {"grid": {"context_length": [8, 16], "data_size": [1000], "seed": [0]}}))
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_MODE")} | {"HOME": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-m", "ctxscale.cli", "sweep", str(spec), "--quiet", "--results",
+                           str(tmp_path / "results")], capture_output=True, text=True, timeout=400, env=env,
+                          stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stderr == "", proc.stderr[-3000:]
+    lines = proc.stdout.strip().splitlines()
+    assert lines[0].startswith("ctxscale: running on local Ray started in this process ("), lines
+    assert lines[1:3] == ["", f"sweep one: 2 ok; results in {tmp_path / 'results' / 'one'}"], lines
+    assert lines[-1] == "ran 2, skipped 0 stored, 0 held by another launch" and len(lines) == 9, lines
+
+
 def test_overrides_may_follow_the_options(tmp_path, capsys):
     spec = tmp_path / "one.yaml"
     spec.write_text(yaml.safe_dump(ONE_POINT))
@@ -101,6 +136,18 @@ def test_results_hides_bulky_columns_unless_asked(synthetic_results, capsys):
     assert capsys.readouterr().out.splitlines()[0].split() == ["trial_id", "tasks"]
     assert main(["results", str(synthetic_results), "--columns", "nope"]) == 2
     assert "--columns: no column nope" in capsys.readouterr().err
+
+
+def test_history_rows_carry_their_point_and_every_table_sorts_by_numbers(synthetic_results, capsys):
+    keys = ["context_length", "data_size", "seed"]
+    for table, order in (("history", keys + ["epoch"]), ("trials", keys)):
+        assert main(["results", str(synthetic_results), "--table", table, "--sweep", "tiny", "--format", "csv"]) == 0
+        rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+        coordinates = [tuple(int(row[key]) for key in order) for row in rows]
+        assert coordinates == sorted(coordinates) and coordinates[0][0] == 8  # l8 before l16, as numbers
+        assert len({c[:3] for c in coordinates}) == 12  # every point of the tiny sweep, by its coordinates
+    assert main(["results", str(synthetic_results), "--table", "history", "--sweep", "tiny"]) == 0
+    assert capsys.readouterr().out.splitlines()[0].split()[:5] == ["trial_id", *keys, "config_hash"]
 
 
 def test_plot_draws_learning_curves(synthetic_results, tmp_path, capsys):

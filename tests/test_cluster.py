@@ -20,6 +20,13 @@ from conftest import TINY_SPEC
 REPO = Path(__file__).resolve().parents[1]
 
 
+def _console_script(name: str) -> str:
+    """The `name` command of the Python running the tests: beside its interpreter (a venv's bin,
+    which need not be on PATH when the venv's python is run by its path), else the one on PATH."""
+    beside = Path(sys.executable).with_name(name)
+    return str(beside) if beside.is_file() else shutil.which(name) or name
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -48,7 +55,7 @@ def head_node():
     env = os.environ | {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
                         "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     env.pop("RAY_ADDRESS", None)
-    command = ["ray", "start", "--head", "--port", str(_free_port()), "--dashboard-port", str(dashboard),
+    command = [_console_script("ray"), "start", "--head", "--port", str(_free_port()), "--dashboard-port", str(dashboard),
                "--include-dashboard", "true", "--dashboard-agent-listen-port", str(_free_port()),
                "--ray-client-server-port", str(_free_port()), "--num-cpus", "2", "--temp-dir", temp,
                "--disable-usage-stats"]
@@ -73,7 +80,7 @@ def test_ray_job_submit_writes_results_where_the_user_asked(head_node, tmp_path)
     spec = TINY_SPEC | {"name": "submitted", "grid": {"context_length": [8, 16], "data_size": [1000], "seed": [0]},
                         "training": {"batch_size": 500, "max_epochs": 2, "patience": 2}}
     (job_dir / "spec.yaml").write_text(yaml.safe_dump(spec))
-    submit = ["ray", "job", "submit", "--address", address, "--working-dir", str(job_dir), "--",
+    submit = [_console_script("ray"), "job", "submit", "--address", address, "--working-dir", str(job_dir), "--",
               sys.executable, "-m", "ctxscale.cli", "sweep", "spec.yaml", "--quiet"]
 
     # a relative results folder would land in the job's temporary copy: refused, nothing run

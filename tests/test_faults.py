@@ -35,12 +35,29 @@ def _spec_file(tmp_path, name, **changes):
     return path
 
 
+_LAUNCHED: list = []  # the launches of the running test
+
+
+@pytest.fixture(autouse=True)
+def _no_launch_outlives_its_test():
+    """A launch that a failed assertion (or a communicate timeout) left running would keep the
+    session cluster's CPUs, and every later sweep of the session would wait for them: killed."""
+    yield
+    while _LAUNCHED:
+        proc = _LAUNCHED.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=60)
+
+
 def _launch(ray_cluster, spec_path, results, quiet=True):
     address = ray_cluster.get_runtime_context().gcs_address
-    return subprocess.Popen([sys.executable, "-m", "ctxscale.cli", "sweep", str(spec_path), "--address", address,
+    proc = subprocess.Popen([sys.executable, "-m", "ctxscale.cli", "sweep", str(spec_path), "--address", address,
                              "--results", str(results), *(["--quiet"] if quiet else [])],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=os.environ | {"RAY_AUTH_MODE": "disabled"})
+    _LAUNCHED.append(proc)
+    return proc
 
 
 def _stored_once(results, name, points):

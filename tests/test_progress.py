@@ -1,4 +1,4 @@
-"""What a sweep shows while it runs: the progress table, the finished lines, TensorBoard files, curves."""
+"""What a sweep shows while it runs: the compact progress table, the finished lines, TensorBoard files, curves."""
 from __future__ import annotations
 
 import io
@@ -21,7 +21,7 @@ def _groups():
     return {synthetic_group_name(group): group for group in groups}
 
 
-def test_progress_has_one_flat_row_per_point_and_a_line_per_finished_point():
+def test_progress_is_one_compact_table_and_a_line_per_finished_point():
     groups = _groups()
     out = io.StringIO()
     progress = SweepProgress(groups, out=out)
@@ -39,13 +39,26 @@ def test_progress_has_one_flat_row_per_point_and_a_line_per_finished_point():
     progress.on_trial_error(0, [trial], trial)  # the rest of its group failed
     assert f"{second} failed" in out.getvalue() and out.getvalue().count("\n") == 1 + len(group) - 1
 
+    table = progress.table().strip().splitlines()
+    # one compact table: the points by status, then one row per data size
+    assert table[0].endswith("12 points, 9 pending, 1 ok, 2 failed"), table
+    assert table[1].split() == ["data_size", "done", "best", "so", "far", "running"]
+    assert sorted(line.split()[0] for line in table[2:]) == ["2,000", "4,000"] and len(table) == 4
+    size = f"{group[0]['data_size']:,}"
+    row = next(line for line in table if line.strip().startswith(size))
+    assert row.split()[1:] == ["3/6", "l8", "0.7000"], row  # 1 ok and 2 failed of 6; none running
+
+    # the other seed's packed group of that data size starts, and reports its three points at once
+    other_name = next(n for n, g in groups.items() if n != name and g[0]["data_size"] == group[0]["data_size"])
+    other = Trial("plain_trial", config={"trial": {"id": other_name}}, stub=True)
+    progress.on_trial_start(0, [other], other)
+    progress.on_trial_result(0, [other], other, {"epoch": 3, "points": [
+        {"point": p["trial_id"], "epoch": 3, "val_loss": 0.69, "best_val_loss": 0.69 - p["context_length"] / 1000,
+         "status": "running"} for p in groups[other_name]]})
     table = progress.table()
-    header = table.strip().splitlines()[1].split()
-    assert header == ["trial_id", "context_length", "data_size", "seed", "group", "status", "epoch", "val_loss",
-                      "best_val_loss"]
-    assert "12 points, 9 pending, 1 ok, 2 failed" in table and "{" not in table
-    row = next(line for line in table.splitlines() if line.strip().startswith(first)).split()
-    assert row[1:7] == ["8", str(group[0]["data_size"]), "0", name, "ok", "2"]  # the epoch without ".0000"
+    row = next(line for line in table.splitlines() if line.strip().startswith(size))
+    assert row.split()[1:] == ["3/6", "l24", "0.6660", "3", "(l8,", "l16,", "l24)", "at", "epoch", "3"], row
+    assert "3 running" in table and "{" not in table and "<NA>" not in table
 
 
 def _scalars(path) -> dict[str, list[tuple[int, float]]]:

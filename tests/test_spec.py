@@ -1,6 +1,7 @@
 """Spec validation: every bad input gives one message naming the field, exit 2, nothing written."""
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import subprocess
@@ -105,8 +106,10 @@ def test_cli_rejects_bad_spec_before_anything_is_written(tmp_path, capsys):
 def test_cli_error_is_one_line_without_traceback(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("name: x\nexperiment: synthetic\ngrid: {context_length: [8], data_size: [10], seed: [0]}\nextra: 1\n")
+    # a fresh process of its own: no Ray of this test session (or the machine's RAY_ADDRESS) reaches it
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     proc = subprocess.run([sys.executable, "-m", "ctxscale.cli", "sweep", str(path), "--results", str(tmp_path / "r")],
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=60, env=env, stdin=subprocess.DEVNULL)
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"ctxscale: error: {path}: extra: unknown key"
     assert "Traceback" not in proc.stderr and not (tmp_path / "r").exists()

@@ -1,6 +1,6 @@
 """Loading a causal LM and measuring its final-token cross-entropy and hidden state, batched.
 
-Lean by construction (see ../shared/notes/gpu.md): bf16 on GPUs, SDPA attention,
+Lean by construction: bf16 on GPUs, SDPA attention (`torch.nn.functional.scaled_dot_product_attention`),
 `torch.inference_mode()`, fixed-length unpadded batches, and `logits_to_keep=1` so the
 (batch x T x vocabulary) logits tensor of every position is never built (8.4 GB in float32 for one
 batch of eight 2,048-token sequences with Llama-3's 128k vocabulary). The hidden state is taken

@@ -6,13 +6,15 @@ names the file and the offending field; dotted overrides (`training.lr=1e-3`) ar
 from __future__ import annotations
 
 import copy
+import difflib
 import re
 import sys
+import typing
 from pathlib import Path
 from typing import Sequence, Union
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from .common import Grid, Resources, SpecError
 from .gpt import GPTSpec
@@ -33,6 +35,18 @@ def _field_path(loc: tuple) -> str:
     return ".".join(str(part) for part in loc if not str(part).startswith("function-"))
 
 
+def _did_you_mean(model: type, loc: tuple) -> str:
+    """' (did you mean `lr`?)' where an unknown key at `loc` is a near miss of a field of its section."""
+    *sections, key = [str(part) for part in loc]
+    for part in sections:  # parts that name no field (a union member's tag) leave the model as it is
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is not None:
+            model = next((t for t in (field.annotation, *typing.get_args(field.annotation))
+                          if isinstance(t, type) and issubclass(t, BaseModel)), None)
+    close = difflib.get_close_matches(key, list(getattr(model, "model_fields", {})), n=1)
+    return f" (did you mean `{close[0]}`?)" if close else ""
+
+
 def parse_spec(raw: object, source: str = "spec") -> AnySpec:
     """Validate an already-parsed mapping (e.g. from YAML) and return the typed spec."""
     if not isinstance(raw, dict):
@@ -49,7 +63,7 @@ def parse_spec(raw: object, source: str = "spec") -> AnySpec:
         message = first["msg"].removeprefix("Value error, ")
         more = f" (and {err.error_count() - 1} more problems)" if err.error_count() > 1 else ""
         if first["type"] == "extra_forbidden":
-            message = "unknown key"
+            message = "unknown key" + _did_you_mean(EXPERIMENTS[experiment], first["loc"])
         # cross-field checks have no location of their own; their message names the fields
         where = _field_path(first["loc"])
         raise SpecError(f"{source}: {where + ': ' if where else ''}{message}{more}") from None

@@ -1,8 +1,9 @@
 """What a sweep shows while it runs, and where its live curves go: Tune callbacks on the driver.
 
-- `SweepProgress` prints, at most every `every_s` seconds and only when something moved, one table with one row per grid point (its
-  trial id, flat `context_length`, `data_size`, `seed`, its packed group when points share a
-  trial, and the latest metrics), and one line per point as it finishes, with its best loss.
+- `SweepProgress` prints one line per point as it finishes, with its best loss, and at most every
+  `every_s` seconds, when something moved, one compact table (`tables.progress_table`): the points
+  by status, then a row per data size with how many are done, the best loss so far and the
+  running points' latest evaluation.
   Ray Tune's own console output (a config box and a result box per trial) stays off unless the
   sweep runs with `--verbose`; the full detail of every point is in the store either way.
 - `TensorBoardCurves` writes each point's reports as TensorBoard scalars under
@@ -19,13 +20,12 @@ import time
 from pathlib import Path
 from typing import Optional
 
-import pandas as pd
 from ray import tune
 from ray.tune.result import AUTO_RESULT_KEYS
 
 FINISHED = ("ok", "diverged")
-# the metrics a row of the table shows, in this order, where a sweep's reports carry them
-METRIC_COLUMNS = ("epoch", "step", "train_loss", "val_loss", "best_val_loss")
+COORDINATES = ("model", "context_length", "data_size", "seed")  # of a point, where it has them
+METRICS = ("epoch", "step", "val_loss")  # what the table shows of a running point
 BEST_LOSS = ("best_val_loss", "ce")  # what a finished point's line reports, the first present
 
 
@@ -69,14 +69,11 @@ class SweepProgress(tune.Callback):
 
     def __init__(self, groups: dict[str, list[dict]], every_s: float = 30.0, out=None):
         self.groups, self.every_s, self.out = groups, every_s, out
-        self.rows: dict[str, dict] = {}
-        packed = any(len(group) > 1 for group in groups.values())
-        for name, group in groups.items():
+        self.points: dict[str, dict] = {}  # point id -> its coordinates, status and latest metrics
+        for group in groups.values():
             for point in group:
-                coordinates = {k: point[k] for k in ("model", "context_length", "data_size", "seed") if k in point}
-                self.rows[point["trial_id"]] = {"trial_id": point["trial_id"], **coordinates,
-                                                **({"group": name} if packed else {}), "status": "pending"}
-        self.metrics: list[str] = []
+                coordinates = {k: point[k] for k in COORDINATES if k in point}
+                self.points[point["trial_id"]] = {**coordinates, "status": "pending"}
         self.started = time.monotonic()
         self.last_table = self.started  # the first table after `every_s`: a short sweep needs none
         self.changed = False  # a table only when something moved since the last one
@@ -85,12 +82,12 @@ class SweepProgress(tune.Callback):
         print(text, file=self.out or sys.stdout, flush=True)
 
     def _finished(self) -> int:
-        return sum(row["status"] not in ("pending", "running") for row in self.rows.values())
+        return sum(point["status"] not in ("pending", "running") for point in self.points.values())
 
     def on_trial_start(self, iteration, trials, trial, **info):
         for point in self.groups[trial_name(trial)]:
-            if self.rows[point["trial_id"]]["status"] == "pending":
-                self.rows[point["trial_id"]]["status"] = "running"
+            if self.points[point["trial_id"]]["status"] == "pending":
+                self.points[point["trial_id"]]["status"] = "running"
                 self.changed = True
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
@@ -98,17 +95,15 @@ class SweepProgress(tune.Callback):
             self._point_result(point_id, metrics)
 
     def _point_result(self, point_id: str, result: dict) -> None:
-        row = self.rows[point_id]
+        point = self.points[point_id]
         self.changed = True
-        for key in METRIC_COLUMNS:
-            if isinstance(result.get(key), (int, float)):
-                row[key] = result[key]
-                if key not in self.metrics:
-                    self.metrics.append(key)
+        point.update({key: result[key] for key in METRICS if isinstance(result.get(key), (int, float))})
+        loss = best_loss(result)
+        if loss is not None:
+            point["best"] = loss
         status = result.get("status")
-        if status in FINISHED and row["status"] not in FINISHED:
-            row["status"] = status
-            loss = best_loss(result)
+        if status in FINISHED and point["status"] not in FINISHED:
+            point["status"] = status
             at = next((f" at {key.removeprefix('best_')} {result[key]:g}" for key in ("best_step", "best_epoch")
                        if isinstance(result.get(key), (int, float))), "")
             self._line(point_id, status, f"{loss[0]} {loss[1]:.4f}{at}" if loss else "")
@@ -121,13 +116,13 @@ class SweepProgress(tune.Callback):
 
     def _close(self, trial, status: str) -> None:
         for point in self.groups[trial_name(trial)]:
-            if self.rows[point["trial_id"]]["status"] in ("pending", "running"):
-                self.rows[point["trial_id"]]["status"] = "failed"
+            if self.points[point["trial_id"]]["status"] in ("pending", "running"):
+                self.points[point["trial_id"]]["status"] = "failed"
                 self.changed = True
                 self._line(point["trial_id"], status, "its error is in the store")
 
     def _line(self, point_id: str, status: str, detail: str) -> None:
-        self._print(f"[{_clock(time.monotonic() - self.started)}] {self._finished()}/{len(self.rows)} "
+        self._print(f"[{_clock(time.monotonic() - self.started)}] {self._finished()}/{len(self.points)} "
                     f"{point_id} {status}{': ' + detail if detail else ''}")
 
     def on_step_end(self, iteration, trials, **info):
@@ -136,19 +131,10 @@ class SweepProgress(tune.Callback):
             self._print(self.table())
 
     def table(self) -> str:
-        """The progress table: a status line, then one row per point."""
-        frame = pd.DataFrame(list(self.rows.values()))
-        for key in self.metrics:
-            values = pd.to_numeric(frame[key], errors="coerce") if key in frame else pd.Series(math.nan, frame.index)
-            whole = bool((values.dropna() % 1 == 0).all())  # epochs and steps without ".0000"
-            frame[key] = values.astype("Int64") if whole else values
-        counts = frame["status"].value_counts()
-        summary = ", ".join(f"{counts[s]} {s}" for s in ("running", "pending", "ok", "diverged", "failed") if s in counts)
-        frame = frame[[c for c in frame.columns if c not in METRIC_COLUMNS] + self.metrics]
-        with pd.option_context("display.width", 250, "display.max_columns", 30, "display.max_rows", 1000,
-                               "display.float_format", "{:.4f}".format):
-            body = frame.to_string(index=False, na_rep="")
-        return f"\n== {_clock(time.monotonic() - self.started)} elapsed: {len(frame)} points, {summary}\n{body}"
+        """The progress table: a line of counts by status, then one row per data size (or model)."""
+        from ..tables import progress_table
+
+        return progress_table(list(self.points.values()), _clock(time.monotonic() - self.started))
 
 
 def _scalars(metrics: dict, prefix: str = "") -> dict[str, float]:

@@ -37,6 +37,7 @@ from typing import Any, Optional
 
 import ray
 from ray import tune
+from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from ray.tune.result import AUTO_RESULT_KEYS
 
 from .. import files, store
@@ -339,7 +340,8 @@ class SweepPlan:
     def _fit(self, tuner: tune.Tuner) -> None:
         callback = self.store_callback
         try:
-            tuner.fit()
+            with _tune_logs_without_tensorboard():
+                tuner.fit()
         except Exception as err:
             if callback.storage_error is None:
                 raise
@@ -397,7 +399,7 @@ class SweepPlan:
                 trainable, {"CPU": resources.cpus_per_trial, "GPU": resources.gpus_per_trial})
         tensorboard = self.results_dir / spec.name / "tensorboard"
         callbacks = [self._new_store_callback(groups),
-                     TensorBoardCurves(tensorboard, groups),
+                     TensorBoardCurves(tensorboard, groups), JsonLoggerCallback(), CSVLoggerCallback(),
                      *tracking_callbacks(spec, groups, self.results_dir / spec.name)]
         if verbose:
             callbacks.append(SweepProgress(groups))
@@ -424,6 +426,22 @@ class SweepPlan:
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             ),
         )
+
+
+@contextlib.contextmanager
+def _tune_logs_without_tensorboard():
+    """Tune's JSON and CSV logs of each trial (passed as callbacks), without the TensorBoard logger
+    Tune adds by default: it warns at every report of a packed trial (its points, a list), and
+    `TensorBoardCurves` writes each point's curves instead. Tune reads the switch when `fit` starts."""
+    before = os.environ.get("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS")
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", None)
+        else:
+            os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = before
 
 
 def _param_space(groups: dict[str, list[dict]]) -> dict:

@@ -7,7 +7,7 @@ id, grouped by sweep (the W&B group, the MLflow experiment), with the flat grid 
 each point's metrics are logged under its own prefix (`l24/val_loss`), so the curves stay apart.
 
 Their packages are optional extras (`pip install 'ctxscale[wandb]'`, `'ctxscale[mlflow]'`):
-`check_tracking` says which is missing, in one line, before Ray starts.
+`check_tracking` says which is missing, in one line, before Ray is imported.
 """
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ import os
 from pathlib import Path
 
 from ..spec.common import SpecError
-from .progress import point_reports, trial_name
 
 PACKAGES = {"wandb": "wandb", "mlflow": "mlflow"}  # tracking key -> the module it imports
 
@@ -36,6 +35,8 @@ def _per_point(result: dict, group: list[dict]) -> dict:
         return result
     from ray.tune.result import AUTO_RESULT_KEYS
 
+    from .progress import point_reports
+
     length = {p["trial_id"]: p["context_length"] for p in group}
     flat = {k: v for k, v in result.items() if k in AUTO_RESULT_KEYS or k == "config"}
     for point_id, metrics in point_reports(group, result):
@@ -47,6 +48,8 @@ def _per_point(result: dict, group: list[dict]) -> dict:
 def tracking_callbacks(spec, groups: dict[str, list[dict]], sweep_dir) -> list:
     """Ray's logger callbacks for the spec's `tracking:` section (none when it has none). W&B keeps
     its local files (offline runs to `wandb sync`) in `<sweep_dir>/wandb/`."""
+    from .progress import trial_name
+
     check_tracking(spec)
     tracking = getattr(spec, "tracking", None)
     callbacks = []

@@ -1,0 +1,131 @@
+"""Where a sweep launched from the command line runs: the results folder, checked before any work,
+and the Ray it joins or starts, with Ray's console kept to what needs the user.
+
+Ray's and Tune's own switches (documented environment variables) do the quieting; each is set
+with `setdefault`, so a user's own setting wins, and before Ray is imported, where Ray reads it:
+
+- `TUNE_WARN_THRESHOLD_S`: Tune warns when one step of its loop takes longer ("... may be a
+  performance bottleneck"); ctxscale's store callback writes Parquet inside that step by design.
+- `TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S`: keeping one checkpoint per trial
+  makes Tune snapshot its state often, and warn each time.
+- `RAY_AUTH_MODE=token` for a Ray started here: the default Ray would choose anyway, stated, so
+  that Ray does not announce it (a cluster's own mode is `cluster_auth`'s affair).
+Ray's INFO lines from the trial processes are kept out by `quiet_worker_logs`, and Tune's
+TensorBoard logger, which warns about every packed report, is left out in `sweep.runner`.
+
+Library callers (a notebook, a test) start Ray themselves: `sweep.runner` never calls `ray.init`.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+from ..errors import UserError
+
+QUIET_TUNE = {"TUNE_WARN_THRESHOLD_S": "60", "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0"}
+
+
+class ClusterError(UserError):
+    pass
+
+
+def cluster_address(address: str | None) -> str | None:
+    return address or os.environ.get("RAY_ADDRESS") or None
+
+
+def quiet_ray_console(address: str | None) -> None:
+    """Set Ray's console switches (see the module docstring); call before Ray is imported."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    for key, value in QUIET_TUNE.items():
+        os.environ.setdefault(key, value)
+    cluster_auth(address)
+    if cluster_address(address) is None:
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
+
+
+def cluster_auth(address: str | None) -> None:
+    """Ray >= 2.59 clusters from `ray start` want a token, and read RAY_AUTH_MODE when Ray is
+    imported: where a cluster address and a token are at hand, say so before anything imports Ray."""
+    has_token = os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH") or \
+        Path("~/.ray/auth_token").expanduser().is_file()
+    if cluster_address(address) and has_token:
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
+
+
+def _resources_line(resources: dict) -> str:
+    """'2 CPUs, 1 GPU, 14.8 GiB memory': what trials can ask for, as a reader counts it."""
+    parts = [f"{resources.get('CPU', 0):g} CPUs"]
+    if resources.get("GPU"):
+        parts.append(f"{resources['GPU']:g} GPU{'s' if resources['GPU'] != 1 else ''}")
+    if resources.get("memory"):
+        parts.append(f"{resources['memory'] / 1024**3:.1f} GiB memory")
+    return ", ".join(parts)
+
+
+def quiet_worker_logs() -> None:
+    """Ray's worker-setup hook (`runtime_env["worker_process_setup_hook"]`): Ray Tune's and Ray
+    Train's INFO lines in trial processes ("Checkpoint successfully created at: ...", one per
+    checkpoint) stay out of the driver's console; their warnings and the trials' own prints reach it."""
+    for name in ("ray.train", "ray.tune"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def start_ray(address: str | None, quiet: bool = False, verbose: bool = False) -> list[str]:
+    """Connect to `address` (or RAY_ADDRESS), else start a local Ray in this process; where this
+    process has Ray already (a notebook or a test calling the CLI's `main`), use that. Returns the
+    lines that say where the sweep runs. `verbose` keeps Ray's INFO lines from the trials."""
+    quiet_ray_console(address)
+    import ray
+
+    if ray.is_initialized():
+        return []
+    # NVLink multicast off in every process, Ray workers included (see the GPU notes)
+    os.environ.setdefault("NCCL_NVLS_ENABLE", "0")
+    cluster = cluster_address(address)
+    try:
+        # a Ray started here serves its dashboard on this machine only (a cluster's is its own affair)
+        context = ray.init(address=cluster, **({} if cluster else {"dashboard_host": "127.0.0.1"}),
+                           runtime_env={"env_vars": {"NCCL_NVLS_ENABLE": "0"},
+                                        **({} if verbose else {"worker_process_setup_hook": f"{__name__}.quiet_worker_logs"})},
+                           # --quiet: not even Tune's warnings (Ctrl-C's advice to call Tuner.restore is not
+                           # ctxscale's way: running the same command again is)
+                           logging_level="ERROR" if quiet else "WARNING", configure_logging=True,
+                           log_to_driver=not quiet)  # failed trials keep their error in the store either way
+    except (ConnectionError, RuntimeError) as err:
+        detail = str(err).strip().splitlines()[-1][:300]
+        raise ClusterError(f"--address {cluster}: cannot connect to the Ray cluster ({detail}). A cluster "
+                           "started with `ray start` uses token authentication: set RAY_AUTH_MODE=token and "
+                           "give its token (~/.ray/auth_token or RAY_AUTH_TOKEN)") from None
+    where = f"cluster at {context.address_info.get('gcs_address', cluster)}" if cluster else \
+        "local Ray started in this process"
+    lines = [f"ctxscale: running on {where} ({_resources_line(ray.cluster_resources())})"]
+    if context.dashboard_url and not quiet:
+        lines.append(f"ctxscale: Ray dashboard at http://{context.dashboard_url}")
+    return lines
+
+
+def _job_working_dir() -> str | None:
+    """The temporary working directory of a `ray job submit --working-dir` job this process runs as."""
+    job = json.loads(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR") or "{}")
+    return (job.get("runtime_env") or {}).get("working_dir")
+
+
+def results_folder(spec, results: str | None) -> Path:
+    """The results folder (`results` over the spec's), absolute, checked readable before any work."""
+    from .. import store
+    from ..spec.common import results_root
+
+    folder = results_root(spec.resources, results)
+    storage = spec.resources.storage_path
+    for what, path in (("results folder", str(folder)), ("resources.storage_path", storage)):
+        if path and "://" not in path and not Path(path).is_absolute() and _job_working_dir():
+            # `ray job submit --working-dir` runs us in a temporary copy that Ray deletes: files there are lost
+            raise ClusterError(f"{what} {path}: a relative path inside a Ray job runs in the job's temporary "
+                               f"working directory ({Path.cwd()}); give an absolute one, e.g. --results \"$PWD/results\"")
+    folder = folder.absolute()  # made absolute at launch: trials and callbacks write where the user asked
+    if folder.exists() and not folder.is_dir():
+        raise ClusterError(f"--results {folder}: exists and is not a folder")
+    store.check_readable(folder, spec.name)  # a corrupt store stops us before any work
+    return folder
