@@ -24,6 +24,8 @@ on CUDA, in bfloat16, where Triton imports; `usable` says when.
 from __future__ import annotations
 
 import os
+import warnings
+from typing import Optional
 
 import torch
 from torch import nn
@@ -45,10 +47,12 @@ def usable(model, device: torch.device, bf16: bool) -> bool:
     """Whether `member_losses` can evaluate `model` (a StackedModel) on `device`.
 
     CTXSCALE_FUSED_EVAL=0 turns it off (the eager path then runs, as before it existed)."""
-    if os.environ.get("CTXSCALE_FUSED_EVAL", "1") == "0" or triton is None:
+    if os.environ.get("CTXSCALE_FUSED_EVAL", "1") == "0" or triton is None or _FAILED:
         return False
     interpreted = os.environ.get("TRITON_INTERPRET") == "1"  # Triton's CPU interpreter (the tests)
-    if not ((device.type == "cuda" and bf16) or interpreted):
+    # bfloat16 tensor-core products need compute capability 8.0 (Ampere) or later
+    on_gpu = device.type == "cuda" and bf16 and torch.cuda.get_device_capability(device)[0] >= 8
+    if not (on_gpu or interpreted):
         return False
     layers = list(getattr(model.template, "net", []))
     if not isinstance(model.template, MLP) or tuple(type(layer) for layer in layers) != _SHAPE:
@@ -80,10 +84,15 @@ def _prepared_weights(model, dtype: torch.dtype) -> dict[str, torch.Tensor]:
     }
 
 
+_FAILED: list[str] = []  # the error of a kernel that failed to build or run in this process
+
+
 @torch.no_grad()
 def member_losses(model, bits: torch.Tensor, task_index: torch.Tensor, labels: torch.Tensor,
-                  rows: torch.Tensor, signed: bool = False, dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
-    """Each member's binary cross-entropy (nats, float32) on each of `rows`: (M, len(rows)).
+                  rows: torch.Tensor, signed: bool = False, dtype: torch.dtype = torch.bfloat16) -> Optional[torch.Tensor]:
+    """Each member's binary cross-entropy (nats, float32) on each of `rows`: (M, len(rows)); None
+    (with a warning, once, and `usable` false from then on) if the kernel fails to build or run,
+    so that the caller takes the eager pass instead of losing the trial.
 
     bits (N, >= model.width) uint8 0/1, task_index (N,), labels (N,) float32: a split's device
     tensors; `signed` feeds the bits as -1/+1. `dtype`: the products' operands (bfloat16; the
@@ -97,13 +106,18 @@ def member_losses(model, bits: torch.Tensor, task_index: torch.Tensor, labels: t
         return out
     slope = model.template.net[1].negative_slope
     grid = lambda meta: (triton.cdiv(len(rows), meta["ROWS"]), members)  # noqa: E731
-    _kernel()[grid](
-        bits, bits.stride(0), rows, task_index, labels, len(rows), model.width, weights["c1"].shape[1], slope,
-        weights["w1"], weights["c1"], weights["w2"], weights["b2"], weights["w3"], weights["b3"],
-        weights["w4"], weights["b4"], out,
-        H1=hidden1, H2=hidden2, H3=hidden3, KB=bits_columns, H2P=triton.next_power_of_2(hidden2),
-        SIGNED=signed, DTYPE=tl.bfloat16 if dtype == torch.bfloat16 else tl.float32,
-    )
+    try:
+        _kernel()[grid](
+            bits, bits.stride(0), rows, task_index, labels, len(rows), model.width, weights["c1"].shape[1], slope,
+            weights["w1"], weights["c1"], weights["w2"], weights["b2"], weights["w3"], weights["b3"],
+            weights["w4"], weights["b4"], out,
+            H1=hidden1, H2=hidden2, H3=hidden3, KB=bits_columns, H2P=triton.next_power_of_2(hidden2),
+            SIGNED=signed, DTYPE=tl.bfloat16 if dtype == torch.bfloat16 else tl.float32,
+        )
+    except Exception as error:  # a Triton build or launch error: Triton's exceptions share no base class
+        _FAILED.append(f"{type(error).__name__}: {error}")
+        warnings.warn(f"the fused validation kernel failed ({_FAILED[-1][:500]}); validating layer by layer")
+        return None
     return out
 
 
@@ -146,7 +160,7 @@ def _mlp_bce(bits_ptr, bits_stride, rows_ptr, task_ptr, labels_ptr, n_rows, widt
     middle = tl.arange(0, H2P)
     # the bottleneck's sum, built one slice of the first layer's outputs at a time
     acc = tl.zeros((ROWS, H2P), dtype=tl.float32)
-    for start in tl.static_range(0, H1, SLICE):
+    for start in range(0, H1, SLICE):
         units = start + tl.arange(0, SLICE)
         w1 = tl.load(w1_ptr + member * H1 * KB + units[:, None] * KB + columns[None, :],
                      mask=units[:, None] < H1, other=0.0)  # (SLICE, KB)
@@ -160,7 +174,7 @@ def _mlp_bce(bits_ptr, bits_stride, rows_ptr, task_ptr, labels_ptr, n_rows, widt
     acc += tl.load(b2_ptr + member * H2 + middle, mask=middle < H2, other=0.0)[None, :]
     bottleneck = acc.to(DTYPE)  # (ROWS, H2P)
     logit = tl.zeros((ROWS,), dtype=tl.float32)
-    for start in tl.static_range(0, H3, SLICE):
+    for start in range(0, H3, SLICE):
         units = start + tl.arange(0, SLICE)
         w3 = tl.load(w3_ptr + member * H3 * H2 + units[:, None] * H2 + middle[None, :],
                      mask=(units[:, None] < H3) & (middle[None, :] < H2), other=0.0)  # (SLICE, H2P)

@@ -126,6 +126,7 @@ def _evaluate(model, split: _Split, rank: int, world: int, device,
     if fused:
         all_losses = fused_eval.member_losses(model, split.bits, split.task_index, split.labels, rows, split.signed,
                                                dtype=torch.bfloat16 if bf16 else torch.float32)
+        fused = all_losses is not None  # None: the kernel failed (and warned): the eager pass instead
     for start in range(0, len(rows), chunk):
         chunk_rows = rows[start:start + chunk]
         if fused:
