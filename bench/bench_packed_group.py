@@ -3,13 +3,13 @@ and the eager validation pass against the fused one (`ctxscale.train.fused_eval`
 
 Part 1: one group of 12 members at 2M rows, seconds per training epoch and per validation pass in
 each of `--settings` (full float32, TF32, bfloat16 autocast: `training.precision`); in bfloat16 each
-of `--eval` (eager: layer by layer; fused: one kernel), with the largest difference between their
+of `--eval` (eager: layer by layer; lean: library kernels, fewer passes; fused: one kernel), with the largest difference between their
 losses, then a table of the GPU kernels of 10 steps and one validation pass.
 Part 2: whole groups (100k, 400k, 2M rows, seed 0) in each `--whole` setting and `--eval` way:
 epochs, each member's stopping and best epoch and best loss side by side, wall time. Writes
 $OUT/probe_log.json (every epoch's members).
 
-    python bench/bench_packed_group.py [--settings bf16] [--whole bf16] [--eval eager fused]   # CUDA
+    python bench/bench_packed_group.py [--settings bf16] [--whole bf16] [--eval eager lean fused]   # CUDA
 """
 import argparse
 import json
@@ -29,8 +29,8 @@ parser.add_argument("--settings", nargs="*", default=["fp32", "tf32", "bf16"], c
                     help="settings to time an epoch and a validation pass in (part 1)")
 parser.add_argument("--whole", nargs="*", default=["tf32"], choices=["fp32", "tf32", "bf16"],
                     help="settings to train whole groups in (part 2)")
-parser.add_argument("--eval", nargs="+", default=["eager", "fused"], choices=["eager", "fused"],
-                    help="validation passes to compare (fused: bfloat16 on CUDA only)")
+parser.add_argument("--eval", nargs="+", default=["eager", "lean", "fused"], choices=["eager", "lean", "fused"],
+                    help="validation passes to compare, the first the reference (fused_eval.choose_pass)")
 args = parser.parse_args()
 out = os.environ.get("OUT", "/tmp")
 # setting -> (training.tf32, training.precision)
@@ -48,8 +48,8 @@ def points(D, setting="tf32", seed=0, epochs=200):
     return expand_grid(parse_spec(r))
 
 def use(way):
-    """Which validation pass `_evaluate` takes (fused_eval reads this on every call)."""
-    os.environ["CTXSCALE_FUSED_EVAL"] = "1" if way == "fused" else "0"
+    """Which validation pass `_evaluate` takes (fused_eval.choose_pass reads this on every call)."""
+    os.environ["CTXSCALE_EVAL_PASS"] = way
 
 def sync():
     torch.cuda.synchronize()
@@ -76,8 +76,9 @@ for setting in args.settings:
     run = loop.setup_synthetic(points(2_000_000, setting), data)
     M, steps = len(run.points), len(run.train) // 10_000
     ways = args.eval if setting == "bf16" else ["eager"]
-    if "fused" in ways:
-        print(f"fused validation usable here: {fused_eval.usable(run.model, run.device, bf16=True)}", flush=True)
+    for way in ways:
+        use(way)
+        print(f"asked for the {way} pass, got {fused_eval.choose_pass(run.model, run.device, bf16=True)}", flush=True)
     for rep in range(2):
         sync(); t0 = time.perf_counter()
         perm = torch.randperm(len(run.train), generator=run.order).to(run.device)
@@ -89,12 +90,12 @@ for setting in args.settings:
         for way in ways:
             seconds, results[way] = timed_eval(run, way)
             if way == "fused" and fused_eval._FAILED:
-                raise SystemExit(f"the fused kernel failed: {fused_eval._FAILED[0]}")
+                line += f" [the fused kernel FAILED, these are the eager pass's: {fused_eval._FAILED[0][:300]}]"
             line += f", eval {way} {seconds:.4f} s ({M * len(run.val) * flops_per_row() / seconds / 1e12:.0f} TFLOP/s)"
-        if len(results) == 2:
-            (a, b) = results.values()
-            line += (f"; max |d val loss| {max(abs(x[0] - y[0]) for x, y in zip(a, b)):.2e}, max |d task loss| "
-                     f"{max(abs(p - q) for x, y in zip(a, b) for p, q in zip(x[1], y[1])):.2e}")
+        a = results[ways[0]]
+        for way, b in list(results.items())[1:]:
+            line += (f"; {way} - {ways[0]}: max |d val loss| {max(abs(x[0] - y[0]) for x, y in zip(a, b)):.2e}, "
+                     f"max |d task loss| {max(abs(p - q) for x, y in zip(a, b) for p, q in zip(x[1], y[1])):.2e}")
         print(line, flush=True)
     if setting == "bf16":  # where the GPU time goes: 10 training steps, then one validation pass each way
         for way in ways:
@@ -134,13 +135,14 @@ for setting, D, limit in [(s, D, limit) for s in args.whole for D, limit in ((10
         print(f"{setting} {way} D={D}: {state} at epoch {mine[-1]['epoch']} in {time.perf_counter() - t0:.1f} s", flush=True)
         # member -> (stopping epoch, best epoch, best val loss)
         ends[setting, way, D] = {m[0]: (e["epoch"], m[2], m[4]) for e in mine for m in e["members"] if m[3] != "running"}
-    if len(ways) == 2:
-        a, b = ends[setting, "eager", D], ends[setting, "fused", D]
-        print(f"  {'member':>6} | eager: stop, best epoch, best loss | fused: stop, best epoch, best loss | d best loss")
+    for way in ways[1:]:
+        a, b = ends[setting, ways[0], D], ends[setting, way, D]
+        print(f"  {'member':>6} | {ways[0]}: stop, best epoch, best loss | {way}: stop, best epoch, best loss | d best loss")
         for member in sorted(a, key=lambda name: int(name[1:])):
             x, y = a[member], b.get(member, (None, None, float("nan")))
-            print(f"  {member:>6} | {x[0]:>4} {x[1]:>4} {x[2]:.6f} | {y[0]:>4} {y[1]:>4} {y[2]:.6f} | {y[2] - x[2]:+.2e}")
-        print(f"  same stopping and best epochs: {all(a[m][:2] == b.get(m, (None, None))[:2] for m in a)}", flush=True)
-    else:
+            print(f"  {member:>6} | {x[0]} {x[1]} {x[2]:.6f} | {y[0]} {y[1]} {y[2]:.6f} | {y[2] - x[2]:+.2e}")
+        print(f"  {way}: same stopping and best epochs as {ways[0]}: "
+              f"{all(a[m][:2] == b.get(m, (None, None))[:2] for m in a)}", flush=True)
+    if len(ways) == 1:
         print("  stopped (member: epoch, best epoch, best val loss):", ends[setting, ways[0], D], flush=True)
 json.dump(log, open(f"{out}/probe_log.json", "w"))

@@ -217,12 +217,32 @@ def fused_kernel_against_eager() -> None:
 
     for signed in (False, True):
         stacked, bits, task, labels, rows, inputs, control = _fused_eval_case(signed)
-        assert fused_eval.usable(stacked, torch.device("cpu"), bf16=False)
+        assert fused_eval.choose_pass(stacked, torch.device("cpu"), bf16=False) == "fused"
         fused = fused_eval.member_losses(stacked, bits, task, labels, rows, signed, dtype=torch.float32)
         with torch.no_grad():
             logits = stacked(inputs, control)
         eager = F.binary_cross_entropy_with_logits(logits, labels[rows].expand_as(logits), reduction="none")
         torch.testing.assert_close(fused, eager, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("signed", [False, True])
+def test_the_lean_validation_pass_computes_the_eager_losses(signed, monkeypatch):
+    """Rows task by task with the control as a bias, the bottleneck composed with its neighbour:
+    in float32 the eager stack's losses up to rounding, each in its row's place."""
+    from ctxscale.train import fused_eval
+
+    stacked, bits, task, labels, rows, inputs, control = _fused_eval_case(signed)
+    monkeypatch.setenv("CTXSCALE_EVAL_PASS", "lean")
+    assert fused_eval.choose_pass(stacked, torch.device("cpu"), bf16=False) == "lean"
+    lean = fused_eval.lean_member_losses(stacked, bits, task, labels, rows, signed, chunk=4, dtype=torch.float32)
+    with torch.no_grad():
+        logits = stacked(inputs, control)
+    eager = F.binary_cross_entropy_with_logits(logits, labels[rows].expand_as(logits), reduction="none")
+    torch.testing.assert_close(lean, eager, rtol=1e-5, atol=1e-6)
+    monkeypatch.setenv("CTXSCALE_EVAL_PASS", "eager")
+    assert fused_eval.choose_pass(stacked, torch.device("cpu"), bf16=False) == "eager"
+    monkeypatch.delenv("CTXSCALE_EVAL_PASS")  # the default on a CPU: layer by layer, as before
+    assert fused_eval.choose_pass(stacked, torch.device("cpu"), bf16=True) == "eager"
 
 
 def test_the_fused_validation_kernel_computes_the_eager_losses():
@@ -232,7 +252,7 @@ def test_the_fused_validation_kernel_computes_the_eager_losses():
     pytest.importorskip("triton")
     tests = Path(__file__).parent
     code = f"import sys; sys.path.insert(0, {str(tests)!r}); import test_packing; test_packing.fused_kernel_against_eager()"
-    proc = subprocess.run([sys.executable, "-c", code], env=os.environ | {"TRITON_INTERPRET": "1"},
+    proc = subprocess.run([sys.executable, "-c", code], env=os.environ | {"TRITON_INTERPRET": "1", "CTXSCALE_EVAL_PASS": "fused"},
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
@@ -247,7 +267,7 @@ def test_the_fused_validation_kernel_in_bfloat16_on_a_gpu():
     stacked, bits, task, labels, rows, inputs, control = _fused_eval_case(signed=False)
     stacked, bits, task, labels, rows, inputs, control = (
         x.cuda() for x in (stacked, bits, task, labels, rows, inputs, control))
-    assert fused_eval.usable(stacked, torch.device("cuda"), bf16=True)
+    assert fused_eval.choose_pass(stacked, torch.device("cuda"), bf16=True) == "fused"
     fused = fused_eval.member_losses(stacked, bits, task, labels, rows)
     with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
         logits = stacked(inputs, control).float()

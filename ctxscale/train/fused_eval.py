@@ -19,18 +19,22 @@ Numbers: products in bfloat16 with float32 sums, as autocast's; activations and 
 to bfloat16 where autocast's kernels write them; bias and LeakyReLU applied to the float32 sum
 before rounding (the eager path rounds the product first). Each loss differs from the eager pass's
 by bfloat16 rounding. Only for the MLP with hidden widths [h1, h2 < h1, h3] (the study's shape),
-on CUDA, in bfloat16, where Triton imports; `usable` says when.
+on CUDA, in bfloat16, where Triton imports; `choose_pass` says when. `lean_member_losses` is a
+middle way with library kernels (cuBLAS products, compiled epilogues).
 """
 from __future__ import annotations
 
+import functools
 import os
 import warnings
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from ..models.mlp import MLP
+from . import packed
 
 try:  # Triton comes with CUDA builds of torch; a CPU-only install has none
     import triton
@@ -43,21 +47,27 @@ except ImportError:  # pragma: no cover - depends on the installation
 _SHAPE = (nn.Linear, nn.LeakyReLU, nn.Linear, nn.Linear, nn.LeakyReLU, nn.Linear)
 
 
-def usable(model, device: torch.device, bf16: bool) -> bool:
-    """Whether `member_losses` can evaluate `model` (a StackedModel) on `device`.
+def choose_pass(model, device: torch.device, bf16: bool) -> str:
+    """Which validation pass `_evaluate` runs on `model` (a StackedModel): 'fused' (`member_losses`),
+    'lean' (`lean_member_losses`) or 'eager' (the stack layer by layer, as in training).
 
-    CTXSCALE_FUSED_EVAL=0 turns it off (the eager path then runs, as before it existed)."""
-    if os.environ.get("CTXSCALE_FUSED_EVAL", "1") == "0" or triton is None or _FAILED:
-        return False
+    By default 'fused' for the study's MLP shape in bfloat16 on a GPU with bfloat16 tensor cores
+    where Triton imports, else 'eager'. CTXSCALE_EVAL_PASS=eager, lean or fused chooses (where the
+    model has the shape; 'fused' on the CPU only under Triton's interpreter, TRITON_INTERPRET=1)."""
+    chosen = os.environ.get("CTXSCALE_EVAL_PASS", "")
+    if chosen not in ("", "eager", "lean", "fused"):
+        raise ValueError(f"CTXSCALE_EVAL_PASS must be eager, lean or fused, got {chosen!r}")
+    layers = list(getattr(model.template, "net", []))
+    if (chosen == "eager" or not isinstance(model.template, MLP) or tuple(map(type, layers)) != _SHAPE
+            or layers[1].negative_slope != layers[4].negative_slope):
+        return "eager"
+    if chosen == "lean":
+        return "lean"
     interpreted = os.environ.get("TRITON_INTERPRET") == "1"  # Triton's CPU interpreter (the tests)
     # bfloat16 tensor-core products need compute capability 8.0 (Ampere) or later
     on_gpu = device.type == "cuda" and bf16 and torch.cuda.get_device_capability(device)[0] >= 8
-    if not (on_gpu or interpreted):
-        return False
-    layers = list(getattr(model.template, "net", []))
-    if not isinstance(model.template, MLP) or tuple(type(layer) for layer in layers) != _SHAPE:
-        return False
-    return layers[1].negative_slope == layers[4].negative_slope and model.width <= 256
+    kernel_runs = triton is not None and not _FAILED and model.width <= 256
+    return "fused" if kernel_runs and (on_gpu or (interpreted and chosen == "fused")) else "eager"
 
 
 def _prepared_weights(model, dtype: torch.dtype) -> dict[str, torch.Tensor]:
@@ -91,7 +101,7 @@ _FAILED: list[str] = []  # the error of a kernel that failed to build or run in 
 def member_losses(model, bits: torch.Tensor, task_index: torch.Tensor, labels: torch.Tensor,
                   rows: torch.Tensor, signed: bool = False, dtype: torch.dtype = torch.bfloat16) -> Optional[torch.Tensor]:
     """Each member's binary cross-entropy (nats, float32) on each of `rows`: (M, len(rows)); None
-    (with a warning, once, and `usable` false from then on) if the kernel fails to build or run,
+    (with a warning, once, and 'eager' chosen from then on) if the kernel fails to build or run,
     so that the caller takes the eager pass instead of losing the trial.
 
     bits (N, >= model.width) uint8 0/1, task_index (N,), labels (N,) float32: a split's device
@@ -187,3 +197,63 @@ def _mlp_bce(bits_ptr, bits_stride, rows_ptr, task_ptr, labels_ptr, n_rows, widt
     # log-sum-exp safe binary cross-entropy with logits, as torch's
     loss = tl.maximum(logit, 0.0) - logit * label + tl.log(1.0 + tl.exp(-tl.abs(logit)))
     tl.store(out_ptr + member * n_rows + offsets, loss, mask=valid)
+
+
+def _head_losses(x: torch.Tensor, bias: torch.Tensor, weight: torch.Tensor, output_bias: torch.Tensor,
+                 labels: torch.Tensor, negative_slope: float) -> torch.Tensor:
+    """The last hidden layer's bias and LeakyReLU, the logit and its BCE from the product x (M, B, h3):
+    (M, B) float32. Compiled on a GPU, one kernel that reads x once (eager: four passes over it)."""
+    hidden = F.leaky_relu(x + bias.to(x.dtype).unsqueeze(1), negative_slope)
+    logit = (hidden.float() * weight.to(x.dtype).float().unsqueeze(1)).sum(dim=-1)
+    logit = (logit + output_bias.to(x.dtype).float()[:, None]).to(x.dtype).float()  # autocast's bfloat16 logit
+    return F.binary_cross_entropy_with_logits(logit, labels.expand_as(logit), reduction="none")
+
+
+@functools.cache
+def _compiled_head() -> Callable:
+    return torch.compile(_head_losses, dynamic=True)
+
+
+def _lean_weights(model, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """The first layer's bits columns, a per-task table (control column + bias) and the bottleneck's
+    two layers composed into one (no activation between them: W3 (W2 h + b2) + b3)."""
+    params = {name: param.detach() for name, param in zip(model.names, model.stacked)}
+    first = params["net.0.weight"] * model.input_mask  # (M, h1, width + tasks)
+    return {
+        "w1": first[:, :, :model.width].to(dtype),  # (M, h1, width)
+        "table": first[:, :, model.width:].transpose(1, 2) + params["net.0.bias"][:, None, :],  # (M, tasks, h1)
+        "w23": torch.bmm(params["net.3.weight"], params["net.2.weight"]).to(dtype),  # (M, h3, h1)
+        "b23": torch.bmm(params["net.3.weight"], params["net.2.bias"][:, :, None])[..., 0] + params["net.3.bias"],
+        "w4": params["net.5.weight"][:, 0], "b4": params["net.5.bias"][:, 0],  # the logit's row
+    }
+
+
+@torch.no_grad()
+def lean_member_losses(model, bits: torch.Tensor, task_index: torch.Tensor, labels: torch.Tensor,
+                       rows: torch.Tensor, signed: bool, chunk: int, dtype: torch.dtype) -> torch.Tensor:
+    """`member_losses` with library kernels: rows taken task by task, so the one-hot control is the
+    bias of that task's first layer (no 50 zero columns in the product); the 200-wide bottleneck and
+    its neighbour one 400 x 400 product; the last layer's epilogue, logit and BCE one compiled kernel.
+    On a GPU about 5 KB of activations per row and member cross memory, against 8 KB layer by layer."""
+    weights = _lean_weights(model, dtype)
+    slope = model.template.net[1].negative_slope
+    gpu = bits.is_cuda
+    bias_leaky_relu = packed._fused_bias_leaky_relu() if gpu else packed._bias_leaky_relu
+    head = _compiled_head() if gpu else _head_losses
+    tasks = task_index[rows]
+    order = torch.argsort(tasks, stable=True)
+    out = torch.empty(len(model.context_lengths), len(rows), dtype=torch.float32, device=bits.device)
+    start = 0
+    for task, count in enumerate(torch.bincount(tasks, minlength=weights["table"].shape[1]).tolist()):
+        for first in range(start, start + count, chunk):
+            positions = order[first:min(first + chunk, start + count)]
+            chunk_rows = rows[positions]
+            x = bits[chunk_rows, :model.width].to(dtype)
+            if signed:
+                x = x * 2 - 1
+            x = torch.bmm(x.expand(len(weights["w1"]), *x.shape), weights["w1"].transpose(1, 2))
+            x = bias_leaky_relu(x, weights["table"][:, task], slope)
+            x = torch.bmm(x, weights["w23"].transpose(1, 2))
+            out[:, positions] = head(x, weights["b23"], weights["w4"], weights["b4"], labels[chunk_rows], slope)
+        start += count
+    return out

@@ -111,9 +111,9 @@ def _evaluate(model, split: _Split, rank: int, world: int, device,
     the end: one host synchronisation per evaluation. `chunk`: rows per forward pass (default:
     `_EVAL_MEMBER_ROWS` over the number of members). `bf16`: the products under bfloat16 autocast
     (`training.precision`); the losses and sums are float32 and float64 either way. Where
-    `fused_eval.usable` (the study's MLP, CUDA, bfloat16) one kernel computes every row's losses
-    instead of the layer-by-layer pass (the same numbers up to bfloat16 rounding, 2M rows with
-    far less memory traffic).
+    `fused_eval.choose_pass` says (by default the study's MLP on CUDA in bfloat16) one kernel
+    computes every row's losses instead of the layer-by-layer pass (the same numbers up to
+    bfloat16 rounding, with far less memory traffic).
     """
     model.eval()
     members = len(getattr(model, "context_lengths", [None]))
@@ -122,11 +122,16 @@ def _evaluate(model, split: _Split, rank: int, world: int, device,
     task_count = torch.zeros(split.num_tasks, dtype=torch.float64, device=device)
     rows = torch.arange(rank, len(split), world, device=device)
     # the study's MLP on a GPU in bfloat16: one kernel for all layers and the loss (fused_eval)
-    fused = isinstance(model, StackedModel) and fused_eval.usable(model, device, bf16)
-    if fused:
-        all_losses = fused_eval.member_losses(model, split.bits, split.task_index, split.labels, rows, split.signed,
-                                               dtype=torch.bfloat16 if bf16 else torch.float32)
-        fused = all_losses is not None  # None: the kernel failed (and warned): the eager pass instead
+    way = fused_eval.choose_pass(model, device, bf16) if isinstance(model, StackedModel) else "eager"
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    all_losses = None
+    if way == "fused":  # None: the kernel failed (and warned): the eager pass instead
+        all_losses = fused_eval.member_losses(model, split.bits, split.task_index, split.labels, rows,
+                                              split.signed, dtype)
+    elif way == "lean":
+        all_losses = fused_eval.lean_member_losses(model, split.bits, split.task_index, split.labels, rows,
+                                                   split.signed, chunk, dtype)
+    fused = all_losses is not None
     for start in range(0, len(rows), chunk):
         chunk_rows = rows[start:start + chunk]
         if fused:
