@@ -2,7 +2,11 @@
 gives alone (the stacked model against the unpacked one, and a sweep with pack 1 against pack auto)."""
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -186,3 +190,87 @@ def test_the_bits_layer_narrows_when_the_longest_member_stops():
     alone = _member("mlp", 7)
     alone.load_state_dict(stacked.unstacked(best, 7))
     torch.testing.assert_close(alone(bits[:, :7], control), before[1])
+
+
+def _fused_eval_case(signed: bool):
+    """A 3-member stack of the study's MLP shape (widths not multiples of the kernel's slices) and
+    rows of a split: what the fused validation kernel and the eager stack both evaluate."""
+    lengths = [4, 7, 10]
+    members = []
+    for length in lengths:
+        torch.manual_seed(length)
+        members.append(build_model("mlp", length, NUM_TASKS, hidden=[40, 20, 40], negative_slope=0.1))
+    stacked = StackedModel(members, lengths)
+    generator = torch.Generator().manual_seed(0)
+    bits = torch.randint(0, 2, (70, 12), dtype=torch.uint8, generator=generator)  # wider than the stack
+    task = torch.randint(0, NUM_TASKS, (70,), generator=generator)
+    labels = torch.randint(0, 2, (70,), generator=generator).float()
+    rows = torch.arange(1, 70, 2)  # one DDP rank's rows
+    inputs = bits[rows, :10].float() * (2 if signed else 1) - (1 if signed else 0)
+    return stacked, bits, task, labels, rows, inputs, F.one_hot(task[rows], NUM_TASKS).float()
+
+
+def fused_kernel_against_eager() -> None:
+    """Triton's CPU interpreter (TRITON_INTERPRET=1 when Triton is imported) runs the fused kernel
+    in float32: its losses are the eager stack's, for 0/1 and -1/+1 bits."""
+    from ctxscale.train import fused_eval
+
+    for signed in (False, True):
+        stacked, bits, task, labels, rows, inputs, control = _fused_eval_case(signed)
+        assert fused_eval.choose_pass(stacked, torch.device("cpu"), bf16=False) == "fused"
+        fused = fused_eval.member_losses(stacked, bits, task, labels, rows, signed, dtype=torch.float32)
+        with torch.no_grad():
+            logits = stacked(inputs, control)
+        eager = F.binary_cross_entropy_with_logits(logits, labels[rows].expand_as(logits), reduction="none")
+        torch.testing.assert_close(fused, eager, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("signed", [False, True])
+def test_the_lean_validation_pass_computes_the_eager_losses(signed, monkeypatch):
+    """Rows task by task with the control as a bias, the bottleneck composed with its neighbour:
+    in float32 the eager stack's losses up to rounding, each in its row's place."""
+    from ctxscale.train import fused_eval
+
+    stacked, bits, task, labels, rows, inputs, control = _fused_eval_case(signed)
+    monkeypatch.setenv("CTXSCALE_EVAL_PASS", "lean")
+    assert fused_eval.choose_pass(stacked, torch.device("cpu"), bf16=False) == "lean"
+    lean = fused_eval.lean_member_losses(stacked, bits, task, labels, rows, signed, chunk=4, dtype=torch.float32)
+    with torch.no_grad():
+        logits = stacked(inputs, control)
+    eager = F.binary_cross_entropy_with_logits(logits, labels[rows].expand_as(logits), reduction="none")
+    torch.testing.assert_close(lean, eager, rtol=1e-5, atol=1e-6)
+    monkeypatch.setenv("CTXSCALE_EVAL_PASS", "eager")
+    assert fused_eval.choose_pass(stacked, torch.device("cpu"), bf16=False) == "eager"
+    monkeypatch.delenv("CTXSCALE_EVAL_PASS")  # the default on a CPU: layer by layer, as before
+    assert fused_eval.choose_pass(stacked, torch.device("cpu"), bf16=True) == "eager"
+
+
+def test_the_fused_validation_kernel_computes_the_eager_losses():
+    """The fused kernel's logic (indexing, masks, the one-hot as a gathered row, slices of the
+    hidden layers) against the eager stack, on the CPU. Triton chooses its interpreter when it is
+    imported, so this runs in a fresh process."""
+    pytest.importorskip("triton")
+    tests = Path(__file__).parent
+    code = f"import sys; sys.path.insert(0, {str(tests)!r}); import test_packing; test_packing.fused_kernel_against_eager()"
+    proc = subprocess.run([sys.executable, "-c", code], env=os.environ | {"TRITON_INTERPRET": "1", "CTXSCALE_EVAL_PASS": "fused"},
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_the_fused_validation_kernel_in_bfloat16_on_a_gpu():
+    """On a GPU in bfloat16 the kernel's losses are the autocast stack's up to bfloat16 rounding,
+    and their mean is the same to well under the differences early stopping compares."""
+    from ctxscale.train import fused_eval
+
+    stacked, bits, task, labels, rows, inputs, control = _fused_eval_case(signed=False)
+    stacked, bits, task, labels, rows, inputs, control = (
+        x.cuda() for x in (stacked, bits, task, labels, rows, inputs, control))
+    assert fused_eval.choose_pass(stacked, torch.device("cuda"), bf16=True) == "fused"
+    fused = fused_eval.member_losses(stacked, bits, task, labels, rows)
+    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+        logits = stacked(inputs, control).float()
+    eager = F.binary_cross_entropy_with_logits(logits, labels[rows].expand_as(logits), reduction="none")
+    torch.testing.assert_close(fused, eager, rtol=0.05, atol=0.02)
+    assert (fused.mean(dim=1) - eager.mean(dim=1)).abs().max() < 5e-3
