@@ -96,7 +96,7 @@ def plot_learning_curves(history: pd.DataFrame, trials: pd.DataFrame, path, metr
     """Each grid point's `metric` per evaluation (x: step where the history has steps, else epoch):
     one panel per data size, one colour per context length, one line per seed. Reads a history
     that is still being written: points whose trials row is not stored yet are placed by their id."""
-    from ctxscale.sweep.grid import coordinates_of
+    from ctxscale.identity import coordinates_of
 
     if metric not in history:
         raise ValueError(f"history has no column {metric!r} (it has {', '.join(history.columns)})")

@@ -400,7 +400,8 @@ def test_check_against_corpus_names_data_size(tiny_corpus):
 def test_loss_chunk_rows_keeps_the_hash_of_older_specs_at_zero():
     import hashlib
 
-    from ctxscale.sweep.grid import expand_grid, science_hash
+    from ctxscale.identity import science_hash
+    from ctxscale.sweep.grid import expand_grid
 
     spec = tiny_spec()
     before = spec.model_dump(mode="json", exclude={"name", "resources", "grid", "tracking"})

@@ -8,7 +8,8 @@ import pytest
 from ctxscale import store
 from ctxscale.cli import main
 from ctxscale.spec import parse_spec
-from ctxscale.sweep.grid import expand_grid, science_hash
+from ctxscale.identity import science_hash
+from ctxscale.sweep.grid import expand_grid
 from ctxscale.sweep.prepare import prepare_data
 from ctxscale.sweep.runner import SweepError, check_fits, ddp_trials_that_fit, node_types, run_sweep
 

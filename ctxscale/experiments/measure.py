@@ -17,9 +17,7 @@ list recomputes the stored spectra columns from the stored eigenvalues, without 
 """
 from __future__ import annotations
 
-import hashlib
 import json
-import re
 import tempfile
 import time
 from pathlib import Path
@@ -28,6 +26,7 @@ from typing import Iterator, Optional
 import numpy as np
 
 from .. import store
+from ..identity import measure_hash, measure_trial_id
 from ..measure.kde import kde_entropy
 from ..measure.spectra import (DEFAULT_THRESHOLD, measure_columns, pca_eigenvalues, spectrum_measures,
                                threshold_column, usable_count)
@@ -55,24 +54,10 @@ def prepare_measure(spec: MeasureSpec, source: Optional[str] = None) -> Path:
 
 
 def config_hash(spec: MeasureSpec, model: str, corpus_path: Path) -> str:
-    """Hash of what changes a measured number: not the name, resources, batch size or thresholds."""
+    """The model's config hash (`ctxscale.identity.measure_hash`) over the content of the corpus split it reads."""
     from ..data.corpus import load_corpus
 
-    split = load_corpus(corpus_path).manifest["splits"][spec.protocol.split]
-    payload = {"model": model, "corpus_sha256": split["sha256"], "protocol": spec.protocol.model_dump(mode="json"),
-               "layer": spec.spectra.layer, "kde": [spec.spectra.kde_dims, spec.spectra.kde_max_samples],
-               "dtype": spec.inference.dtype, "tokenizer": spec.inference.tokenizer}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:8]
-
-
-def model_slug(model: str) -> str:
-    """A file-name-safe, collision-free name for a model string.
-
-    >>> model_slug("meta-llama/Llama-3.1-8B")
-    'meta-llama-Llama-3.1-8B-693323'
-    """
-    readable = re.sub(r"[^A-Za-z0-9._-]+", "-", model).strip("-.")[-60:] or "model"
-    return f"{readable}-{hashlib.sha1(model.encode()).hexdigest()[:6]}"
+    return measure_hash(spec, model, load_corpus(corpus_path).manifest["splits"][spec.protocol.split]["sha256"])
 
 
 def measure_points(spec: MeasureSpec, corpus_path: Path) -> list[dict]:
@@ -81,7 +66,7 @@ def measure_points(spec: MeasureSpec, corpus_path: Path) -> list[dict]:
     points = []
     for model in spec.models:
         digest = config_hash(spec, model, corpus_path)
-        points += [{"trial_id": f"{model_slug(model)}_l{length}_{digest}", "model": model,
+        points += [{"trial_id": measure_trial_id(model, length, digest), "model": model,
                     "context_length": length, "config_hash": digest, "spec": spec_dict}
                    for length in spec.grid.context_length]
     return points

@@ -19,23 +19,15 @@ import math
 from typing import Optional
 
 from ..spec.parity import ParitySpec
-from ..sweep.grid import hash_of
+from ..identity import parity_hash, parity_trial_id
 from . import Experiment, provenance_keys
 
 _TABLES = ("ce_rows", "spectra_rows")  # JSON text in the final report: the point's own tables
 
 
-def parity_hash(spec: ParitySpec) -> str:
-    """Hash of what changes a stored number: not the name, resources, data sizes or seeds."""
-    payload = spec.model_dump(mode="json", exclude={"name", "resources"})
-    payload["grid"] = {"context_length": payload["grid"]["context_length"]}
-    del payload["training"]["checkpoint_every_s"]  # when to save, not what is computed
-    return hash_of(payload)
-
-
 def parity_points(spec: ParitySpec, prepared=None) -> list[dict]:
     digest, spec_dict = parity_hash(spec), spec.model_dump(mode="json")
-    return [{"trial_id": f"d{size}_s{seed}_{digest}", "data_size": size, "seed": seed, "config_hash": digest,
+    return [{"trial_id": parity_trial_id(size, seed, digest), "data_size": size, "seed": seed, "config_hash": digest,
              "spec": spec_dict} for size in spec.grid.data_size for seed in spec.grid.seed]
 
 

@@ -13,6 +13,7 @@ from ..spec.common import SpecError, resolve_corpus_path
 from ..spec.gpt import GPTSpec
 from ..spec.synthetic import SyntheticSpec
 from ..sweep.grid import expand_grid
+from ..identity import packed_group_name
 from . import Experiment, provenance_keys
 
 # the trials row of a point that never reported: these columns are there all the same
@@ -80,8 +81,9 @@ def synthetic_group_name(group: list[dict]) -> str:
     """A point's own trial id; for a group 'd<data size>_s<seed>_l<shortest>-<longest>_<config hash>'."""
     if len(group) == 1:
         return group[0]["trial_id"]
-    first, lengths = group[0], [point["context_length"] for point in group]
-    return f"d{first['data_size']}_s{first['seed']}_l{min(lengths)}-{max(lengths)}_{first['config_hash']}"
+    first = group[0]
+    return packed_group_name(first["data_size"], first["seed"], [point["context_length"] for point in group],
+                             first["config_hash"])
 
 
 def _run_synthetic(group: list[dict], report, data, resume_dir: Optional[str] = None) -> None:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import uuid
 from pathlib import Path
 from typing import Iterable, Optional
@@ -35,6 +34,7 @@ import pyarrow.parquet as pq
 
 from .. import files
 from ..errors import UserError
+from ..identity import TRIAL_ID
 from . import schema
 
 TABLES = ("trials", "history")
@@ -136,9 +136,6 @@ def load_results(root: str | Path, table: str = "trials", sweep: Optional[str] =
     return _with_config_hash(data.to_pandas())
 
 
-_TRIAL_ID = re.compile(r"^l\d+_d\d+_s\d+_([0-9a-f]{8})$")  # sweep.grid.expand_grid's ids
-
-
 def _with_config_hash(frame: pd.DataFrame) -> pd.DataFrame:
     """Fill `config_hash` where a row lacks it and its trial id ends in one (rows stored before the
     column existed); ids of any other form (hand-written stores) are left without a hash."""
@@ -148,7 +145,7 @@ def _with_config_hash(frame: pd.DataFrame) -> pd.DataFrame:
     missing = stored.isna()
     if not missing.any():
         return frame
-    from_id = frame["trial_id"].astype(str).str.extract(_TRIAL_ID, expand=False)
+    from_id = frame["trial_id"].astype(str).str.extract(f"^{TRIAL_ID.pattern}$")["config_hash"]
     if not from_id[missing].notna().any():
         return frame
     return frame.assign(config_hash=stored.where(~missing, from_id))
