@@ -18,7 +18,7 @@ import torch
 import yaml
 
 from ctxscale.spec import parse_spec
-from ctxscale.sweep.grid import expand_grid
+from ctxscale.experiments.grid import expand_grid
 from ctxscale.sweep.prepare import prepare_data
 from ctxscale.train import synthetic as loop
 

@@ -10,7 +10,7 @@ from ray.tune.experiment import Trial
 from ctxscale import store
 from ctxscale.experiments.training import pack_synthetic, synthetic_group_name
 from ctxscale.spec import parse_spec
-from ctxscale.sweep.grid import expand_grid
+from ctxscale.experiments.grid import expand_grid
 from ctxscale.sweep.progress import SweepProgress
 
 from conftest import TINY_SPEC
@@ -28,7 +28,7 @@ def test_progress_has_one_flat_row_per_point_and_a_line_per_finished_point():
     name, group = next(iter(groups.items()))
     trial = Trial("plain_trial", config={"trial": {"id": name}}, stub=True)  # a real (unstarted) Tune trial
     progress.on_trial_start(0, [trial], trial)
-    first, second = group[0]["trial_id"], group[1]["trial_id"]
+    first, second = group[0].trial_id, group[1].trial_id
     progress.on_trial_result(0, [trial], trial, {"point": first, "epoch": 1, "val_loss": 0.70, "best_val_loss": 0.70,
                                                  "status": "running"})
     assert out.getvalue() == ""  # nothing per report
@@ -45,7 +45,7 @@ def test_progress_has_one_flat_row_per_point_and_a_line_per_finished_point():
                       "best_val_loss"]
     assert "12 points, 9 pending, 1 ok, 2 failed" in table and "{" not in table
     row = next(line for line in table.splitlines() if line.strip().startswith(first)).split()
-    assert row[1:7] == ["8", str(group[0]["data_size"]), "0", name, "ok", "2"]  # the epoch without ".0000"
+    assert row[1:7] == ["8", str(group[0].data_size), "0", name, "ok", "2"]  # the epoch without ".0000"
 
 
 def _scalars(path) -> dict[str, list[tuple[int, float]]]:

@@ -32,6 +32,7 @@ from ..measure.spectra import (DEFAULT_THRESHOLD, measure_columns, pca_eigenvalu
                                threshold_column, usable_count)
 from ..spec.common import SpecError, resolve_corpus_path
 from ..spec.measure import MeasureSpec
+from ..spec.point import Point
 from . import Experiment, provenance_keys
 
 
@@ -60,23 +61,21 @@ def config_hash(spec: MeasureSpec, model: str, corpus_path: Path) -> str:
     return measure_hash(spec, model, load_corpus(corpus_path).manifest["splits"][spec.protocol.split]["sha256"])
 
 
-def measure_points(spec: MeasureSpec, corpus_path: Path) -> list[dict]:
+def measure_points(spec: MeasureSpec, corpus_path: Path) -> list[Point]:
     """Every (model, context length) of the spec."""
-    spec_dict = spec.model_dump(mode="json")
     points = []
     for model in spec.models:
         digest = config_hash(spec, model, corpus_path)
-        points += [{"trial_id": measure_trial_id(model, length, digest), "model": model,
-                    "context_length": length, "config_hash": digest, "spec": spec_dict}
+        points += [Point(measure_trial_id(model, length, digest), digest, spec, model=model, context_length=length)
                    for length in spec.grid.context_length]
     return points
 
 
-def per_model(points: list[dict]) -> list[list[dict]]:
+def per_model(points: list[Point]) -> list[list[Point]]:
     """One Tune trial per model: a model is loaded once for all its pending context lengths."""
-    groups: dict[str, list[dict]] = {}
+    groups: dict[str, list[Point]] = {}
     for point in points:
-        groups.setdefault(point["model"], []).append(point)
+        groups.setdefault(point.model, []).append(point)
     return list(groups.values())
 
 
@@ -103,7 +102,7 @@ def corpus_documents(corpus, split: str, tokenizer=None, max_documents: Optional
             yield np.asarray(tokenizer(text, add_special_tokens=False)["input_ids"], dtype=np.int64)
 
 
-def measure_model(group: list[dict], report, corpus_path, resume_dir: Optional[str] = None) -> None:
+def measure_model(group: list[Point], report, corpus_path, resume_dir: Optional[str] = None) -> None:
     """Measure one model at the context lengths of `group` (points of that model), reporting each.
 
     Ray-agnostic: the runner calls it in a Tune trial, a test with any `report`. A retried trial
@@ -113,8 +112,7 @@ def measure_model(group: list[dict], report, corpus_path, resume_dir: Optional[s
     from ..measure.lm import FinalTokenMeasurer, Progress, load_model
     from ..measure.protocol import Protocol, aggregate, build_chunks, context_inputs
 
-    spec = MeasureSpec.model_validate(group[0]["spec"])
-    model = group[0]["model"]
+    spec, model = group[0].spec, group[0].model
     p, inf = spec.protocol, spec.inference
     corpus = load_corpus(corpus_path)
     loaded = load_model(model, device=inf.device, dtype=inf.dtype, attention=inf.attention,
@@ -137,21 +135,21 @@ def measure_model(group: list[dict], report, corpus_path, resume_dir: Optional[s
         raise SpecError(
             f"{spec.name}: inference.tokenizer: token id {int(chunks.tokens.max())} is outside {model}'s vocabulary "
             f"({loaded.vocab_size}); the corpus holds GPT-2 tokens: set inference.tokenizer: model")
-    longest = max(point["context_length"] for point in group)
+    longest = max(point.context_length for point in group)
     if loaded.max_positions is not None and longest - 1 > loaded.max_positions:
         raise SpecError(f"{spec.name}: grid.context_length {longest} needs {longest - 1} positions; "
                         f"{model} has {loaded.max_positions}")
     measurer = FinalTokenMeasurer(loaded, layer=spec.spectra.layer, batch_size=inf.batch_size,
                                   batch_tokens=inf.batch_tokens)
-    config = json.dumps(group[0]["spec"], sort_keys=True)
+    config = json.dumps(spec.model_dump(mode="json"), sort_keys=True)
     for point in group:
-        length = point["context_length"]
+        length = point.context_length
         inputs, targets = context_inputs(chunks.tokens, length)
         started = time.perf_counter()
         ce, features = measurer.measure(inputs, targets, Progress(f"{model} l={length}"))
         wall = time.perf_counter() - started
         eig = pca_eigenvalues(features)
-        fixed = {"sweep": spec.name, "model": model, "config_hash": point["config_hash"], "context_length": length}
+        fixed = {"sweep": spec.name, "model": model, "config_hash": point.config_hash, "context_length": length}
         ce_row = {**fixed, **aggregate(ce, chunks.doc_index), "split": p.split, "n_tokens": int(inputs.size),
                   "wall_s": wall, "tokens_per_s": inputs.size / max(wall, 1e-9),
                   "batch_size": measurer.batch_size_used, "dtype": str(loaded.dtype).removeprefix("torch."),
@@ -164,13 +162,13 @@ def measure_model(group: list[dict], report, corpus_path, resume_dir: Optional[s
                        "kde_dims": spec.spectra.kde_dims,
                        **spectrum_measures(eig, spec.spectra.thresholds, spec.spectra.n_eigenvalues, len(features))}
         print(_line(ce_row, spectra_row), flush=True)
-        metrics = {"point": point["trial_id"], "status": "ok", "ce": ce_row, "spectra": spectra_row}
+        metrics = {"point": point.trial_id, "status": "ok", "ce": ce_row, "spectra": spectra_row}
         if not spec.spectra.write_features:
             report(metrics)
             continue
         # the hidden states are too large for a report: they travel as a checkpoint's files
         with tempfile.TemporaryDirectory() as folder:
-            target = Path(folder) / "store" / "features" / f"{point['trial_id']}.npy"
+            target = Path(folder) / "store" / "features" / f"{point.trial_id}.npy"
             target.parent.mkdir(parents=True)
             np.save(target, features)
             report(metrics, checkpoint_dir=folder)
@@ -183,15 +181,14 @@ def _line(ce: dict, spectra: dict) -> str:
             f"chunks / {ce['n_docs']} docs{dim}; {ce['tokens_per_s']:,.0f} tokens/s")
 
 
-def measure_rows(point: dict, reports: list[dict]) -> tuple[dict, dict[str, list[dict]]]:
+def measure_rows(point: Point, reports: list[dict]) -> tuple[dict, dict[str, list[dict]]]:
     """The point's ce and spectra rows as measured, with where they ran (the report carries it
-    once, beside them); the trials row names the point and its wall time."""
-    columns = {"model": point["model"], "context_length": point["context_length"]}
+    once, beside them); the trials row its wall time."""
     if not reports:
-        return columns, {}
+        return {}, {}
     last = reports[-1]
     where = {k: v for k, v in last.items() if k in provenance_keys()}
-    return ({**columns, "wall_s": last["ce"]["wall_s"], **where},
+    return ({"wall_s": last["ce"]["wall_s"], **where},
             {"ce": [{**last["ce"], **where}], "spectra": [last["spectra"]]})
 
 
@@ -207,12 +204,12 @@ def _read_row(path: Path) -> Optional[dict]:
     return frame.iloc[0].to_dict() if len(frame) == 1 else None
 
 
-def refresh_spectra(spec: MeasureSpec, results_dir: Path, points: list[dict]) -> None:
+def refresh_spectra(spec: MeasureSpec, results_dir: Path, points: list[Point]) -> None:
     """Rewrite the spectra rows of stored points whose measure columns are not the spec's
     thresholds / N list, from their stored eigenvalues (no model needed)."""
     wanted = set(spectrum_measures([1.0], spec.spectra.thresholds, spec.spectra.n_eigenvalues))
     for point in points:
-        row = _read_row(store.sweep_dir(results_dir, spec.name) / "spectra" / f"{point['trial_id']}.parquet")
+        row = _read_row(store.sweep_dir(results_dir, spec.name) / "spectra" / f"{point.trial_id}.parquet")
         if row is None:
             continue
         have = {column for pairs in measure_columns(row).values() for _, column in pairs}
@@ -221,7 +218,7 @@ def refresh_spectra(spec: MeasureSpec, results_dir: Path, points: list[dict]) ->
         fresh = {k: v for k, v in row.items() if k not in have}
         fresh.update(spectrum_measures(json.loads(row["eigenvalues"]), spec.spectra.thresholds,
                                        spec.spectra.n_eigenvalues, int(row["n_samples"])))
-        store.write_rows(results_dir, spec.name, "spectra", point["trial_id"], [fresh])
+        store.write_rows(results_dir, spec.name, "spectra", point.trial_id, [fresh])
 
 
 def ce_table(results_dir, spec: MeasureSpec, trials) -> str:

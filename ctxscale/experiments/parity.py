@@ -20,33 +20,33 @@ from typing import Optional
 
 from ..spec.parity import ParitySpec
 from ..identity import parity_hash, parity_trial_id
+from ..spec.point import Point
 from . import Experiment, provenance_keys
 
 _TABLES = ("ce_rows", "spectra_rows")  # JSON text in the final report: the point's own tables
 
 
-def parity_points(spec: ParitySpec, prepared=None) -> list[dict]:
-    digest, spec_dict = parity_hash(spec), spec.model_dump(mode="json")
-    return [{"trial_id": parity_trial_id(size, seed, digest), "data_size": size, "seed": seed, "config_hash": digest,
-             "spec": spec_dict} for size in spec.grid.data_size for seed in spec.grid.seed]
+def parity_points(spec: ParitySpec, prepared=None) -> list[Point]:
+    digest = parity_hash(spec)
+    return [Point(parity_trial_id(size, seed, digest), digest, spec, data_size=size, seed=seed)
+            for size in spec.grid.data_size for seed in spec.grid.seed]
 
 
 def _prepare(spec: ParitySpec, source: Optional[str] = None) -> None:
     return None  # each trial generates its own set from the spec's seed (seconds, less than shipping it)
 
 
-def _run(group: list[dict], report, data, resume_dir: Optional[str] = None) -> None:
+def _run(group: list[Point], report, data, resume_dir: Optional[str] = None) -> None:
     from ..train.parity import run_parity_trial
 
     (point,) = group
     run_parity_trial(point, report, resume_dir=resume_dir)
 
 
-def parity_rows(point: dict, reports: list[dict]) -> tuple[dict, dict[str, list[dict]]]:
-    """Trials row: the coordinates and the final report's scalars; history: one row per epoch;
-    ce and spectra: one row per context length."""
-    columns = {"data_size": point["data_size"], "seed": point["seed"], "final_train_loss": math.nan,
-               "mean_abs_gap": math.nan, "wall_s": math.nan}
+def parity_rows(point: Point, reports: list[dict]) -> tuple[dict, dict[str, list[dict]]]:
+    """Trials row: the final report's scalars; history: one row per epoch; ce and spectra: one row
+    per context length."""
+    columns = {"final_train_loss": math.nan, "mean_abs_gap": math.nan, "wall_s": math.nan}
     if not reports:
         return columns, {}
     where = provenance_keys()

@@ -12,7 +12,8 @@ from typing import Optional
 from ..spec.common import SpecError, resolve_corpus_path
 from ..spec.gpt import GPTSpec
 from ..spec.synthetic import SyntheticSpec
-from ..sweep.grid import expand_grid
+from ..spec.point import Point
+from .grid import expand_grid
 from ..identity import packed_group_name
 from . import Experiment, provenance_keys
 
@@ -46,11 +47,11 @@ def prepare_gpt(spec: GPTSpec, source: Optional[str] = None) -> None:
     return None
 
 
-def _grid_points(spec, prepared) -> list[dict]:
+def _grid_points(spec, prepared) -> list[Point]:
     return expand_grid(spec)
 
 
-def pack_synthetic(points: list[dict]) -> list[list[dict]]:
+def pack_synthetic(points: list[Point]) -> list[list[Point]]:
     """The pending points in groups that share (data size, seed), hence the batch order, each in
     increasing context length and at most `resources.pack` long (one group per pair for 'auto').
     (Dealing a large pair into parts, so that more trial slots share it, was measured on the 2-core
@@ -63,30 +64,30 @@ def pack_synthetic(points: list[dict]) -> list[list[dict]]:
     remaining slots."""
     if not points:
         return []
-    spec = SyntheticSpec.model_validate(points[0]["spec"])
+    spec = points[0].spec
     limit = spec.resources.points_per_trial
-    pairs: dict[tuple, list[dict]] = {}
+    pairs: dict[tuple, list[Point]] = {}
     for point in points:
-        pairs.setdefault((point["data_size"], point["seed"]), []).append(point)
+        pairs.setdefault((point.data_size, point.seed), []).append(point)
     groups = []
     for pair in pairs.values():
-        pair.sort(key=lambda point: point["context_length"])
+        pair.sort(key=lambda point: point.context_length)
         size = limit or len(pair)
         groups += [pair[start:start + size] for start in range(0, len(pair), size)]
     # an epoch trains on data_size rows (forward and backward: about 3 forward passes) and evaluates val_rows
-    return sorted(groups, key=lambda group: -len(group) * (3 * group[0]["data_size"] + spec.data.val_rows))
+    return sorted(groups, key=lambda group: -len(group) * (3 * group[0].data_size + spec.data.val_rows))
 
 
-def synthetic_group_name(group: list[dict]) -> str:
+def synthetic_group_name(group: list[Point]) -> str:
     """A point's own trial id; for a group 'd<data size>_s<seed>_l<shortest>-<longest>_<config hash>'."""
     if len(group) == 1:
-        return group[0]["trial_id"]
+        return group[0].trial_id
     first = group[0]
-    return packed_group_name(first["data_size"], first["seed"], [point["context_length"] for point in group],
-                             first["config_hash"])
+    return packed_group_name(first.data_size, first.seed, [point.context_length for point in group],
+                             first.config_hash)
 
 
-def _run_synthetic(group: list[dict], report, data, resume_dir: Optional[str] = None) -> None:
+def _run_synthetic(group: list[Point], report, data, resume_dir: Optional[str] = None) -> None:
     from ..train.synthetic import run_synthetic_group
 
     def report_epoch(epoch_metrics: list[dict]) -> None:
@@ -96,19 +97,18 @@ def _run_synthetic(group: list[dict], report, data, resume_dir: Optional[str] = 
     run_synthetic_group(group, report_epoch, data)
 
 
-def _run_gpt(group: list[dict], report, data, resume_dir: Optional[str] = None) -> None:
+def _run_gpt(group: list[Point], report, data, resume_dir: Optional[str] = None) -> None:
     from ..train.gpt import run_gpt_trial
 
     (point,) = group
     run_gpt_trial(point, report, resume_dir=resume_dir)
 
 
-def trial_rows(point: dict, reports: list[dict]) -> tuple[dict, dict[str, list[dict]]]:
-    """The trials row holds the grid point and the loop's last report (a failed trial's last
-    progress); the history one row per report, with the evaluation's own numbers only: where it
-    ran goes once into the trials row."""
-    columns = {**{k: point[k] for k in ("context_length", "data_size", "seed")}, **_NOT_REPORTED,
-               **(reports[-1] if reports else {})}
+def trial_rows(point: Point, reports: list[dict]) -> tuple[dict, dict[str, list[dict]]]:
+    """The trials row holds the loop's last report (a failed trial's last progress); the history
+    one row per report, with the evaluation's own numbers only: where it ran goes once into the
+    trials row."""
+    columns = {**_NOT_REPORTED, **(reports[-1] if reports else {})}
     where = provenance_keys()
     history = [{k: v for k, v in report.items() if k not in where and isinstance(v, (int, float, str, bool))}
                for report in reports]

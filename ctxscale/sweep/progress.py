@@ -23,6 +23,8 @@ import pandas as pd
 from ray import tune
 from ray.tune.result import AUTO_RESULT_KEYS
 
+from ..spec.point import Point
+
 FINISHED = ("ok", "diverged")
 # the metrics a row of the table shows, in this order, where a sweep's reports carry them
 METRIC_COLUMNS = ("epoch", "step", "train_loss", "val_loss", "best_val_loss")
@@ -34,7 +36,7 @@ def trial_name(trial) -> str:
     return trial.config["trial"]["id"]
 
 
-def point_reports(group: list[dict], result: dict) -> list[tuple[str, dict]]:
+def point_reports(group: list[Point], result: dict) -> list[tuple[str, dict]]:
     """(point id, its metrics) for each point a report is about. A trial of one point reports it
     alone; a packed trial names the point in `result["point"]`, or reports several at once as a list
     in `result["points"]` (each then keeps the report's other keys, Tune's among them)."""
@@ -44,7 +46,7 @@ def point_reports(group: list[dict], result: dict) -> list[tuple[str, dict]]:
     if "point" in result:
         return [(result["point"], dict(result))]
     (only,) = group
-    return [(only["trial_id"], dict(result))]
+    return [(only.trial_id, dict(result))]
 
 
 def _clock(seconds: float) -> str:
@@ -67,14 +69,13 @@ def best_loss(metrics: dict) -> Optional[tuple[str, float]]:
 class SweepProgress(tune.Callback):
     """The readable console of a sweep (see the module docstring); prints to `out`."""
 
-    def __init__(self, groups: dict[str, list[dict]], every_s: float = 30.0, out=None):
+    def __init__(self, groups: dict[str, list[Point]], every_s: float = 30.0, out=None):
         self.groups, self.every_s, self.out = groups, every_s, out
         self.rows: dict[str, dict] = {}
         packed = any(len(group) > 1 for group in groups.values())
         for name, group in groups.items():
             for point in group:
-                coordinates = {k: point[k] for k in ("model", "context_length", "data_size", "seed") if k in point}
-                self.rows[point["trial_id"]] = {"trial_id": point["trial_id"], **coordinates,
+                self.rows[point.trial_id] = {"trial_id": point.trial_id, **point.coordinates(),
                                                 **({"group": name} if packed else {}), "status": "pending"}
         self.metrics: list[str] = []
         self.started = time.monotonic()
@@ -89,8 +90,8 @@ class SweepProgress(tune.Callback):
 
     def on_trial_start(self, iteration, trials, trial, **info):
         for point in self.groups[trial_name(trial)]:
-            if self.rows[point["trial_id"]]["status"] == "pending":
-                self.rows[point["trial_id"]]["status"] = "running"
+            if self.rows[point.trial_id]["status"] == "pending":
+                self.rows[point.trial_id]["status"] = "running"
                 self.changed = True
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
@@ -121,10 +122,10 @@ class SweepProgress(tune.Callback):
 
     def _close(self, trial, status: str) -> None:
         for point in self.groups[trial_name(trial)]:
-            if self.rows[point["trial_id"]]["status"] in ("pending", "running"):
-                self.rows[point["trial_id"]]["status"] = "failed"
+            if self.rows[point.trial_id]["status"] in ("pending", "running"):
+                self.rows[point.trial_id]["status"] = "failed"
                 self.changed = True
-                self._line(point["trial_id"], status, "its error is in the store")
+                self._line(point.trial_id, status, "its error is in the store")
 
     def _line(self, point_id: str, status: str, detail: str) -> None:
         self._print(f"[{_clock(time.monotonic() - self.started)}] {self._finished()}/{len(self.rows)} "
@@ -166,7 +167,7 @@ class TensorBoardCurves(tune.Callback):
     """Each point's reports as TensorBoard scalars in `<folder>/<trial id>/`, step = its step or epoch.
     A point's writer (a file and a thread) is closed as soon as the point is done."""
 
-    def __init__(self, folder: Path, groups: dict[str, list[dict]]):
+    def __init__(self, folder: Path, groups: dict[str, list[Point]]):
         self.folder, self.groups = Path(folder), groups
         self.writers: dict = {}
 
@@ -188,10 +189,10 @@ class TensorBoardCurves(tune.Callback):
             self.writers.pop(point_id).close()
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self._close(point["trial_id"] for point in self.groups[trial_name(trial)])
+        self._close(point.trial_id for point in self.groups[trial_name(trial)])
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self._close(point["trial_id"] for point in self.groups[trial_name(trial)])
+        self._close(point.trial_id for point in self.groups[trial_name(trial)])
 
     def on_experiment_end(self, trials, **info):
         self._close(list(self.writers))

@@ -313,23 +313,22 @@ def _load_checkpoint(resume_dir: str, model, optimizer, rng: np.random.Generator
 # --- The loop ----------------------------------------------------------------------------------
 
 
-def run_gpt_trial(trial: dict, report: Report, resume_dir: Optional[str] = None) -> dict:
+def run_gpt_trial(point, report: Report, resume_dir: Optional[str] = None) -> dict:
     """Train one GPT-2 to its best validation loss; return the last reported metrics.
 
-    `trial`: {"spec": GPTSpec as a JSON dict, "context_length", "data_size" (training tokens),
-    "seed", "trial_id"}. The corpus is read from the spec's data section; see `train_gpt`.
+    `point`: a `ctxscale.spec.point.Point` of a GPTSpec (data_size: training tokens). The corpus is
+    read from the spec's data section; see `train_gpt`.
     """
     from ..data.corpus import load_corpus
     from ..spec.common import resolve_corpus_path
-    from ..spec.gpt import GPTSpec
 
-    spec = GPTSpec.model_validate(trial["spec"])
+    spec = point.spec
     corpus = load_corpus(resolve_corpus_path(spec.data.corpus))
     if spec.data.subset == "random":
-        train_tokens = corpus.sampled_subset(tokens=trial["data_size"], seed=spec.data.subset_seed)
+        train_tokens = corpus.sampled_subset(tokens=point.data_size, seed=spec.data.subset_seed)
     else:
-        train_tokens = corpus.training_subset(tokens=trial["data_size"], offset_percent=spec.data.offset_percent)
-    return train_gpt(spec, trial["context_length"], trial["seed"], train_tokens, corpus.val_tokens,
+        train_tokens = corpus.training_subset(tokens=point.data_size, offset_percent=spec.data.offset_percent)
+    return train_gpt(spec, point.context_length, point.seed, train_tokens, corpus.val_tokens,
                      report, resume_dir=resume_dir)
 
 

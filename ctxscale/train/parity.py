@@ -27,6 +27,7 @@ from ..measure.spectra import pca_eigenvalues, spectrum_measures, usable_count
 from ..models.gpt import GPTConfig
 from ..models.parity import ParityTransformer
 from ..spec.parity import ParitySpec
+from ..spec.point import Point
 from .checkpoint import read_checkpoint
 
 EVAL_BATCH = 4096
@@ -141,7 +142,7 @@ def _load_checkpoint(resume_dir: str, model, optimizer, generator: torch.Generat
     return state
 
 
-def train(spec: ParitySpec, tasks: parity.ParityTasks, point: dict, device, report=None, trace_every: int = 0,
+def train(spec: ParitySpec, tasks: parity.ParityTasks, point: Point, device, report=None, trace_every: int = 0,
           max_seconds: float | None = None, resume_dir: Optional[str] = None) -> Trained:
     """Train one model on the point's training set; `report` gets one row per finished epoch but the
     last, with a checkpoint folder at most every `training.checkpoint_every_s`. `resume_dir` (such a
@@ -150,8 +151,8 @@ def train(spec: ParitySpec, tasks: parity.ParityTasks, point: dict, device, repo
     steps, costing one device sync each: the way to see when the loss leaves the ln 2 plateau inside
     an epoch. `max_seconds` stops early (benchmarks)."""
     d, t = spec.data, spec.training
-    torch.manual_seed(point["seed"])
-    tokens, answers = parity.training_set(tasks, point["data_size"], d.unmasked_fraction, d.mask_min, d.mask_max, d.seed)
+    torch.manual_seed(point.seed)
+    tokens, answers = parity.training_set(tasks, point.data_size, d.unmasked_fraction, d.mask_min, d.mask_max, d.seed)
     x_all = torch.from_numpy(tokens).to(device)
     y_all = torch.from_numpy(answers.astype(np.int64)).to(device)
     model = build_model(spec, tasks).to(device)
@@ -164,13 +165,13 @@ def train(spec: ParitySpec, tasks: parity.ParityTasks, point: dict, device, repo
     n = len(tokens)
     per_epoch = math.ceil(n / t.batch_size)
     total = t.curriculum_steps + per_epoch * t.epochs
-    generator = torch.Generator(device="cpu").manual_seed(point["seed"])
+    generator = torch.Generator(device="cpu").manual_seed(point.seed)
     started, step, seen, status, train_loss, epoch = time.perf_counter(), 0, 0, "ok", math.nan, 0
     trace, window = [], torch.zeros((), device=device)
     saved = _load_checkpoint(resume_dir, model, optimizer, generator) if resume_dir else None
     if saved is not None:
         step, epoch, train_loss, trace = saved["step"], saved["epoch"], saved["train_loss"], list(saved["trace"])
-        print(f"{point['trial_id']}: going on from step {step} (epoch {epoch} of {t.epochs})", flush=True)
+        print(f"{point.trial_id}: going on from step {step} (epoch {epoch} of {t.epochs})", flush=True)
     checkpointed = time.perf_counter()
 
     def train_step(rows: torch.Tensor) -> bool:
@@ -194,7 +195,7 @@ def train(spec: ParitySpec, tasks: parity.ParityTasks, point: dict, device, repo
             if step % trace_every == 0:
                 trace.append((step, float(window) / trace_every, time.perf_counter() - started))
                 window.zero_()
-                print(f"{point['trial_id']} step {step}: loss {trace[-1][1]:.4f} ({trace[-1][2]:.0f} s)", flush=True)
+                print(f"{point.trial_id} step {step}: loss {trace[-1][1]:.4f} ({trace[-1][2]:.0f} s)", flush=True)
                 return max_seconds is not None and trace[-1][2] > max_seconds
         return False
 
@@ -232,7 +233,7 @@ def train(spec: ParitySpec, tasks: parity.ParityTasks, point: dict, device, repo
             status = "diverged"
             break
         if epoch < t.epochs and report is not None:
-            metrics = {"point": point["trial_id"], "status": "running", "epoch": epoch, "train_loss": train_loss,
+            metrics = {"point": point.trial_id, "status": "running", "epoch": epoch, "train_loss": train_loss,
                        "lr": learning_rate(step - 1, total, spec), "elapsed_s": time.perf_counter() - started}
             if time.perf_counter() - checkpointed < t.checkpoint_every_s:
                 report(metrics)
@@ -244,26 +245,26 @@ def train(spec: ParitySpec, tasks: parity.ParityTasks, point: dict, device, repo
     return Trained(model, status, epoch, step, seen, train_loss, time.perf_counter() - started, trace)
 
 
-def run_parity_trial(point: dict, report, resume_dir: Optional[str] = None) -> None:
+def run_parity_trial(point: Point, report, resume_dir: Optional[str] = None) -> None:
     """Train the point's model (data_size samples, seed), going on from `resume_dir`'s checkpoint
     when given, and evaluate it at every context length."""
-    spec = ParitySpec.model_validate(point["spec"])
+    spec = point.spec
     t = spec.training
     device = pick_device(t.device)
     if device.type == "cpu":
         torch.set_num_threads(t.threads or max(1, int(spec.resources.cpus_per_trial)))
     tasks = spec_tasks(spec)
     # a loss line 8 times an epoch on GPUs (where an epoch is long and the plateau is the question)
-    per_epoch = math.ceil(point["data_size"] / t.batch_size)
+    per_epoch = math.ceil(point.data_size / t.batch_size)
     trace_every = max(per_epoch // 8, 1) if device.type == "cuda" else 0
     started = time.perf_counter()
     run = train(spec, tasks, point, device, report, trace_every=trace_every, resume_dir=resume_dir)
     model, status = run.model, run.status
-    fixed = {"sweep": spec.name, "model": point["trial_id"], "config_hash": point["config_hash"],
-             "data_size": point["data_size"], "seed": point["seed"]}
+    fixed = {"sweep": spec.name, "model": point.trial_id, "config_hash": point.config_hash,
+             "data_size": point.data_size, "seed": point.seed}
     ce_rows, spectra_rows = evaluate(model, spec, tasks, device, fixed) if status == "ok" else ([], [])
     gaps = [abs(r["gap"]) for r in ce_rows]
-    report({"point": point["trial_id"], "status": status, "epoch": run.epoch, "train_loss": run.train_loss,
+    report({"point": point.trial_id, "status": status, "epoch": run.epoch, "train_loss": run.train_loss,
             "final_train_loss": run.train_loss, "mean_abs_gap": float(np.mean(gaps)) if gaps else math.nan,
             "max_abs_gap": float(np.max(gaps)) if gaps else math.nan, "steps": run.step,
             "wall_s": time.perf_counter() - started, "train_wall_s": run.train_wall,
