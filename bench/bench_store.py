@@ -25,6 +25,7 @@ import numpy as np
 import pyarrow as pa
 
 from ctxscale import store
+from ctxscale.experiments.training import SYNTHETIC
 from ctxscale.spec import parse_spec
 from ctxscale.store import schema
 from ctxscale.store.compaction import _part_name
@@ -59,7 +60,7 @@ def _history(points: list, per_trial: int, rng) -> pa.Table:
                "epoch": pa.array(np.tile(np.arange(1, per_trial + 1), len(points))),
                "val_loss": pa.array(rng.uniform(0.1, 0.7, n)), "train_loss": pa.array(rng.uniform(0.1, 0.7, n)),
                "status": pa.array(["running"] * n)}
-    declared = schema.declared("history", "synthetic")
+    declared = SYNTHETIC.schemas["history"]
     arrays = [columns.get(f.name, pa.nulls(n, f.type)).cast(f.type) for f in declared]
     return schema.with_metadata(pa.Table.from_arrays(arrays, schema=declared), "history", "synthetic")
 
@@ -67,7 +68,7 @@ def _history(points: list, per_trial: int, rng) -> pa.Table:
 def _write_parts(folder: Path, points, per_trial, chunks: int, rng) -> None:
     for chunk in np.array_split(np.arange(len(points)), chunks):
         group = [points[i] for i in chunk]
-        trials = schema.with_metadata(schema.to_table([_trial_row(p, rng) for p in group], "trials"), "trials",
+        trials = schema.with_metadata(schema.to_table([_trial_row(p, rng) for p in group], SYNTHETIC.schemas["trials"]), "trials",
                                       "synthetic")
         store.write_table(folder / "history" / _part_name(), _history(group, per_trial, rng))
         store.write_table(folder / "trials" / _part_name(), trials)

@@ -15,10 +15,10 @@ import torch.multiprocessing as mp
 import yaml
 
 from ctxscale.spec import SpecError, parse_spec
-from ctxscale.spec.gpt import GPTSpec, check_against_corpus
-from ctxscale.train import gpt as loop
+from ctxscale.spec.gpt import GPTSpec, check_against_corpus, plan_batches
 from ctxscale.spec.point import Point
-from ctxscale.train.gpt import lr_at, plan_batches, run_gpt_trial, train_gpt
+from ctxscale.train import gpt as loop
+from ctxscale.train.gpt import lr_at, run_gpt_trial, train_gpt
 
 SWEEPS = Path(__file__).resolve().parents[1] / "sweeps"
 V, T = 64, 32

@@ -15,7 +15,7 @@ import pytest
 
 from ctxscale import store
 from ctxscale.cli import main
-from ctxscale.experiments.training import trial_rows
+from ctxscale.experiments.training import SYNTHETIC, trial_rows
 from ctxscale.spec import parse_spec
 from ctxscale.experiments.grid import expand_grid
 
@@ -29,7 +29,7 @@ def _store_point(root, point, reports, status="ok", error="", sweep=SPEC.name):
     columns, tables = trial_rows(point, reports)
     row = {"experiment": "synthetic", **columns, **point.coordinates(), "status": status, "error": error,
            "config_hash": point.config_hash, "config": json.dumps(point.spec.model_dump(mode="json"), sort_keys=True)}
-    store.write_trial(root, sweep, point.trial_id, row, tables["history"])
+    store.write_trial(root, sweep, point.trial_id, row, tables["history"], SYNTHETIC.schemas)
 
 
 def _reports(epochs, loss=0.5):
@@ -90,10 +90,10 @@ def test_compaction_folds_finished_trials_and_keeps_failed_ones_in_their_files(t
 def test_the_skip_check_reads_only_files_that_changed(tmp_path):
     points = _a_store(tmp_path, 12)
     assert len(store.stored_trials(tmp_path, SPEC.name)) == 12  # builds the index
-    victim = tmp_path / SPEC.name / "trials" / f"{points[0]['trial_id']}.parquet"
+    victim = tmp_path / SPEC.name / "trials" / f"{points[0].trial_id}.parquet"
     os.utime(victim)  # same content, but the index no longer vouches for it: it is read again
     victim.write_bytes(b"damaged")
-    with pytest.raises(store.StoreError, match=f"{points[0]['trial_id']}.parquet"):
+    with pytest.raises(store.StoreError, match=f"{points[0].trial_id}.parquet"):
         store.stored_trials(tmp_path, SPEC.name)
     other = _a_store(tmp_path / "b", 12)
     bad_index = tmp_path / "b" / SPEC.name / "_index" / "trial-status.parquet"

@@ -9,8 +9,8 @@ import torch
 from ctxscale.data.synthetic import bayes_risk, generate, unpack_bits
 from ctxscale.models.mlp import MLP, BiMLP, build_model
 from ctxscale.spec import parse_spec
-from ctxscale.train import synthetic as loop
 from ctxscale.spec.point import Point
+from ctxscale.train import synthetic as loop
 from ctxscale.train.synthetic import _Split, _evaluate, member_bce_losses, run_synthetic_trial
 
 

@@ -30,22 +30,23 @@ from ..identity import measure_hash, measure_trial_id
 from ..measure.kde import kde_entropy
 from ..measure.spectra import (DEFAULT_THRESHOLD, measure_columns, pca_eigenvalues, spectrum_measures,
                                threshold_column, usable_count)
-from ..spec.common import SpecError, resolve_corpus_path
+from ..spec.common import SpecError
 from ..spec.measure import MeasureSpec
 from ..spec.point import Point
-from . import Experiment, provenance_keys
+from ..store.schema import F64, I64, STR
+from .base import Experiment, provenance_keys
 
 
 def prepare_measure(spec: MeasureSpec, source: Optional[str] = None) -> Path:
     """A GGUF model file exists; the corpus exists (preparing 'local' once) and its split has documents; returns its folder."""
-    from ..data.corpus import CorpusError, load_corpus
+    from ..data.corpus import CorpusError, corpus_folder, load_corpus
 
     where = source or f"spec {spec.name!r}"
     for model in spec.models:  # a GGUF file is local by nature: missing, it is the user's to fetch
         if model.endswith(".gguf") and not Path(model).expanduser().is_file():
             raise SpecError(f"{where}: model: GGUF file {model} not found (see the spec's header for how to get it)")
-    path = resolve_corpus_path(spec.corpus)
     try:
+        path = corpus_folder(spec.corpus)
         corpus = load_corpus(path)
     except (CorpusError, OSError, ValueError) as err:
         raise SpecError(f"{where}: corpus: {err}") from None
@@ -232,5 +233,6 @@ def ce_table(results_dir, spec: MeasureSpec, trials) -> str:
     return table.to_string(float_format=lambda v: f"{v:.4f}")
 
 
-MEASURE = Experiment("measure", MeasureSpec, prepare=prepare_measure, points=measure_points, run=measure_model,
-                     rows=measure_rows, table=ce_table, group=per_model, refresh=refresh_spectra)
+MEASURE = Experiment("measure", MeasureSpec, {"model": STR, "context_length": I64, "wall_s": F64},
+                     prepare=prepare_measure, points=measure_points, run=measure_model, rows=measure_rows,
+                     table=ce_table, group=per_model, refresh=refresh_spectra)

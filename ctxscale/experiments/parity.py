@@ -21,8 +21,13 @@ from typing import Optional
 from ..spec.parity import ParitySpec
 from ..identity import parity_hash, parity_trial_id
 from ..spec.point import Point
-from . import Experiment, provenance_keys
+from ..store.schema import F64, I64, STR
+from .base import Experiment, provenance_keys
 
+# one model per (data size, seed); its context lengths are rows of `ce` and `spectra`
+PARITY_REPORTS = {"data_size": I64, "seed": I64, "status": STR, "epoch": I64, "train_loss": F64, "lr": F64,
+                  "elapsed_s": F64, "final_train_loss": F64, "mean_abs_gap": F64, "max_abs_gap": F64, "steps": I64,
+                  "wall_s": F64, "train_wall_s": F64, "samples_per_s": F64, "n_params": I64}
 _TABLES = ("ce_rows", "spectra_rows")  # JSON text in the final report: the point's own tables
 
 
@@ -78,5 +83,5 @@ def ce_vs_bayes_table(results_dir, spec: ParitySpec, trials) -> str:
     return table.to_string(float_format=lambda v: f"{v:.4f}") + "\n" + footer
 
 
-PARITY = Experiment("parity", ParitySpec, prepare=_prepare, points=parity_points, run=_run, rows=parity_rows,
-                    table=ce_vs_bayes_table)
+PARITY = Experiment("parity", ParitySpec, PARITY_REPORTS, prepare=_prepare, points=parity_points, run=_run,
+                    rows=parity_rows, table=ce_vs_bayes_table)

@@ -9,14 +9,24 @@ from __future__ import annotations
 import math
 from typing import Optional
 
-from ..spec.common import SpecError, resolve_corpus_path
+from ..spec.common import LOCAL_CORPUS, SpecError
 from ..spec.gpt import GPTSpec
 from ..spec.synthetic import SyntheticSpec
 from ..spec.point import Point
 from .grid import expand_grid
 from ..identity import packed_group_name
-from . import Experiment, provenance_keys
+from ..store.schema import F64, I64, STR
+from .base import Experiment, provenance_keys
 
+# what the training loops report per evaluation (history) and in their final report (trials)
+_TRAINING = {"context_length": I64, "data_size": I64, "seed": I64, "status": STR, "best_val_loss": F64,
+             "final_train_loss": F64, "train_loss": F64, "val_loss": F64, "wall_s": F64, "samples_per_s": F64,
+             "world_size": I64}
+SYNTHETIC_REPORTS = _TRAINING | {"epoch": I64, "best_epoch": I64, "bayes_risk": F64, "string_length": I64,
+                                 "tasks": STR, "task_val_loss": STR}
+GPT_REPORTS = _TRAINING | {"step": I64, "epoch": F64, "best_epoch": F64, "best_step": I64, "tokens_seen": I64,
+                           "lr": F64, "tokens_per_s": F64, "mfu": F64, "tokens_per_step": I64, "micro_batch": I64,
+                           "accumulation": I64, "num_params": I64}
 # the trials row of a point that never reported: these columns are there all the same
 _NOT_REPORTED = {"best_val_loss": math.nan, "best_epoch": -1, "final_train_loss": math.nan,
                  "wall_s": math.nan, "samples_per_s": math.nan}
@@ -32,19 +42,21 @@ def prepare_synthetic(spec: SyntheticSpec, source: Optional[str] = None):
                   spec.data.string_length, spec.data.seed)
 
 
-def prepare_gpt(spec: GPTSpec, source: Optional[str] = None) -> None:
+def prepare_gpt(spec: GPTSpec, source: Optional[str] = None) -> str:
     """The corpus exists (preparing 'local' once) and can supply the spec's data sizes and context
-    lengths. Returns None: trials read the corpus memmaps themselves, nothing travels through Ray."""
-    from ..data.corpus import CorpusError, load_corpus
+    lengths. Returns where trials find it: its absolute folder as seen from where the sweep was
+    launched, or 'local' (each node prepares its own copy once). Trials read the corpus memmaps
+    themselves: no tokens travel through Ray."""
+    from ..data.corpus import CorpusError, corpus_folder, load_corpus
     from ..spec.gpt import check_against_corpus
 
-    path = resolve_corpus_path(spec.data.corpus)
     try:
-        corpus = load_corpus(path)
+        folder = corpus_folder(spec.data.corpus)
+        corpus = load_corpus(folder)
     except (CorpusError, OSError, ValueError) as err:
         raise SpecError(f"{source or f'spec {spec.name!r}'}: data.corpus: {err}") from None
     check_against_corpus(spec, corpus, source)
-    return None
+    return spec.data.corpus if spec.data.corpus == LOCAL_CORPUS else str(folder)
 
 
 def _grid_points(spec, prepared) -> list[Point]:
@@ -101,7 +113,7 @@ def _run_gpt(group: list[Point], report, data, resume_dir: Optional[str] = None)
     from ..train.gpt import run_gpt_trial
 
     (point,) = group
-    run_gpt_trial(point, report, resume_dir=resume_dir)
+    run_gpt_trial(point, report, corpus=data, resume_dir=resume_dir)
 
 
 def trial_rows(point: Point, reports: list[dict]) -> tuple[dict, dict[str, list[dict]]]:
@@ -121,8 +133,8 @@ def best_loss_table(results_dir, spec, trials) -> str:
     return best_loss_table(trials)
 
 
-SYNTHETIC = Experiment("synthetic", SyntheticSpec, prepare=prepare_synthetic, points=_grid_points,
-                       run=_run_synthetic, rows=trial_rows, table=best_loss_table, group=pack_synthetic,
-                       group_name=synthetic_group_name)
-GPT = Experiment("gpt", GPTSpec, prepare=prepare_gpt, points=_grid_points, run=_run_gpt, rows=trial_rows,
-                 table=best_loss_table)
+SYNTHETIC = Experiment("synthetic", SyntheticSpec, SYNTHETIC_REPORTS, prepare=prepare_synthetic,
+                       points=_grid_points, run=_run_synthetic, rows=trial_rows, table=best_loss_table,
+                       group=pack_synthetic, group_name=synthetic_group_name)
+GPT = Experiment("gpt", GPTSpec, GPT_REPORTS, prepare=prepare_gpt, points=_grid_points, run=_run_gpt,
+                 rows=trial_rows, table=best_loss_table)

@@ -251,7 +251,7 @@ class StoreCallback(tune.Callback):
         _, tables = self.experiment.rows(point, _one_row_per_evaluation(self.reports[point_id]))
         if "history" in tables:
             store.write_history(self.results_dir, self.name, point_id, tables["history"], point.config_hash,
-                                self.experiment.name)
+                                self.experiment.name, self.experiment.schemas)
         self.live_written[point_id] = time.monotonic()
 
     def _store(self, point: dict, status: str, error: str) -> None:
@@ -275,8 +275,8 @@ class StoreCallback(tune.Callback):
         row = {k: (json.dumps(v) if isinstance(v, (list, dict)) else v) for k, v in row.items()}
         history = tables.pop("history", [])
         for table, rows in tables.items():
-            store.write_rows(self.results_dir, self.name, table, point_id, rows)
-        store.write_trial(self.results_dir, self.name, point_id, row, history)
+            store.write_rows(self.results_dir, self.name, table, point_id, rows, self.experiment.schemas)
+        store.write_trial(self.results_dir, self.name, point_id, row, history, self.experiment.schemas)
         self.stored.add(point_id)
 
 
