@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from ctxscale import store
-from ctxscale.data import parity
+from ctxscale.data import parity_tasks as parity
 from ctxscale.spec import SpecError, parse_spec
 from ctxscale.spec.point import Point
 

@@ -20,12 +20,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..data import parity
+from ..data import parity_tasks as parity
 from ..device import pick_device
 from ..measure.kde import kde_entropy
 from ..measure.spectra import pca_eigenvalues, spectrum_measures, usable_count
 from ..models.gpt import GPTConfig
-from ..models.parity import ParityTransformer
+from ..models.parity_transformer import ParityTransformer
 from ..spec.parity import ParitySpec
 from ..spec.point import Point
 from .checkpoint import read_checkpoint
