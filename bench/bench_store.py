@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 
 from ctxscale import store
-from ctxscale.experiments.training import SYNTHETIC
+from ctxscale.experiments.synthetic import SYNTHETIC
 from ctxscale.spec import parse_spec
 from ctxscale.store import schema
 from ctxscale.store.compaction import _part_name

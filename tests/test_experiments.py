@@ -9,7 +9,8 @@ import pytest
 from ctxscale import store
 from ctxscale.experiments import experiment_of
 from ctxscale.experiments.measure import MEASURE, config_hash
-from ctxscale.experiments.training import GPT, SYNTHETIC
+from ctxscale.experiments.gpt import GPT
+from ctxscale.experiments.synthetic import SYNTHETIC
 from ctxscale.spec import parse_spec
 from ctxscale.sweep.runner import plan_sweep, run_sweep
 

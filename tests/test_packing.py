@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from ctxscale import store
-from ctxscale.experiments.training import pack_synthetic, synthetic_group_name
+from ctxscale.experiments.synthetic import pack_synthetic, synthetic_group_name
 from ctxscale.models.mlp import build_model
 from ctxscale.spec import SpecError, parse_spec
 from ctxscale.experiments.grid import expand_grid

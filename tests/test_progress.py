@@ -8,7 +8,7 @@ import pandas as pd
 from ray.tune.experiment import Trial
 
 from ctxscale import store
-from ctxscale.experiments.training import pack_synthetic, synthetic_group_name
+from ctxscale.experiments.synthetic import pack_synthetic, synthetic_group_name
 from ctxscale.spec import parse_spec
 from ctxscale.experiments.grid import expand_grid
 from ctxscale.sweep.progress import SweepProgress

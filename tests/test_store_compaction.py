@@ -15,7 +15,8 @@ import pytest
 
 from ctxscale import store
 from ctxscale.cli import main
-from ctxscale.experiments.training import SYNTHETIC, trial_rows
+from ctxscale.experiments.grid import trial_rows
+from ctxscale.experiments.synthetic import SYNTHETIC
 from ctxscale.spec import parse_spec
 from ctxscale.experiments.grid import expand_grid
 

@@ -31,7 +31,8 @@ def experiment_of(spec) -> Experiment:
     """The experiment object of a loaded spec."""
     from .measure import MEASURE
     from .parity import PARITY
-    from .training import GPT, SYNTHETIC
+    from .gpt import GPT
+    from .synthetic import SYNTHETIC
 
     for experiment in (SYNTHETIC, GPT, MEASURE, PARITY):
         if isinstance(spec, experiment.spec_type):

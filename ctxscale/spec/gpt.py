@@ -2,7 +2,7 @@
 
 What can be checked without the corpus is checked at load; `check_against_corpus` checks the
 rest (data sizes against the corpus's training tokens) when the gpt experiment prepares its
-corpus (`ctxscale.experiments.training.prepare_gpt`), before Ray starts.
+corpus (`ctxscale.experiments.gpt.prepare_gpt`), before Ray starts.
 The model presets (`PRESETS`) and the tokens-per-step arithmetic (`plan_batches`, which the loop
 follows) are here, beside the checks that use them; nothing here imports torch.
 """
