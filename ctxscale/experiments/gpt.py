@@ -10,7 +10,7 @@ from ..spec.gpt import GPTSpec
 from ..spec.point import Point
 from ..store.schema import F64, I64
 from .base import Experiment
-from .grid import TRAINING_REPORTS, best_loss_table, grid_points, trial_rows
+from .grid import TRAINING_REPORTS, best_loss_table, expand_grid, trial_rows
 
 GPT_REPORTS = TRAINING_REPORTS | {"step": I64, "epoch": F64, "best_epoch": F64, "best_step": I64, "tokens_seen": I64,
                                   "lr": F64, "tokens_per_s": F64, "mfu": F64, "tokens_per_step": I64,
@@ -41,5 +41,5 @@ def _run_gpt(group: list[Point], report, data, resume_dir: Optional[str] = None)
     run_gpt_trial(point, report, corpus=data, resume_dir=resume_dir)
 
 
-GPT = Experiment("gpt", GPTSpec, GPT_REPORTS, prepare=prepare_gpt, points=grid_points, run=_run_gpt,
+GPT = Experiment("gpt", GPTSpec, GPT_REPORTS, prepare=prepare_gpt, points=expand_grid, run=_run_gpt,
                  rows=trial_rows, table=best_loss_table)

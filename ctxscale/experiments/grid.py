@@ -13,17 +13,13 @@ from ..store.schema import F64, I64, STR
 from .base import provenance_keys
 
 
-def expand_grid(spec) -> list[Point]:
-    """Every point of the spec's grid, in grid order (context length slowest), all of one config hash."""
+def expand_grid(spec, prepared=None) -> list[Point]:
+    """Every point of the spec's grid, in grid order (context length slowest), all of one config hash
+    (an experiment's `points`: the prepared data changes no point)."""
     digest = science_hash(spec)
     return [Point(grid_trial_id(length, size, seed, digest), digest, spec, context_length=length, data_size=size,
                   seed=seed)
             for length, size, seed in itertools.product(spec.grid.context_length, spec.grid.data_size, spec.grid.seed)]
-
-
-def grid_points(spec, prepared=None) -> list[Point]:
-    """`expand_grid`, as an experiment's `points` (the prepared data changes no point)."""
-    return expand_grid(spec)
 
 
 # what the training loops report per evaluation (history) and in their final report (trials)

@@ -11,7 +11,7 @@ from ..spec.point import Point
 from ..spec.synthetic import SyntheticSpec
 from ..store.schema import F64, I64, STR
 from .base import Experiment
-from .grid import TRAINING_REPORTS, best_loss_table, grid_points, trial_rows
+from .grid import TRAINING_REPORTS, best_loss_table, expand_grid, trial_rows
 
 SYNTHETIC_REPORTS = TRAINING_REPORTS | {"epoch": I64, "best_epoch": I64, "bayes_risk": F64, "string_length": I64,
                                         "tasks": STR, "task_val_loss": STR}
@@ -74,5 +74,5 @@ def _run_synthetic(group: list[Point], report, data, resume_dir: Optional[str] =
 
 
 SYNTHETIC = Experiment("synthetic", SyntheticSpec, SYNTHETIC_REPORTS, prepare=prepare_synthetic,
-                       points=grid_points, run=_run_synthetic, rows=trial_rows, table=best_loss_table,
+                       points=expand_grid, run=_run_synthetic, rows=trial_rows, table=best_loss_table,
                        group=pack_synthetic, group_name=synthetic_group_name)
