@@ -27,7 +27,7 @@ def with_coordinates(history: pd.DataFrame, trials: pd.DataFrame) -> pd.DataFram
     it carries them, else from the trial's row in `trials`, else from the trial id (a history read
     while the sweep runs has rows of trials whose trials row is not stored yet). Rows that none of
     them places are dropped."""
-    from ctxscale.sweep.grid import coordinates_of  # the one parser of trial ids
+    from ctxscale.identity import coordinates_of  # the one parser of trial ids
 
     if set(COORDINATES) <= set(history.columns) and history[COORDINATES].notna().all().all():
         return history

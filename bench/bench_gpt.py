@@ -56,7 +56,7 @@ import time
 import numpy as np
 import torch
 
-from ctxscale.models.gpt import PRESETS
+from ctxscale.spec.gpt import PRESETS
 from ctxscale.spec.gpt import GPTSpec
 from ctxscale.train.distributed import rank_and_world
 from ctxscale.train.gpt import setup_gpt

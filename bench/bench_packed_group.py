@@ -20,7 +20,7 @@ import torch
 import yaml
 
 from ctxscale.spec import parse_spec
-from ctxscale.sweep.grid import expand_grid
+from ctxscale.experiments.grid import expand_grid
 from ctxscale.sweep.prepare import prepare_data
 from ctxscale.train import fused_eval, synthetic as loop
 

@@ -16,6 +16,7 @@ import math
 
 from ctxscale.device import pick_device
 from ctxscale.spec import load_spec
+from ctxscale.spec.point import Point
 from ctxscale.train.parity import spec_tasks, train
 
 
@@ -33,7 +34,7 @@ def main() -> None:
         spec = load_spec(args.spec, [item for item in assignments.split(",") if item])
         tasks = spec_tasks(spec)
         size = args.data_size or spec.grid.data_size[0]
-        point = {"trial_id": assignments or "spec", "data_size": size, "seed": spec.grid.seed[0]}
+        point = Point(assignments or "spec", "", spec, data_size=size, seed=spec.grid.seed[0])
         run = train(spec, tasks, point, pick_device(spec.training.device), trace_every=args.every,
                     max_seconds=args.seconds)
         trace = run.trace

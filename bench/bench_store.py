@@ -25,6 +25,7 @@ import numpy as np
 import pyarrow as pa
 
 from ctxscale import store
+from ctxscale.experiments.synthetic import SYNTHETIC
 from ctxscale.spec import parse_spec
 from ctxscale.store import schema
 from ctxscale.store.compaction import _part_name
@@ -41,25 +42,25 @@ def _spec(trials: int):
                        "data": {"string_length": 100}, "model": {"hidden": 16}})
 
 
-def _trial_row(point: dict, rng) -> dict:
+def _trial_row(point, rng) -> dict:
     loss = float(rng.uniform(0.1, 0.7))
-    return {"sweep": SWEEP, "trial_id": point["trial_id"], "experiment": "synthetic", "status": "ok", "error": "",
-            "config_hash": point["config_hash"], "config": json.dumps(point["spec"], sort_keys=True),
-            "context_length": point["context_length"], "data_size": point["data_size"], "seed": point["seed"],
+    return {"sweep": SWEEP, "trial_id": point.trial_id, "experiment": "synthetic", "status": "ok", "error": "",
+            "config_hash": point.config_hash, "config": json.dumps(point.spec.model_dump(mode="json"), sort_keys=True),
+            **point.coordinates(),
             "best_val_loss": loss, "best_epoch": 10, "final_train_loss": loss, "train_loss": loss, "val_loss": loss,
             "wall_s": 3.0, "samples_per_s": 1e5, "world_size": 1, "epoch": 10, "bayes_risk": 0.1,
             "string_length": 100, "host": "bench", "cpu_count": 2, "gpu_count": 0,
-            **schema.flat_config(point["spec"])}
+            **schema.flat_config(point.spec.model_dump(mode="json"))}
 
 
-def _history(points: list[dict], per_trial: int, rng) -> pa.Table:
+def _history(points: list, per_trial: int, rng) -> pa.Table:
     n = len(points) * per_trial
-    columns = {"sweep": pa.array([SWEEP] * n), "trial_id": pa.array(np.repeat([p["trial_id"] for p in points], per_trial)),
-               "config_hash": pa.array([points[0]["config_hash"]] * n),
+    columns = {"sweep": pa.array([SWEEP] * n), "trial_id": pa.array(np.repeat([p.trial_id for p in points], per_trial)),
+               "config_hash": pa.array([points[0].config_hash] * n),
                "epoch": pa.array(np.tile(np.arange(1, per_trial + 1), len(points))),
                "val_loss": pa.array(rng.uniform(0.1, 0.7, n)), "train_loss": pa.array(rng.uniform(0.1, 0.7, n)),
                "status": pa.array(["running"] * n)}
-    declared = schema.declared("history", "synthetic")
+    declared = SYNTHETIC.schemas["history"]
     arrays = [columns.get(f.name, pa.nulls(n, f.type)).cast(f.type) for f in declared]
     return schema.with_metadata(pa.Table.from_arrays(arrays, schema=declared), "history", "synthetic")
 
@@ -67,7 +68,7 @@ def _history(points: list[dict], per_trial: int, rng) -> pa.Table:
 def _write_parts(folder: Path, points, per_trial, chunks: int, rng) -> None:
     for chunk in np.array_split(np.arange(len(points)), chunks):
         group = [points[i] for i in chunk]
-        trials = schema.with_metadata(schema.to_table([_trial_row(p, rng) for p in group], "trials"), "trials",
+        trials = schema.with_metadata(schema.to_table([_trial_row(p, rng) for p in group], SYNTHETIC.schemas["trials"]), "trials",
                                       "synthetic")
         store.write_table(folder / "history" / _part_name(), _history(group, per_trial, rng))
         store.write_table(folder / "trials" / _part_name(), trials)
@@ -112,7 +113,7 @@ def main() -> None:
                 row = _trial_row(point, rng)
                 history = [{"epoch": e, "val_loss": 0.5, "train_loss": 0.5, "status": "running"}
                            for e in range(1, args.history_per_trial + 1)]
-                store.write_trial(folder, SWEEP, point["trial_id"], row, history)
+                store.write_trial(folder, SWEEP, point.trial_id, row, history)
             print(f"[loose] build: {args.loose:,} trials written by store.write_trial in "
                   f"{time.perf_counter() - start:.1f} s", flush=True)
             for label in ("first (builds the index)", "again (index warm)"):

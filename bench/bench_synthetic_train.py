@@ -22,6 +22,7 @@ import yaml
 from ctxscale.data.synthetic import generate
 from ctxscale.spec import parse_spec
 from ctxscale.spec.synthetic import load_task_list
+from ctxscale.spec.point import Point
 from ctxscale.train.synthetic import run_synthetic_trial
 
 
@@ -37,8 +38,7 @@ def loop_throughput(device: str, epochs: int, data_size: int, val_rows: int) -> 
     })
     print(f"{'context':>8} {'rows':>10} {'epochs':>6} {'samples/s':>12} {'s/epoch':>8} {'best val':>9}")
     for context_length in spec.grid.context_length:
-        trial = {"spec": spec.model_dump(mode="json"), "context_length": context_length,
-                 "data_size": data_size, "seed": 0, "trial_id": "bench"}
+        trial = Point("bench", "", spec, context_length=context_length, data_size=data_size, seed=0)
         result = run_synthetic_trial(trial, lambda m, checkpoint_dir=None: None, data)
         print(f"{context_length:>8} {data_size:>10,} {result['epoch']:>6} {result['samples_per_s']:>12,.0f} "
               f"{result['wall_s'] / result['epoch']:>8.2f} {result['best_val_loss']:>9.4f}")

@@ -16,7 +16,7 @@ import ctxscale
 from ctxscale import store
 from ctxscale.cli import build_parser, main
 from ctxscale.spec import parse_spec
-from ctxscale.sweep.grid import science_hash
+from ctxscale.identity import science_hash
 
 from conftest import TINY_SPEC
 

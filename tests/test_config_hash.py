@@ -140,9 +140,9 @@ def test_an_older_store_is_split_by_its_trial_ids_and_file_times(tmp_path, capsy
     assert f"configuration {NEW} (the most recent); 27 rows" in capsys.readouterr().out
 
 
-def test_results_table_shows_the_hash_beside_the_trial_id(tmp_path, capsys):
+def test_results_table_shows_the_hash_beside_the_point(tmp_path, capsys):
     _two_configurations(tmp_path)
     assert main(["results", str(tmp_path), "--sweep", "edited"]) == 0
     header, *rows = capsys.readouterr().out.splitlines()
-    assert header.split()[:3] == ["sweep", "trial_id", "config_hash"]
+    assert header.split()[:5] == ["trial_id", "context_length", "data_size", "seed", "config_hash"]
     assert sum(OLD in r for r in rows) == 27 and sum(NEW in r for r in rows) == 18

@@ -9,7 +9,8 @@ import pytest
 from ctxscale import store
 from ctxscale.experiments import experiment_of
 from ctxscale.experiments.measure import MEASURE, config_hash
-from ctxscale.experiments.training import GPT, SYNTHETIC
+from ctxscale.experiments.gpt import GPT
+from ctxscale.experiments.synthetic import SYNTHETIC
 from ctxscale.spec import parse_spec
 from ctxscale.sweep.runner import plan_sweep, run_sweep
 
@@ -55,12 +56,12 @@ def test_measure_points_are_grouped_per_model_and_named_by_their_configuration(c
     spec = _measure(corpus, model=["random:gpt2-tiny", "random:gpt2-small"])
     points = MEASURE.points(spec, corpus)
     digest = config_hash(spec, "random:gpt2-tiny", corpus)
-    assert points[0]["trial_id"].startswith("random-gpt2-tiny-") and points[0]["trial_id"].endswith(f"_l4_{digest}")
+    assert points[0].trial_id.startswith("random-gpt2-tiny-") and points[0].trial_id.endswith(f"_l4_{digest}")
     assert [len(group) for group in MEASURE.group(points)] == [2, 2]
-    assert {p["model"] for p in MEASURE.group(points)[1]} == {"random:gpt2-small"}
+    assert {p.model for p in MEASURE.group(points)[1]} == {"random:gpt2-small"}
     edited = MEASURE.points(_measure(corpus, protocol={"split": "train", "min_doc_tokens": 50, "drop_first": 0,
                                                        "drop_last": 2, "chunk_length": 32}), corpus)
-    assert not {p["trial_id"] for p in points} & {p["trial_id"] for p in edited}
+    assert not {p.trial_id for p in points} & {p.trial_id for p in edited}
 
 
 @pytest.mark.network
@@ -70,11 +71,11 @@ def test_the_measure_run_function_needs_no_ray(corpus):
     group = MEASURE.points(spec, corpus)
     reports = []
     MEASURE.run(group, lambda metrics, checkpoint_dir=None: reports.append(metrics), str(corpus), None)
-    assert [r["point"] for r in reports] == [p["trial_id"] for p in group]
+    assert [r["point"] for r in reports] == [p.trial_id for p in group]
     columns, tables = MEASURE.rows(group[1], reports[1:])
-    assert columns["context_length"] == 16 and set(tables) == {"ce", "spectra"}
+    assert "context_length" not in columns and set(tables) == {"ce", "spectra"}  # the runner stores it from the point
     (ce,) = tables["ce"]
-    assert ce["context_length"] == 16 and ce["n_chunks"] >= 2 and ce["config_hash"] == group[1]["config_hash"]
+    assert ce["context_length"] == 16 and ce["n_chunks"] >= 2 and ce["config_hash"] == group[1].config_hash
     assert {"intrinsic_dim_0.01", "sum_log_eig_3", "eigenvalues"} <= set(tables["spectra"][0])
 
 

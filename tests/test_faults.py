@@ -199,7 +199,7 @@ def test_a_full_disk_stops_the_sweep_with_one_error_and_loses_nothing(ray_cluste
     raw = yaml.safe_load(_spec_file(tmp_path, "full").read_text()) | {"training": {"max_epochs": 2, "patience": 2}}
     spec = parse_spec(raw)
     data = prepare_data(spec)
-    real_write, calls = store.pq.write_table, []
+    real_write, calls = store.base.pq.write_table, []
 
     def disk_fills_up(table, where, **kwargs):
         calls.append(1)
@@ -208,7 +208,7 @@ def test_a_full_disk_stops_the_sweep_with_one_error_and_loses_nothing(ray_cluste
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return real_write(table, where, **kwargs)
 
-    monkeypatch.setattr(store.pq, "write_table", disk_fills_up)
+    monkeypatch.setattr(store.base.pq, "write_table", disk_fills_up)
     with pytest.raises(store.StoreError, match="No space left on device"):
         run_sweep(spec, tmp_path, data=data, verbose=0)
     monkeypatch.undo()

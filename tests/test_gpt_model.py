@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from ctxscale.models.gpt import GPT, PRESETS, GPTConfig, apply_rope, rope_angles
+from ctxscale.models.gpt import GPT, GPTConfig, apply_rope, rope_angles
+from ctxscale.spec.gpt import PRESETS
 
 TINY = GPTConfig(**PRESETS["tiny"], vocab_size=256)
 

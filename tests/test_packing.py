@@ -13,10 +13,10 @@ import torch
 import torch.nn.functional as F
 
 from ctxscale import store
-from ctxscale.experiments.training import pack_synthetic, synthetic_group_name
+from ctxscale.experiments.synthetic import pack_synthetic, synthetic_group_name
 from ctxscale.models.mlp import build_model
 from ctxscale.spec import SpecError, parse_spec
-from ctxscale.sweep.grid import expand_grid
+from ctxscale.experiments.grid import expand_grid
 from ctxscale.sweep.prepare import prepare_data
 from ctxscale.sweep.runner import run_sweep
 from ctxscale.train.packed import StackedModel, _fused_bias_leaky_relu, clip_grad_norm_per_member, keep_members
@@ -77,11 +77,11 @@ def test_groups_share_data_size_and_seed_and_respect_pack():
     spec = parse_spec(TINY_SPEC)
     groups = pack_synthetic(expand_grid(spec))
     assert len(groups) == 4 and all(len(group) == 3 for group in groups)
-    assert all(len({(p["data_size"], p["seed"]) for p in group}) == 1 for group in groups)
+    assert all(len({(p.data_size, p.seed) for p in group}) == 1 for group in groups)
     # the largest groups first, so that Tune starts the longest trials first
-    assert [group[0]["data_size"] for group in groups] == [4000, 4000, 2000, 2000]
+    assert [group[0].data_size for group in groups] == [4000, 4000, 2000, 2000]
     assert synthetic_group_name(groups[-1]).startswith("d2000_s")
-    assert [p["context_length"] for p in groups[0]] == [8, 16, 24]
+    assert [p.context_length for p in groups[0]] == [8, 16, 24]
     two = pack_synthetic(expand_grid(parse_spec(TINY_SPEC | {"resources": {"pack": 2}})))
     assert sorted(len(group) for group in two) == [1, 1, 1, 1, 2, 2, 2, 2]
     assert all(len(group) == 1 for group in pack_synthetic(expand_grid(parse_spec(TINY_SPEC | {"resources": {"pack": 1}}))))

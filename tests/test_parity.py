@@ -11,8 +11,9 @@ import pytest
 import yaml
 
 from ctxscale import store
-from ctxscale.data import parity
+from ctxscale.data import parity_tasks as parity
 from ctxscale.spec import SpecError, parse_spec
+from ctxscale.spec.point import Point
 
 
 def brute_force_bayes_risk(tasks: parity.ParityTasks, context_length: int) -> float:
@@ -145,7 +146,7 @@ def test_train_traces_the_loss_and_stops_at_its_time_budget():
 
     spec = parse_spec({**TINY, "training": {**TINY["training"], "threads": 1}})
     tasks = parity.make_tasks(6, 3, 0.33, 0)
-    point = {"trial_id": "t", "data_size": 600, "seed": 0}
+    point = Point("t", "", spec, data_size=600, seed=0)
     run = train(spec, tasks, point, torch.device("cpu"), trace_every=2)
     assert run.status == "ok" and run.step == 12 and [s for s, _, _ in run.trace] == list(range(2, 13, 2))
     assert all(math.isfinite(loss) for _, loss, _ in run.trace)
@@ -170,7 +171,7 @@ def test_a_curriculum_trains_the_nearest_tasks_first_then_every_sample():
            "training": {**TINY["training"], "threads": 1, "lr_schedule": "constant",
                         "curriculum_tasks": 0.5, "curriculum_steps": 5}}
     spec = parse_spec(raw)
-    run = train(spec, parity.make_tasks(6, 4, 0.33, 0), {"trial_id": "t", "data_size": 600, "seed": 0},
+    run = train(spec, parity.make_tasks(6, 4, 0.33, 0), Point("t", "", spec, data_size=600, seed=0),
                 torch.device("cpu"), trace_every=1)
     assert run.status == "ok" and run.step == 5 + 2 * 6 and len(run.trace) == 17
     point = {"trial_id": "t", "data_size": 600, "seed": 0}
@@ -194,7 +195,7 @@ def test_a_parity_trial_goes_on_from_its_checkpoint_as_if_never_stopped(tmp_path
                         "curriculum_tasks": 0.5, "curriculum_steps": 3}}
     spec = parse_spec(raw)
     tasks = parity.make_tasks(6, 4, 0.33, 0)
-    point = {"trial_id": "t", "data_size": 600, "seed": 0}
+    point = Point("t", "", spec, data_size=600, seed=0)
     reports = []
 
     def report(metrics, checkpoint_dir=None):

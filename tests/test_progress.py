@@ -8,9 +8,9 @@ import pandas as pd
 from ray.tune.experiment import Trial
 
 from ctxscale import store
-from ctxscale.experiments.training import pack_synthetic, synthetic_group_name
+from ctxscale.experiments.synthetic import pack_synthetic, synthetic_group_name
 from ctxscale.spec import parse_spec
-from ctxscale.sweep.grid import expand_grid
+from ctxscale.experiments.grid import expand_grid
 from ctxscale.sweep.progress import SweepProgress
 
 from conftest import TINY_SPEC
@@ -28,7 +28,7 @@ def test_progress_is_one_compact_table_and_a_line_per_finished_point():
     name, group = next(iter(groups.items()))
     trial = Trial("plain_trial", config={"trial": {"id": name}}, stub=True)  # a real (unstarted) Tune trial
     progress.on_trial_start(0, [trial], trial)
-    first, second = group[0]["trial_id"], group[1]["trial_id"]
+    first, second = group[0].trial_id, group[1].trial_id
     progress.on_trial_result(0, [trial], trial, {"point": first, "epoch": 1, "val_loss": 0.70, "best_val_loss": 0.70,
                                                  "status": "running"})
     assert out.getvalue() == ""  # nothing per report
@@ -44,16 +44,16 @@ def test_progress_is_one_compact_table_and_a_line_per_finished_point():
     assert table[0].endswith("12 points, 9 pending, 1 ok, 2 failed"), table
     assert table[1].split() == ["data_size", "done", "best", "so", "far", "running"]
     assert sorted(line.split()[0] for line in table[2:]) == ["2,000", "4,000"] and len(table) == 4
-    size = f"{group[0]['data_size']:,}"
+    size = f"{group[0].data_size:,}"
     row = next(line for line in table if line.strip().startswith(size))
     assert row.split()[1:] == ["3/6", "l8", "0.7000"], row  # 1 ok and 2 failed of 6; none running
 
     # the other seed's packed group of that data size starts, and reports its three points at once
-    other_name = next(n for n, g in groups.items() if n != name and g[0]["data_size"] == group[0]["data_size"])
+    other_name = next(n for n, g in groups.items() if n != name and g[0].data_size == group[0].data_size)
     other = Trial("plain_trial", config={"trial": {"id": other_name}}, stub=True)
     progress.on_trial_start(0, [other], other)
     progress.on_trial_result(0, [other], other, {"epoch": 3, "points": [
-        {"point": p["trial_id"], "epoch": 3, "val_loss": 0.69, "best_val_loss": 0.69 - p["context_length"] / 1000,
+        {"point": p.trial_id, "epoch": 3, "val_loss": 0.69, "best_val_loss": 0.69 - p.context_length / 1000,
          "status": "running"} for p in groups[other_name]]})
     table = progress.table()
     row = next(line for line in table.splitlines() if line.strip().startswith(size))
@@ -78,11 +78,11 @@ def _scalars(path) -> dict[str, list[tuple[int, float]]]:
 def test_tensorboard_curves_are_where_the_readme_says(synthetic_results):
     history = store.load_results(synthetic_results, "history", sweep="tiny")
     folder = synthetic_results / "tiny" / "tensorboard"
-    assert sorted(p.name for p in folder.iterdir()) == sorted(history["trial_id"].unique())
-    point = history["trial_id"].iloc[0]
+    assert sorted(p.name for p in folder.iterdir()) == sorted(history.trial_id.unique())
+    point = history.trial_id.iloc[0]
     (events,) = (folder / point).glob("events.out.tfevents.*")
     scalars = _scalars(events)
-    mine = history[history["trial_id"] == point].sort_values("epoch")
+    mine = history[history.trial_id == point].sort_values("epoch")
     assert [step for step, _ in scalars["val_loss"]] == mine["epoch"].tolist()
     assert all(abs(logged - stored) < 1e-6 for (_, logged), stored in zip(scalars["val_loss"], mine["val_loss"]))
 

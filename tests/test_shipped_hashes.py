@@ -2,14 +2,14 @@
 a hash that moves silently orphans every result stored under the old one (they are not lost, but a
 sweep runs them again and `analyze` picks the new configuration). Change a pin only together with
 the spec's science; a new field that behaves as before at its default goes in
-`ctxscale.sweep.grid.ADDED_FIELDS` instead."""
+`ctxscale.identity.ADDED_FIELDS` instead."""
 from pathlib import Path
 
 import pytest
 
-from ctxscale.experiments.parity import parity_hash
+from ctxscale.identity import parity_hash
 from ctxscale.spec import load_spec
-from ctxscale.sweep.grid import science_hash
+from ctxscale.identity import science_hash
 
 SWEEPS = Path(__file__).resolve().parents[1] / "sweeps"
 

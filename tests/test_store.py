@@ -45,7 +45,7 @@ def test_a_failed_write_leaves_the_old_file(tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(store.pq, "write_table", broken)
+    monkeypatch.setattr(store.base.pq, "write_table", broken)
     with pytest.raises(OSError):
         store.write_trial(tmp_path, "s", "a", _row(0.1), [])
     monkeypatch.undo()

@@ -15,9 +15,10 @@ import pytest
 
 from ctxscale import store
 from ctxscale.cli import main
-from ctxscale.experiments.training import trial_rows
+from ctxscale.experiments.grid import trial_rows
+from ctxscale.experiments.synthetic import SYNTHETIC
 from ctxscale.spec import parse_spec
-from ctxscale.sweep.grid import expand_grid
+from ctxscale.experiments.grid import expand_grid
 
 from conftest import TINY_SPEC
 
@@ -27,9 +28,9 @@ SPEC = parse_spec(TINY_SPEC)
 def _store_point(root, point, reports, status="ok", error="", sweep=SPEC.name):
     """A point stored the way the runner stores it (`StoreCallback`)."""
     columns, tables = trial_rows(point, reports)
-    row = {"experiment": "synthetic", **columns, "status": status, "error": error,
-           "config_hash": point["config_hash"], "config": json.dumps(point["spec"], sort_keys=True)}
-    store.write_trial(root, sweep, point["trial_id"], row, tables["history"])
+    row = {"experiment": "synthetic", **columns, **point.coordinates(), "status": status, "error": error,
+           "config_hash": point.config_hash, "config": json.dumps(point.spec.model_dump(mode="json"), sort_keys=True)}
+    store.write_trial(root, sweep, point.trial_id, row, tables["history"], SYNTHETIC.schemas)
 
 
 def _reports(epochs, loss=0.5):
@@ -39,12 +40,12 @@ def _reports(epochs, loss=0.5):
 
 
 def test_a_folder_whose_first_file_is_a_failed_trial_reads_every_column(tmp_path):
-    points = sorted(expand_grid(SPEC), key=lambda p: p["trial_id"])
+    points = sorted(expand_grid(SPEC), key=lambda p: p.trial_id)
     _store_point(tmp_path, points[0], [], status="failed", error="killed before its first report")
     for point in points[1:4]:
         _store_point(tmp_path, point, _reports(3))
     folder = tmp_path / SPEC.name / "trials"
-    assert sorted(folder.iterdir())[0].stem == points[0]["trial_id"]  # the failed one comes first
+    assert sorted(folder.iterdir())[0].stem == points[0].trial_id  # the failed one comes first
     data = ds.dataset(folder, format="parquet").to_table()  # schema from the first file, as DuckDB and polars do
     full = pq.read_schema(sorted(folder.iterdir())[1])
     assert data.schema.names == full.names and len(full.names) > 60
@@ -90,18 +91,18 @@ def test_compaction_folds_finished_trials_and_keeps_failed_ones_in_their_files(t
 def test_the_skip_check_reads_only_files_that_changed(tmp_path):
     points = _a_store(tmp_path, 12)
     assert len(store.stored_trials(tmp_path, SPEC.name)) == 12  # builds the index
-    victim = tmp_path / SPEC.name / "trials" / f"{points[0]['trial_id']}.parquet"
+    victim = tmp_path / SPEC.name / "trials" / f"{points[0].trial_id}.parquet"
     os.utime(victim)  # same content, but the index no longer vouches for it: it is read again
     victim.write_bytes(b"damaged")
-    with pytest.raises(store.StoreError, match=f"{points[0]['trial_id']}.parquet"):
+    with pytest.raises(store.StoreError, match=f"{points[0].trial_id}.parquet"):
         store.stored_trials(tmp_path, SPEC.name)
     other = _a_store(tmp_path / "b", 12)
     bad_index = tmp_path / "b" / SPEC.name / "_index" / "trial-status.parquet"
     store.stored_trials(tmp_path / "b", SPEC.name)
     _store_point(tmp_path / "b", other[3], _reports(2))  # a failed trial run again, now ok
-    assert store.stored_trials(tmp_path / "b", SPEC.name)[other[3]["trial_id"]] == "ok"
+    assert store.stored_trials(tmp_path / "b", SPEC.name)[other[3].trial_id] == "ok"
     bad_index.write_bytes(b"not an index")  # only a cache: rebuilt
-    assert store.stored_trials(tmp_path / "b", SPEC.name)[other[3]["trial_id"]] == "ok"
+    assert store.stored_trials(tmp_path / "b", SPEC.name)[other[3].trial_id] == "ok"
 
 
 @pytest.mark.parametrize("moment", ["writing the history part", "removing the folded files"])
@@ -136,9 +137,9 @@ def test_a_trial_in_a_part_and_in_its_own_file_is_read_from_its_own_file(tmp_pat
     store.compact(tmp_path, SPEC.name)
     _store_point(tmp_path, points[0], _reports(2, loss=9.0))  # written again after compaction
     trials = store.load_results(tmp_path, sweep=SPEC.name)
-    assert len(trials) == 5 and trials.set_index("trial_id").loc[points[0]["trial_id"], "best_val_loss"] > 9
+    assert len(trials) == 5 and trials.set_index("trial_id").loc[points[0].trial_id, "best_val_loss"] > 9
     history = store.load_results(tmp_path, "history", sweep=SPEC.name)
-    assert (history["trial_id"] == points[0]["trial_id"]).sum() == 2
+    assert (history["trial_id"] == points[0].trial_id).sum() == 2
     times = store.load_results(tmp_path, sweep=SPEC.name, file_times=True)
     assert times["stored_at"].notna().all()
 

@@ -8,7 +8,8 @@ import pytest
 from ctxscale import store
 from ctxscale.cli import main
 from ctxscale.spec import parse_spec
-from ctxscale.sweep.grid import expand_grid, science_hash
+from ctxscale.identity import science_hash
+from ctxscale.experiments.grid import expand_grid
 from ctxscale.sweep.prepare import prepare_data
 from ctxscale.sweep.runner import SweepError, check_fits, ddp_trials_that_fit, node_types, run_sweep
 
@@ -127,12 +128,12 @@ def test_node_types_of_a_live_cluster(ray_cluster):
 
 def test_trial_ids_are_stable_and_change_with_the_science():
     spec = parse_spec(TINY_SPEC)
-    ids = [t["trial_id"] for t in expand_grid(spec)]
-    assert ids == [t["trial_id"] for t in expand_grid(parse_spec(TINY_SPEC))] and len(set(ids)) == 12
+    ids = [t.trial_id for t in expand_grid(spec)]
+    assert ids == [t.trial_id for t in expand_grid(parse_spec(TINY_SPEC))] and len(set(ids)) == 12
     renamed = parse_spec(TINY_SPEC | {"resources": {"max_concurrent_trials": 1}})
-    assert [t["trial_id"] for t in expand_grid(renamed)] == ids
+    assert [t.trial_id for t in expand_grid(renamed)] == ids
     retrained = parse_spec(TINY_SPEC | {"training": {"batch_size": 250}})
-    assert not set(ids) & {t["trial_id"] for t in expand_grid(retrained)}
+    assert not set(ids) & {t.trial_id for t in expand_grid(retrained)}
 
 
 def test_results_cli_prints_stored_rows(synthetic_results, capsys):

@@ -9,6 +9,7 @@ import torch
 from ctxscale.data.synthetic import bayes_risk, generate, unpack_bits
 from ctxscale.models.mlp import MLP, BiMLP, build_model
 from ctxscale.spec import parse_spec
+from ctxscale.spec.point import Point
 from ctxscale.train import synthetic as loop
 from ctxscale.train.synthetic import _Split, _evaluate, member_bce_losses, run_synthetic_trial
 
@@ -73,9 +74,7 @@ def test_bce_is_safe_for_extreme_logits():
 
 
 def _trial(spec_raw, context_length, data_size, seed=0):
-    spec = parse_spec(spec_raw)
-    return {"spec": spec.model_dump(mode="json"), "context_length": context_length,
-            "data_size": data_size, "seed": seed, "trial_id": "t"}
+    return Point("t", "", parse_spec(spec_raw), context_length=context_length, data_size=data_size, seed=seed)
 
 
 EASY = {  # two tasks whose bits lie early: learnable from little data

@@ -21,9 +21,9 @@ TWO_POINTS = TINY_SPEC | {"grid": {"context_length": [8, 16], "data_size": [1000
 def test_tracking_does_not_change_the_config_hash():
     plain = parse_spec(TWO_POINTS | {"name": "a"})
     tracked = parse_spec(TWO_POINTS | {"name": "a", "tracking": {"mlflow": {"tracking_uri": "file:/tmp/x"}}})
-    from ctxscale.sweep.grid import expand_grid
+    from ctxscale.experiments.grid import expand_grid
 
-    assert [p["trial_id"] for p in expand_grid(plain)] == [p["trial_id"] for p in expand_grid(tracked)]
+    assert [p.trial_id for p in expand_grid(plain)] == [p.trial_id for p in expand_grid(tracked)]
 
 
 @pytest.mark.parametrize("backend", ["wandb", "mlflow"])

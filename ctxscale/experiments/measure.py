@@ -17,9 +17,7 @@ list recomputes the stored spectra columns from the stored eigenvalues, without 
 """
 from __future__ import annotations
 
-import hashlib
 import json
-import re
 import tempfile
 import time
 from pathlib import Path
@@ -28,24 +26,27 @@ from typing import Iterator, Optional
 import numpy as np
 
 from .. import store
+from ..identity import measure_hash, measure_trial_id
 from ..measure.kde import kde_entropy
 from ..measure.spectra import (DEFAULT_THRESHOLD, measure_columns, pca_eigenvalues, spectrum_measures,
                                threshold_column, usable_count)
-from ..spec.common import SpecError, resolve_corpus_path
+from ..spec.common import SpecError
 from ..spec.measure import MeasureSpec
-from . import Experiment, provenance_keys
+from ..spec.point import Point
+from ..store.schema import F64, I64, STR
+from .base import Experiment, provenance_keys
 
 
 def prepare_measure(spec: MeasureSpec, source: Optional[str] = None) -> Path:
     """A GGUF model file exists; the corpus exists (preparing 'local' once) and its split has documents; returns its folder."""
-    from ..data.corpus import CorpusError, load_corpus
+    from ..data.corpus import CorpusError, corpus_folder, load_corpus
 
     where = source or f"spec {spec.name!r}"
     for model in spec.models:  # a GGUF file is local by nature: missing, it is the user's to fetch
         if model.endswith(".gguf") and not Path(model).expanduser().is_file():
             raise SpecError(f"{where}: model: GGUF file {model} not found (see the spec's header for how to get it)")
-    path = resolve_corpus_path(spec.corpus)
     try:
+        path = corpus_folder(spec.corpus)
         corpus = load_corpus(path)
     except (CorpusError, OSError, ValueError) as err:
         raise SpecError(f"{where}: corpus: {err}") from None
@@ -55,43 +56,27 @@ def prepare_measure(spec: MeasureSpec, source: Optional[str] = None) -> Path:
 
 
 def config_hash(spec: MeasureSpec, model: str, corpus_path: Path) -> str:
-    """Hash of what changes a measured number: not the name, resources, batch size or thresholds."""
+    """The model's config hash (`ctxscale.identity.measure_hash`) over the content of the corpus split it reads."""
     from ..data.corpus import load_corpus
 
-    split = load_corpus(corpus_path).manifest["splits"][spec.protocol.split]
-    payload = {"model": model, "corpus_sha256": split["sha256"], "protocol": spec.protocol.model_dump(mode="json"),
-               "layer": spec.spectra.layer, "kde": [spec.spectra.kde_dims, spec.spectra.kde_max_samples],
-               "dtype": spec.inference.dtype, "tokenizer": spec.inference.tokenizer}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:8]
+    return measure_hash(spec, model, load_corpus(corpus_path).manifest["splits"][spec.protocol.split]["sha256"])
 
 
-def model_slug(model: str) -> str:
-    """A file-name-safe, collision-free name for a model string.
-
-    >>> model_slug("meta-llama/Llama-3.1-8B")
-    'meta-llama-Llama-3.1-8B-693323'
-    """
-    readable = re.sub(r"[^A-Za-z0-9._-]+", "-", model).strip("-.")[-60:] or "model"
-    return f"{readable}-{hashlib.sha1(model.encode()).hexdigest()[:6]}"
-
-
-def measure_points(spec: MeasureSpec, corpus_path: Path) -> list[dict]:
+def measure_points(spec: MeasureSpec, corpus_path: Path) -> list[Point]:
     """Every (model, context length) of the spec."""
-    spec_dict = spec.model_dump(mode="json")
     points = []
     for model in spec.models:
         digest = config_hash(spec, model, corpus_path)
-        points += [{"trial_id": f"{model_slug(model)}_l{length}_{digest}", "model": model,
-                    "context_length": length, "config_hash": digest, "spec": spec_dict}
+        points += [Point(measure_trial_id(model, length, digest), digest, spec, model=model, context_length=length)
                    for length in spec.grid.context_length]
     return points
 
 
-def per_model(points: list[dict]) -> list[list[dict]]:
+def per_model(points: list[Point]) -> list[list[Point]]:
     """One Tune trial per model: a model is loaded once for all its pending context lengths."""
-    groups: dict[str, list[dict]] = {}
+    groups: dict[str, list[Point]] = {}
     for point in points:
-        groups.setdefault(point["model"], []).append(point)
+        groups.setdefault(point.model, []).append(point)
     return list(groups.values())
 
 
@@ -118,7 +103,7 @@ def corpus_documents(corpus, split: str, tokenizer=None, max_documents: Optional
             yield np.asarray(tokenizer(text, add_special_tokens=False)["input_ids"], dtype=np.int64)
 
 
-def measure_model(group: list[dict], report, corpus_path, resume_dir: Optional[str] = None) -> None:
+def measure_model(group: list[Point], report, corpus_path, resume_dir: Optional[str] = None) -> None:
     """Measure one model at the context lengths of `group` (points of that model), reporting each.
 
     Ray-agnostic: the runner calls it in a Tune trial, a test with any `report`. A retried trial
@@ -128,8 +113,7 @@ def measure_model(group: list[dict], report, corpus_path, resume_dir: Optional[s
     from ..measure.lm import FinalTokenMeasurer, Progress, load_model
     from ..measure.protocol import Protocol, aggregate, build_chunks, context_inputs
 
-    spec = MeasureSpec.model_validate(group[0]["spec"])
-    model = group[0]["model"]
+    spec, model = group[0].spec, group[0].model
     p, inf = spec.protocol, spec.inference
     corpus = load_corpus(corpus_path)
     loaded = load_model(model, device=inf.device, dtype=inf.dtype, attention=inf.attention,
@@ -152,21 +136,21 @@ def measure_model(group: list[dict], report, corpus_path, resume_dir: Optional[s
         raise SpecError(
             f"{spec.name}: inference.tokenizer: token id {int(chunks.tokens.max())} is outside {model}'s vocabulary "
             f"({loaded.vocab_size}); the corpus holds GPT-2 tokens: set inference.tokenizer: model")
-    longest = max(point["context_length"] for point in group)
+    longest = max(point.context_length for point in group)
     if loaded.max_positions is not None and longest - 1 > loaded.max_positions:
         raise SpecError(f"{spec.name}: grid.context_length {longest} needs {longest - 1} positions; "
                         f"{model} has {loaded.max_positions}")
     measurer = FinalTokenMeasurer(loaded, layer=spec.spectra.layer, batch_size=inf.batch_size,
                                   batch_tokens=inf.batch_tokens)
-    config = json.dumps(group[0]["spec"], sort_keys=True)
+    config = json.dumps(spec.model_dump(mode="json"), sort_keys=True)
     for point in group:
-        length = point["context_length"]
+        length = point.context_length
         inputs, targets = context_inputs(chunks.tokens, length)
         started = time.perf_counter()
         ce, features = measurer.measure(inputs, targets, Progress(f"{model} l={length}"))
         wall = time.perf_counter() - started
         eig = pca_eigenvalues(features)
-        fixed = {"sweep": spec.name, "model": model, "config_hash": point["config_hash"], "context_length": length}
+        fixed = {"sweep": spec.name, "model": model, "config_hash": point.config_hash, "context_length": length}
         ce_row = {**fixed, **aggregate(ce, chunks.doc_index), "split": p.split, "n_tokens": int(inputs.size),
                   "wall_s": wall, "tokens_per_s": inputs.size / max(wall, 1e-9),
                   "batch_size": measurer.batch_size_used, "dtype": str(loaded.dtype).removeprefix("torch."),
@@ -179,13 +163,13 @@ def measure_model(group: list[dict], report, corpus_path, resume_dir: Optional[s
                        "kde_dims": spec.spectra.kde_dims,
                        **spectrum_measures(eig, spec.spectra.thresholds, spec.spectra.n_eigenvalues, len(features))}
         print(_line(ce_row, spectra_row), flush=True)
-        metrics = {"point": point["trial_id"], "status": "ok", "ce": ce_row, "spectra": spectra_row}
+        metrics = {"point": point.trial_id, "status": "ok", "ce": ce_row, "spectra": spectra_row}
         if not spec.spectra.write_features:
             report(metrics)
             continue
         # the hidden states are too large for a report: they travel as a checkpoint's files
         with tempfile.TemporaryDirectory() as folder:
-            target = Path(folder) / "store" / "features" / f"{point['trial_id']}.npy"
+            target = Path(folder) / "store" / "features" / f"{point.trial_id}.npy"
             target.parent.mkdir(parents=True)
             np.save(target, features)
             report(metrics, checkpoint_dir=folder)
@@ -198,15 +182,14 @@ def _line(ce: dict, spectra: dict) -> str:
             f"chunks / {ce['n_docs']} docs{dim}; {ce['tokens_per_s']:,.0f} tokens/s")
 
 
-def measure_rows(point: dict, reports: list[dict]) -> tuple[dict, dict[str, list[dict]]]:
+def measure_rows(point: Point, reports: list[dict]) -> tuple[dict, dict[str, list[dict]]]:
     """The point's ce and spectra rows as measured, with where they ran (the report carries it
-    once, beside them); the trials row names the point and its wall time."""
-    columns = {"model": point["model"], "context_length": point["context_length"]}
+    once, beside them); the trials row its wall time."""
     if not reports:
-        return columns, {}
+        return {}, {}
     last = reports[-1]
     where = {k: v for k, v in last.items() if k in provenance_keys()}
-    return ({**columns, "wall_s": last["ce"]["wall_s"], **where},
+    return ({"wall_s": last["ce"]["wall_s"], **where},
             {"ce": [{**last["ce"], **where}], "spectra": [last["spectra"]]})
 
 
@@ -222,12 +205,12 @@ def _read_row(path: Path) -> Optional[dict]:
     return frame.iloc[0].to_dict() if len(frame) == 1 else None
 
 
-def refresh_spectra(spec: MeasureSpec, results_dir: Path, points: list[dict]) -> None:
+def refresh_spectra(spec: MeasureSpec, results_dir: Path, points: list[Point]) -> None:
     """Rewrite the spectra rows of stored points whose measure columns are not the spec's
     thresholds / N list, from their stored eigenvalues (no model needed)."""
     wanted = set(spectrum_measures([1.0], spec.spectra.thresholds, spec.spectra.n_eigenvalues))
     for point in points:
-        row = _read_row(store.sweep_dir(results_dir, spec.name) / "spectra" / f"{point['trial_id']}.parquet")
+        row = _read_row(store.sweep_dir(results_dir, spec.name) / "spectra" / f"{point.trial_id}.parquet")
         if row is None:
             continue
         have = {column for pairs in measure_columns(row).values() for _, column in pairs}
@@ -236,7 +219,7 @@ def refresh_spectra(spec: MeasureSpec, results_dir: Path, points: list[dict]) ->
         fresh = {k: v for k, v in row.items() if k not in have}
         fresh.update(spectrum_measures(json.loads(row["eigenvalues"]), spec.spectra.thresholds,
                                        spec.spectra.n_eigenvalues, int(row["n_samples"])))
-        store.write_rows(results_dir, spec.name, "spectra", point["trial_id"], [fresh])
+        store.write_rows(results_dir, spec.name, "spectra", point.trial_id, [fresh])
 
 
 def ce_table(results_dir, spec: MeasureSpec, trials) -> str:
@@ -250,5 +233,6 @@ def ce_table(results_dir, spec: MeasureSpec, trials) -> str:
     return table.to_string(float_format=lambda v: f"{v:.4f}")
 
 
-MEASURE = Experiment("measure", MeasureSpec, prepare=prepare_measure, points=measure_points, run=measure_model,
-                     rows=measure_rows, table=ce_table, group=per_model, refresh=refresh_spectra)
+MEASURE = Experiment("measure", MeasureSpec, {"model": STR, "context_length": I64, "wall_s": F64},
+                     prepare=prepare_measure, points=measure_points, run=measure_model, rows=measure_rows,
+                     table=ce_table, group=per_model, refresh=refresh_spectra)

@@ -19,42 +19,39 @@ import math
 from typing import Optional
 
 from ..spec.parity import ParitySpec
-from ..sweep.grid import hash_of
-from . import Experiment, provenance_keys
+from ..identity import parity_hash, parity_trial_id
+from ..spec.point import Point
+from ..store.schema import F64, I64, STR
+from .base import Experiment, provenance_keys
 
+# one model per (data size, seed); its context lengths are rows of `ce` and `spectra`
+PARITY_REPORTS = {"data_size": I64, "seed": I64, "status": STR, "epoch": I64, "train_loss": F64, "lr": F64,
+                  "elapsed_s": F64, "final_train_loss": F64, "mean_abs_gap": F64, "max_abs_gap": F64, "steps": I64,
+                  "wall_s": F64, "train_wall_s": F64, "samples_per_s": F64, "n_params": I64}
 _TABLES = ("ce_rows", "spectra_rows")  # JSON text in the final report: the point's own tables
 
 
-def parity_hash(spec: ParitySpec) -> str:
-    """Hash of what changes a stored number: not the name, resources, data sizes or seeds."""
-    payload = spec.model_dump(mode="json", exclude={"name", "resources"})
-    payload["grid"] = {"context_length": payload["grid"]["context_length"]}
-    del payload["training"]["checkpoint_every_s"]  # when to save, not what is computed
-    return hash_of(payload)
-
-
-def parity_points(spec: ParitySpec, prepared=None) -> list[dict]:
-    digest, spec_dict = parity_hash(spec), spec.model_dump(mode="json")
-    return [{"trial_id": f"d{size}_s{seed}_{digest}", "data_size": size, "seed": seed, "config_hash": digest,
-             "spec": spec_dict} for size in spec.grid.data_size for seed in spec.grid.seed]
+def parity_points(spec: ParitySpec, prepared=None) -> list[Point]:
+    digest = parity_hash(spec)
+    return [Point(parity_trial_id(size, seed, digest), digest, spec, data_size=size, seed=seed)
+            for size in spec.grid.data_size for seed in spec.grid.seed]
 
 
 def _prepare(spec: ParitySpec, source: Optional[str] = None) -> None:
     return None  # each trial generates its own set from the spec's seed (seconds, less than shipping it)
 
 
-def _run(group: list[dict], report, data, resume_dir: Optional[str] = None) -> None:
+def _run(group: list[Point], report, data, resume_dir: Optional[str] = None) -> None:
     from ..train.parity import run_parity_trial
 
     (point,) = group
     run_parity_trial(point, report, resume_dir=resume_dir)
 
 
-def parity_rows(point: dict, reports: list[dict]) -> tuple[dict, dict[str, list[dict]]]:
-    """Trials row: the coordinates and the final report's scalars; history: one row per epoch;
-    ce and spectra: one row per context length."""
-    columns = {"data_size": point["data_size"], "seed": point["seed"], "final_train_loss": math.nan,
-               "mean_abs_gap": math.nan, "wall_s": math.nan}
+def parity_rows(point: Point, reports: list[dict]) -> tuple[dict, dict[str, list[dict]]]:
+    """Trials row: the final report's scalars; history: one row per epoch; ce and spectra: one row
+    per context length."""
+    columns = {"final_train_loss": math.nan, "mean_abs_gap": math.nan, "wall_s": math.nan}
     if not reports:
         return columns, {}
     where = provenance_keys()
@@ -86,5 +83,5 @@ def ce_vs_bayes_table(results_dir, spec: ParitySpec, trials) -> str:
     return table.to_string(float_format=lambda v: f"{v:.4f}") + "\n" + footer
 
 
-PARITY = Experiment("parity", ParitySpec, prepare=_prepare, points=parity_points, run=_run, rows=parity_rows,
-                    table=ce_vs_bayes_table)
+PARITY = Experiment("parity", ParitySpec, PARITY_REPORTS, prepare=_prepare, points=parity_points, run=_run,
+                    rows=parity_rows, table=ce_vs_bayes_table)

@@ -140,7 +140,7 @@ def find_checkpoints(storage: Path, trial_id: str) -> list[Path]:
 def export_trial(results_dir, sweep: str, trial_id: str, out_dir, which: str = "best") -> Path:
     """Export a stored GPT trial: its model shape from the trial row's spec, its weights from the
     checkpoint with the lowest validation loss ('best') or the latest step ('last')."""
-    from ..models.gpt import PRESETS
+    from ..spec.gpt import PRESETS
     from ..store import load_results
 
     trials = load_results(results_dir, "trials", sweep=sweep)

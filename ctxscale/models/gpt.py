@@ -58,13 +58,6 @@ class GPTConfig:
         return round(self.head_dim * self.rope_fraction)
 
 
-PRESETS: dict[str, dict] = {
-    "study": dict(n_layer=6, n_head=12, n_embd=768),  # the reference study's model (~81 M parameters)
-    "small": dict(n_layer=4, n_head=4, n_embd=256),
-    "tiny": dict(n_layer=2, n_head=2, n_embd=64),  # CPU sweeps and tests
-}
-
-
 # --- RoPE ------------------------------------------------------------------------------------
 # "Rotate-half" layout (GPT-NeoX, Llama in Hugging Face): channel i is paired with channel
 # i + D/2, and the pair is rotated by the angle pos * base^(-2i/D). Same maths as RoFormer's

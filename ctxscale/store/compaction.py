@@ -26,7 +26,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..files import TEMP_MARK
-from . import schema, write_table
+from . import schema
+from .base import write_table
 from .reading import PART_PREFIX, listing, one_source_per_trial, scan
 
 FINISHED = ("ok", "diverged")

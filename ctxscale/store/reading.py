@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 
 from .. import files
 from . import schema
+from .base import StoreError
 
 PART_PREFIX = "part-"
 INDEX = "_index/trial-status.parquet"  # per sweep folder: the skip check's cache of trial files' status
@@ -32,8 +33,6 @@ def listing(folder: Path) -> tuple[list[os.DirEntry], list[os.DirEntry]]:
 
 
 def _unreadable(paths: list[str], err: Exception):
-    from . import StoreError
-
     for path in paths:  # the slow path, only after a failure: name the file
         try:
             pq.read_table(path)
@@ -124,8 +123,6 @@ def read_table(folder: Path, file_times: bool = False) -> pa.Table:
 def trial_statuses(sweep_folder: Path) -> dict[str, str]:
     """{trial id: status} of a sweep: the parts' two columns, and the trial files' status from the
     index where the file is the one indexed (same inode, size and time), else from the file."""
-    from . import StoreError
-
     parts, loose = listing(sweep_folder / "trials")
     statuses: dict[str, str] = {}
     for part in parts:

@@ -1,16 +1,17 @@
-"""The explicit Arrow schema of every stored table, per experiment: every row has every column,
-null where unknown (a trial that failed before its first report included), so a reader that takes
-its schema from one file (`pyarrow.dataset`, DuckDB, polars) gets the same columns as pandas.
+"""The explicit Arrow schema of the stored tables: every row has every column, null where unknown
+(a trial that failed before its first report included), so a reader that takes its schema from
+one file (`pyarrow.dataset`, DuckDB, polars) gets the same columns as pandas.
 
-Beside the resolved spec as JSON (`config`), a trials row carries the spec flat, one column per
-field, `config.<section>.<field>`, typed from the spec's pydantic model (lists and mixed unions as
-JSON text), as Ray Tune's own DataFrames do with `config/...`. Columns an experiment reports that
-are not listed here are kept with the type their values have (a column of nulls as text), after
-the listed ones.
+The store knows the columns every trials row has (keys, outcome, provenance); an experiment
+declares the rest (`ctxscale.experiments`): the columns its loop reports, and its spec's model,
+whose fields become one column each, `config.<section>.<field>` (lists and mixed unions as JSON
+text), as Ray Tune's own DataFrames do with `config/...`; `trials_schema` and `history_schema`
+make the schemas from them, and the writers take them. Columns a row has that are not declared
+are kept with the type their values have (a column of nulls as text), after the declared ones.
+Every file carries its schema, so a reader needs nothing but the files.
 """
 from __future__ import annotations
 
-import functools
 import json
 import types
 import typing
@@ -26,33 +27,8 @@ _PROVENANCE = {f"{name}_version": STR for name in ("ctxscale", "ray", "torch", "
 _KEYS = {"sweep": STR, "trial_id": STR}
 _OUTCOME = {"experiment": STR, "status": STR, "error": STR, "config_hash": STR, "config": STR, "finished_at": TIME}
 
-# what the training loops report per evaluation (history) and in their final report (trials)
-_TRAINING = {"context_length": I64, "data_size": I64, "seed": I64, "status": STR, "best_val_loss": F64,
-             "final_train_loss": F64, "train_loss": F64, "val_loss": F64, "wall_s": F64, "samples_per_s": F64,
-             "world_size": I64}
-_REPORTS = {
-    "synthetic": _TRAINING | {"epoch": I64, "best_epoch": I64, "bayes_risk": F64, "string_length": I64,
-                              "tasks": STR, "task_val_loss": STR},
-    "gpt": _TRAINING | {"step": I64, "epoch": F64, "best_epoch": F64, "best_step": I64, "tokens_seen": I64,
-                        "lr": F64, "tokens_per_s": F64, "mfu": F64, "tokens_per_step": I64, "micro_batch": I64,
-                        "accumulation": I64, "num_params": I64},
-    "measure": {"model": STR, "context_length": I64, "wall_s": F64},
-    # one model per (data size, seed); its context lengths are rows of `ce` and `spectra`
-    "parity": {"data_size": I64, "seed": I64, "status": STR, "epoch": I64, "train_loss": F64, "lr": F64,
-               "elapsed_s": F64, "final_train_loss": F64, "mean_abs_gap": F64, "max_abs_gap": F64, "steps": I64,
-               "wall_s": F64, "train_wall_s": F64, "samples_per_s": F64, "n_params": I64},
-}
 # the history has no grid coordinates of its own (the trials row has them): only the evaluation's numbers
 _NOT_IN_HISTORY = ("context_length", "data_size", "seed", "model")
-
-
-def _spec_type(experiment: str) -> Optional[type]:
-    from ..spec.gpt import GPTSpec
-    from ..spec.measure import MeasureSpec
-    from ..spec.parity import ParitySpec
-    from ..spec.synthetic import SyntheticSpec
-
-    return {"synthetic": SyntheticSpec, "gpt": GPTSpec, "measure": MeasureSpec, "parity": ParitySpec}.get(experiment)
 
 
 def _arrow_type(annotation) -> pa.DataType:
@@ -77,18 +53,17 @@ def _config_fields(model, prefix: str = "config.") -> dict[str, pa.DataType]:
     return fields
 
 
-@functools.cache
-def declared(table: str, experiment: Optional[str]) -> pa.Schema:
-    """The listed columns of `table` for rows of `experiment` (None: the columns every table has)."""
-    reports = _REPORTS.get(experiment, {})
-    if table == "trials":
-        spec_type = _spec_type(experiment) if experiment else None
-        config = _config_fields(spec_type) if spec_type is not None else {}
-        columns = _KEYS | _OUTCOME | reports | _PROVENANCE | config
-    elif table == "history":
-        columns = _KEYS | {"config_hash": STR} | {k: v for k, v in reports.items() if k not in _NOT_IN_HISTORY}
-    else:
-        columns = {}
+def trials_schema(reported: dict[str, pa.DataType], config_model: Optional[type] = None) -> pa.Schema:
+    """The declared columns of a trials row: keys, outcome, what the experiment reports, provenance,
+    then one column per field of `config_model` (a pydantic model: the experiment's spec)."""
+    config = _config_fields(config_model) if config_model is not None else {}
+    return pa.schema(list((_KEYS | _OUTCOME | reported | _PROVENANCE | config).items()))
+
+
+def history_schema(reported: dict[str, pa.DataType]) -> pa.Schema:
+    """The declared columns of a history row: keys, config hash, what the experiment reports per
+    evaluation (its coordinates are in the trials row)."""
+    columns = _KEYS | {"config_hash": STR} | {k: v for k, v in reported.items() if k not in _NOT_IN_HISTORY}
     return pa.schema(list(columns.items()))
 
 
@@ -115,11 +90,10 @@ def _column(values: list, kind: pa.DataType, name: str) -> pa.Array:
             raise TypeError(f"stored column {name!r}: values {values[:3]} are not {kind} ({err})") from None
 
 
-def to_table(rows: list[dict], table: str, experiment: Optional[str] = None) -> pa.Table:
-    """Rows as an Arrow table in the declared schema of their table and experiment (default: the
-    one the rows name), then any columns not declared, in the order they first appear."""
-    experiment = experiment or next((r.get("experiment") for r in rows if r.get("experiment")), None)
-    schema = declared(table, experiment)
+def to_table(rows: list[dict], declared: Optional[pa.Schema] = None) -> pa.Table:
+    """Rows as an Arrow table in the `declared` schema, then any columns not declared, in the
+    order they first appear."""
+    schema = declared if declared is not None else pa.schema([])
     extra: dict[str, None] = {}
     for row in rows:
         extra |= dict.fromkeys(k for k in row if schema.get_field_index(k) < 0)
@@ -137,17 +111,10 @@ def to_table(rows: list[dict], table: str, experiment: Optional[str] = None) -> 
 
 
 def reading_schema(schemas: Iterable[pa.Schema]) -> pa.Schema:
-    """One schema for files written at different times: the declared columns of the experiments
-    named in the files' metadata, then every other column any of them has (first type wins; a
-    column only of nulls so far stays of null type)."""
-    schemas = list(schemas)
+    """One schema for files written at different times: every column any of them has, in the order
+    they first appear (the first non-null type wins; a column only of nulls so far stays of null
+    type). A file written with a declared schema has all of its columns, typed."""
     out: dict[str, pa.DataType] = {}
-    for schema in schemas:
-        meta = schema.metadata or {}
-        table, experiment = meta.get(b"ctxscale.table"), meta.get(b"ctxscale.experiment")
-        if table:
-            for field in declared(table.decode(), experiment.decode() if experiment else None):
-                out.setdefault(field.name, field.type)
     for schema in schemas:
         for field in schema:
             if out.get(field.name) is None or pa.types.is_null(out[field.name]):
@@ -156,7 +123,7 @@ def reading_schema(schemas: Iterable[pa.Schema]) -> pa.Schema:
 
 
 def with_metadata(data: pa.Table, table: str, experiment: Optional[str]) -> pa.Table:
-    """Name the table and experiment in the file, so a reader finds the declared schema without
+    """Name the table and experiment in the file, so a reader can tell what it holds without
     reading any row."""
     meta = {b"ctxscale.table": table.encode()}
     if experiment:

@@ -8,7 +8,6 @@ driver builds the TorchTrainer; `runner.SweepPlan` builds the Tuner. Ray calls s
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -113,8 +112,6 @@ def _ddp_worker(loop_config: dict) -> None:
     Ray Train restores the run's newest checkpoint, within a run and in a later launch alike (the
     TorchTrainer is named after the trial)."""
     data = ray.get(loop_config["data"]) if loop_config["data"] is not None else None
-    # Train workers start elsewhere than the sweep: relative paths in the spec keep their meaning
-    os.environ.setdefault("TUNE_ORIG_WORKING_DIR", loop_config["launch_dir"])
     rank = ray.train.get_context().get_world_rank()
 
     def send(metrics: dict, checkpoint_dir: Optional[str]) -> None:
@@ -133,15 +130,14 @@ def _ddp_worker(loop_config: dict) -> None:
 def ddp_trial(config: dict, groups: dict, run: Callable, storage_path: str, data: Any = None) -> None:
     """One trial whose training runs as a Ray Train TorchTrainer with N DDP workers."""
     group = groups[config["trial"]["id"]]
-    resources = group[0]["spec"]["resources"]
-    use_gpu = resources["gpus_per_trial"] > 0
-    per_worker = {"CPU": resources["cpus_per_trial"]} | ({"GPU": 1} if use_gpu else {})
+    resources = group[0].spec.resources
+    use_gpu = resources.gpus_per_trial > 0
+    per_worker = {"CPU": resources.cpus_per_trial} | ({"GPU": 1} if use_gpu else {})
     trainer = TorchTrainer(
         _ddp_worker,
-        train_loop_config={"group": group, "run": run, "data": ray.put(data) if data is not None else None,
-                           "launch_dir": os.environ.get("TUNE_ORIG_WORKING_DIR", os.getcwd())},
+        train_loop_config={"group": group, "run": run, "data": ray.put(data) if data is not None else None},
         scaling_config=ray.train.ScalingConfig(
-            num_workers=resources["num_workers"], use_gpu=use_gpu, resources_per_worker=per_worker),
+            num_workers=resources.num_workers, use_gpu=use_gpu, resources_per_worker=per_worker),
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         # named after the trial so that a retried trial resumes from its own checkpoint
         run_config=ray.train.RunConfig(

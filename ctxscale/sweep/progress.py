@@ -23,8 +23,9 @@ from typing import Optional
 from ray import tune
 from ray.tune.result import AUTO_RESULT_KEYS
 
+from ..spec.point import Point
+
 FINISHED = ("ok", "diverged")
-COORDINATES = ("model", "context_length", "data_size", "seed")  # of a point, where it has them
 METRICS = ("epoch", "step", "val_loss")  # what the table shows of a running point
 BEST_LOSS = ("best_val_loss", "ce")  # what a finished point's line reports, the first present
 
@@ -34,7 +35,7 @@ def trial_name(trial) -> str:
     return trial.config["trial"]["id"]
 
 
-def point_reports(group: list[dict], result: dict) -> list[tuple[str, dict]]:
+def point_reports(group: list[Point], result: dict) -> list[tuple[str, dict]]:
     """(point id, its metrics) for each point a report is about. A trial of one point reports it
     alone; a packed trial names the point in `result["point"]`, or reports several at once as a list
     in `result["points"]` (each then keeps the report's other keys, Tune's among them)."""
@@ -44,7 +45,7 @@ def point_reports(group: list[dict], result: dict) -> list[tuple[str, dict]]:
     if "point" in result:
         return [(result["point"], dict(result))]
     (only,) = group
-    return [(only["trial_id"], dict(result))]
+    return [(only.trial_id, dict(result))]
 
 
 def _clock(seconds: float) -> str:
@@ -67,13 +68,13 @@ def best_loss(metrics: dict) -> Optional[tuple[str, float]]:
 class SweepProgress(tune.Callback):
     """The readable console of a sweep (see the module docstring); prints to `out`."""
 
-    def __init__(self, groups: dict[str, list[dict]], every_s: float = 30.0, out=None):
+    def __init__(self, groups: dict[str, list[Point]], every_s: float = 30.0, out=None):
         self.groups, self.every_s, self.out = groups, every_s, out
         self.points: dict[str, dict] = {}  # point id -> its coordinates, status and latest metrics
         for group in groups.values():
             for point in group:
-                coordinates = {k: point[k] for k in COORDINATES if k in point}
-                self.points[point["trial_id"]] = {**coordinates, "status": "pending"}
+                coordinates = point.coordinates()
+                self.points[point.trial_id] = {**coordinates, "status": "pending"}
         self.started = time.monotonic()
         self.last_table = self.started  # the first table after `every_s`: a short sweep needs none
         self.changed = False  # a table only when something moved since the last one
@@ -86,8 +87,8 @@ class SweepProgress(tune.Callback):
 
     def on_trial_start(self, iteration, trials, trial, **info):
         for point in self.groups[trial_name(trial)]:
-            if self.points[point["trial_id"]]["status"] == "pending":
-                self.points[point["trial_id"]]["status"] = "running"
+            if self.points[point.trial_id]["status"] == "pending":
+                self.points[point.trial_id]["status"] = "running"
                 self.changed = True
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
@@ -116,10 +117,10 @@ class SweepProgress(tune.Callback):
 
     def _close(self, trial, status: str) -> None:
         for point in self.groups[trial_name(trial)]:
-            if self.points[point["trial_id"]]["status"] in ("pending", "running"):
-                self.points[point["trial_id"]]["status"] = "failed"
+            if self.points[point.trial_id]["status"] in ("pending", "running"):
+                self.points[point.trial_id]["status"] = "failed"
                 self.changed = True
-                self._line(point["trial_id"], status, "its error is in the store")
+                self._line(point.trial_id, status, "its error is in the store")
 
     def _line(self, point_id: str, status: str, detail: str) -> None:
         self._print(f"[{_clock(time.monotonic() - self.started)}] {self._finished()}/{len(self.points)} "
@@ -152,7 +153,7 @@ class TensorBoardCurves(tune.Callback):
     """Each point's reports as TensorBoard scalars in `<folder>/<trial id>/`, step = its step or epoch.
     A point's writer (a file and a thread) is closed as soon as the point is done."""
 
-    def __init__(self, folder: Path, groups: dict[str, list[dict]]):
+    def __init__(self, folder: Path, groups: dict[str, list[Point]]):
         self.folder, self.groups = Path(folder), groups
         self.writers: dict = {}
 
@@ -174,10 +175,10 @@ class TensorBoardCurves(tune.Callback):
             self.writers.pop(point_id).close()
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self._close(point["trial_id"] for point in self.groups[trial_name(trial)])
+        self._close(point.trial_id for point in self.groups[trial_name(trial)])
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self._close(point["trial_id"] for point in self.groups[trial_name(trial)])
+        self._close(point.trial_id for point in self.groups[trial_name(trial)])
 
     def on_experiment_end(self, trials, **info):
         self._close(list(self.writers))

@@ -44,6 +44,7 @@ from .. import files, store
 from ..errors import UserError
 from ..experiments import Experiment, experiment_of
 from ..provenance import versions
+from ..spec.point import Point
 from .adapters import EARLIER_REPORTS, ddp_trial, plain_trial
 from .lease import Launch
 from .progress import point_reports
@@ -51,8 +52,6 @@ from .progress import point_reports
 FINISHED = ("ok", "diverged")  # stored points in these states are not run again
 _TUNE_KEYS = set(AUTO_RESULT_KEYS) | {"trial_id", "done", "should_checkpoint", "experiment_tag",
                                       "checkpoint_dir_name", "training_iteration"}
-# grid coordinates: shown in Tune's progress tables; the points themselves travel by group id
-_NOT_COORDINATES = ("trial_id", "config_hash", "spec")
 
 
 LIVE_HISTORY_S = 2.0  # a running point's history file is rewritten at most this often
@@ -125,7 +124,7 @@ def ddp_trials_that_fit(resources, cluster: dict) -> int:
     return max(1, int(min(cluster.get(kind, 0.0) // amount for kind, amount in need.items())))
 
 
-def _reports_before(earlier: list[dict], group: list[dict], point_id: str, first: dict) -> list[dict]:
+def _reports_before(earlier: list[dict], group: list[Point], point_id: str, first: dict) -> list[dict]:
     """The point's reports from before a resumed trial's checkpoint (sent by the launches before
     this one): those whose step (GPT) or epoch (parity) precedes the first report of this launch."""
     key = "step" if "step" in first else "epoch"
@@ -156,11 +155,10 @@ def _one_row_per_evaluation(history: list[dict]) -> list[dict]:
     return [latest[k] for k in sorted(latest)]
 
 
-def _label(name: str, group: list[dict]) -> dict:
+def _label(name: str, group: list[Point]) -> dict:
     """The group's name, then its coordinates (one value, or the list of its points' values): Tune
     shows the end of it where the column is narrow."""
-    keys = [k for k in group[0] if k not in _NOT_COORDINATES]
-    values = {k: [point[k] for point in group] for k in keys}
+    values = {k: [point.coordinates()[k] for point in group] for k in group[0].coordinates()}
     return {"id": name, **{k: v[0] if len(set(map(str, v))) == 1 else v for k, v in values.items()}}
 
 
@@ -180,9 +178,9 @@ class StoreCallback(tune.Callback):
     """Writes each point's rows to the results store, atomically, from the driver, as soon as its
     final report (and the checkpoint that comes with it) arrives."""
 
-    def __init__(self, results_dir: Path, name: str, experiment: Experiment, groups: dict[str, list[dict]]):
+    def __init__(self, results_dir: Path, name: str, experiment: Experiment, groups: dict[str, list[Point]]):
         self.results_dir, self.name, self.experiment, self.groups = results_dir, name, experiment, groups
-        self.points = {point["trial_id"]: point for group in groups.values() for point in group}
+        self.points = {point.trial_id: point for group in groups.values() for point in group}
         self.reports: dict[str, list[dict]] = defaultdict(list)  # point id -> its reports so far
         self.finished: dict[str, list[str]] = defaultdict(list)  # Tune trial -> points to store
         self.stored: set[str] = set()
@@ -190,7 +188,7 @@ class StoreCallback(tune.Callback):
         self.live_written: dict[str, float] = {}  # point id -> when its history file was last written
         self.storage_error: Optional[OSError] = None
 
-    def _group(self, tune_trial) -> list[dict]:
+    def _group(self, tune_trial) -> list[Point]:
         return self.groups[tune_trial.config["trial"]["id"]]
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
@@ -216,7 +214,7 @@ class StoreCallback(tune.Callback):
     def on_experiment_end(self, trials, **info):
         # stopped (Ctrl-C, a time limit): what the unfinished points reported is on disk for the next launch
         for point in self.points.values():
-            if point["trial_id"] not in self.stored and self.reports.get(point["trial_id"]):
+            if point.trial_id not in self.stored and self.reports.get(point.trial_id):
                 self._guarded(self._write_live_history, point)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
@@ -233,7 +231,7 @@ class StoreCallback(tune.Callback):
     def _close(self, trial, error: str) -> None:
         self._store_finished(trial)
         for point in self._group(trial):
-            if point["trial_id"] not in self.stored:
+            if point.trial_id not in self.stored:
                 self._store(point, "failed", error)
 
     def _store_finished(self, trial) -> None:
@@ -250,35 +248,36 @@ class StoreCallback(tune.Callback):
             raise
 
     def _write_live_history(self, point: dict) -> None:
-        point_id = point["trial_id"]
+        point_id = point.trial_id
         _, tables = self.experiment.rows(point, _one_row_per_evaluation(self.reports[point_id]))
         if "history" in tables:
-            store.write_history(self.results_dir, self.name, point_id, tables["history"], point["config_hash"],
-                                self.experiment.name)
+            store.write_history(self.results_dir, self.name, point_id, tables["history"], point.config_hash,
+                                self.experiment.name, self.experiment.schemas)
         self.live_written[point_id] = time.monotonic()
 
     def _store(self, point: dict, status: str, error: str) -> None:
         self._guarded(self._store_point, point, status, error)
 
     def _store_point(self, point: dict, status: str, error: str) -> None:
-        point_id = point["trial_id"]
+        point_id = point.trial_id
         columns, tables = self.experiment.rows(point, _one_row_per_evaluation(self.reports.get(point_id, [])))
         row = {
             "experiment": self.experiment.name,
             **versions(),  # the driver's; a final report overrides them with the worker's
             **columns,
+            **point.coordinates(),  # from the point, whatever a report says
             "status": status,
             "error": error,
-            "config_hash": point["config_hash"],
-            "config": json.dumps(point["spec"], sort_keys=True),
+            "config_hash": point.config_hash,
+            "config": json.dumps(point.spec.model_dump(mode="json"), sort_keys=True),
             # which configuration is a sweep's most recent: `ctxscale analyze` picks it by this
             "finished_at": datetime.now(timezone.utc),
         }
         row = {k: (json.dumps(v) if isinstance(v, (list, dict)) else v) for k, v in row.items()}
         history = tables.pop("history", [])
         for table, rows in tables.items():
-            store.write_rows(self.results_dir, self.name, table, point_id, rows)
-        store.write_trial(self.results_dir, self.name, point_id, row, history)
+            store.write_rows(self.results_dir, self.name, table, point_id, rows, self.experiment.schemas)
+        store.write_trial(self.results_dir, self.name, point_id, row, history, self.experiment.schemas)
         self.stored.add(point_id)
 
 
@@ -290,9 +289,9 @@ class SweepPlan:
     experiment: Experiment
     results_dir: Path
     data: Any  # what the experiment's prepare step returned, shared by every point
-    points: list[dict]
-    pending: list[dict]
-    held: list[dict] = field(default_factory=list)  # pending, but another live launch runs them
+    points: list[Point]
+    pending: list[Point]
+    held: list[Point] = field(default_factory=list)  # pending, but another live launch runs them
     launch: Optional[Launch] = None
     store_callback: Optional[StoreCallback] = None
 
@@ -307,13 +306,13 @@ class SweepPlan:
         with Launch(store.sweep_dir(self.results_dir, self.spec.name)) as launch:
             self.launch = launch
             try:
-                mine, held = launch.claim(point["trial_id"] for point in self.pending)
+                mine, held = launch.claim(point.trial_id for point in self.pending)
                 if mine:  # another launch may have stored some between the plan and the claim
                     now = store.stored_trials(self.results_dir, self.spec.name)
                     launch.release([i for i in mine if now.get(i) in FINISHED])
                 held_ids = set(held)
-                self.held = [point for point in self.pending if point["trial_id"] in held_ids]
-                self.pending = [point for point in self.pending if point["trial_id"] in launch.claimed]
+                self.held = [point for point in self.pending if point.trial_id in held_ids]
+                self.pending = [point for point in self.pending if point.trial_id in launch.claimed]
                 yield self
             finally:
                 self.launch = None
@@ -324,18 +323,18 @@ class SweepPlan:
             with self.leased():
                 return self.run(verbose)
         started = time.perf_counter()
-        pending_ids = {point["trial_id"] for point in self.pending + self.held}
-        stored = [point for point in self.points if point["trial_id"] not in pending_ids]
+        pending_ids = {point.trial_id for point in self.pending + self.held}
+        stored = [point for point in self.points if point.trial_id not in pending_ids]
         tuner = self._tuner(verbose) if self.pending else None  # refusals come before any write
         if self.experiment.refresh is not None:
             self.experiment.refresh(self.spec, self.results_dir, stored)
         if tuner is not None:
             self._fit(tuner)
         self._compact()
-        return SweepOutcome(self.spec.name, self.results_dir, [point["trial_id"] for point in self.points],
-                            skipped=[point["trial_id"] for point in stored],
-                            ran=[point["trial_id"] for point in self.pending], wall_s=time.perf_counter() - started,
-                            held=[point["trial_id"] for point in self.held])
+        return SweepOutcome(self.spec.name, self.results_dir, [point.trial_id for point in self.points],
+                            skipped=[point.trial_id for point in stored],
+                            ran=[point.trial_id for point in self.pending], wall_s=time.perf_counter() - started,
+                            held=[point.trial_id for point in self.held])
 
     def _fit(self, tuner: tune.Tuner) -> None:
         callback = self.store_callback
@@ -365,7 +364,7 @@ class SweepPlan:
             store.compact(self.results_dir, self.spec.name)
             self.launch.release(mine)
 
-    def _new_store_callback(self, groups: dict[str, list[dict]]) -> StoreCallback:
+    def _new_store_callback(self, groups: dict[str, list[Point]]) -> StoreCallback:
         self.store_callback = StoreCallback(self.results_dir, self.spec.name, self.experiment, groups)
         return self.store_callback
 
@@ -444,7 +443,7 @@ def _tune_logs_without_tensorboard():
             os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = before
 
 
-def _param_space(groups: dict[str, list[dict]]) -> dict:
+def _param_space(groups: dict[str, list[Point]]) -> dict:
     """One Tune trial per group, found by `trial.id`, with its grid coordinates as flat config keys
     (one value, or the list of its points' values) for Tune's table and the tracking callbacks."""
     labels = {name: _label(name, group) for name, group in groups.items()}
@@ -466,7 +465,7 @@ def plan_sweep(spec, results_dir: str | Path, *, data: Any = None, source: Optio
         data = experiment.prepare(spec, source)
     points = experiment.points(spec, data)
     stored = store.stored_trials(results_dir, spec.name)
-    pending = [point for point in points if stored.get(point["trial_id"]) not in FINISHED]
+    pending = [point for point in points if stored.get(point.trial_id) not in FINISHED]
     return SweepPlan(spec, experiment, results_dir, data, points, pending)
 
 

@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 
 from ..spec.common import SpecError
+from ..spec.point import Point
 
 PACKAGES = {"wandb": "wandb", "mlflow": "mlflow"}  # tracking key -> the module it imports
 
@@ -29,7 +30,7 @@ def check_tracking(spec, source: str | None = None) -> None:
                             f"(pip install 'ctxscale[{key}]')")
 
 
-def _per_point(result: dict, group: list[dict]) -> dict:
+def _per_point(result: dict, group: list[Point]) -> dict:
     """A packed trial's report with each point's metrics under its context length (`l24/val_loss`)."""
     if len(group) == 1 or ("point" not in result and "points" not in result):
         return result
@@ -37,7 +38,7 @@ def _per_point(result: dict, group: list[dict]) -> dict:
 
     from .progress import point_reports
 
-    length = {p["trial_id"]: p["context_length"] for p in group}
+    length = {p.trial_id: p.context_length for p in group}
     flat = {k: v for k, v in result.items() if k in AUTO_RESULT_KEYS or k == "config"}
     for point_id, metrics in point_reports(group, result):
         flat.update({f"l{length[point_id]}/{k}": v for k, v in metrics.items()
@@ -45,7 +46,7 @@ def _per_point(result: dict, group: list[dict]) -> dict:
     return flat
 
 
-def tracking_callbacks(spec, groups: dict[str, list[dict]], sweep_dir) -> list:
+def tracking_callbacks(spec, groups: dict[str, list[Point]], sweep_dir) -> list:
     """Ray's logger callbacks for the spec's `tracking:` section (none when it has none). W&B keeps
     its local files (offline runs to `wandb sync`) in `<sweep_dir>/wandb/`."""
     from .progress import trial_name

@@ -23,54 +23,13 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from ..device import pick_device
 from ..models.gpt import GPT, GPTConfig
+from ..spec.gpt import BatchPlan, plan_batches
 from .checkpoint import load_checkpoint, random_state, report_with_checkpoint, restore_random_state
 from .distributed import all_gather_object, all_reduce, data_parallel, rank_and_world
 from .schedule import lr_at
 
 Report = Callable[..., None]
 CHECKPOINT_FILE = "state.pt"
-
-
-# --- Pure pieces: batch arithmetic -------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class BatchPlan:
-    context_length: int
-    micro_batch: int  # sequences per forward/backward pass on one worker
-    accumulation: int  # micro-steps per optimizer step
-    world_size: int
-
-    @property
-    def tokens_per_step(self) -> int:
-        return self.micro_batch * self.accumulation * self.world_size * self.context_length
-
-    @property
-    def micro_batch_tokens(self) -> int:
-        return self.micro_batch * self.context_length
-
-
-def plan_batches(tokens_per_step: int, context_length: int, micro_batch_tokens: int, world_size: int = 1) -> BatchPlan:
-    """Micro-batch and accumulation whose tokens per step are as close to the target as whole
-    sequences allow, with at most `micro_batch_tokens` per pass (one sequence if it is longer).
-
-    Unlike the study's micro-batch int(32 * 384 / l), which truncates (409,600 tokens per step at
-    l = 5,120; a micro-batch of 0 at 15,360), accumulation adapts so the product stays on target.
-    Among equally close plans the one with the fewest micro-steps (largest micro-batch) wins; a
-    context length that divides tokens_per_step / world_size gets the exact target.
-    """
-    if min(tokens_per_step, context_length, micro_batch_tokens, world_size) < 1:
-        raise ValueError("tokens_per_step, context_length, micro_batch_tokens and world_size must be positive")
-    max_micro = max(1, micro_batch_tokens // context_length)
-    per_worker = tokens_per_step / (context_length * world_size)  # sequences, ideally
-    fewest = max(1, math.ceil(per_worker / max_micro))
-    best = None
-    for accumulation in range(fewest, max(fewest, math.ceil(per_worker)) + 1):
-        micro = min(max_micro, max(1, round(per_worker / accumulation)))
-        key = (abs(micro * accumulation - per_worker), accumulation)
-        if best is None or key < best[0]:
-            best = (key, BatchPlan(context_length, micro, accumulation, world_size))
-    return best[1]
 
 
 # --- Data: windows of the token memmaps ----------------------------------------------------------
@@ -292,23 +251,22 @@ class Interval(NamedTuple):
 # --- The loop ----------------------------------------------------------------------------------
 
 
-def run_gpt_trial(trial: dict, report: Report, resume_dir: Optional[str] = None) -> dict:
+def run_gpt_trial(point, report: Report, corpus: Optional[str] = None, resume_dir: Optional[str] = None) -> dict:
     """Train one GPT-2 to its best validation loss; return the last reported metrics.
 
-    `trial`: {"spec": GPTSpec as a JSON dict, "context_length", "data_size" (training tokens),
-    "seed", "trial_id"}. The corpus is read from the spec's data section; see `train_gpt`.
+    `point`: a `ctxscale.spec.point.Point` of a GPTSpec (data_size: training tokens). `corpus`: the
+    folder the gpt experiment's prepare step found (default: the spec's data.corpus, from the
+    working directory); see `train_gpt`.
     """
-    from ..data.corpus import load_corpus
-    from ..spec.common import resolve_corpus_path
-    from ..spec.gpt import GPTSpec
+    from ..data.corpus import corpus_folder, load_corpus
 
-    spec = GPTSpec.model_validate(trial["spec"])
-    corpus = load_corpus(resolve_corpus_path(spec.data.corpus))
+    spec = point.spec
+    corpus = load_corpus(corpus_folder(corpus or spec.data.corpus))
     if spec.data.subset == "random":
-        train_tokens = corpus.sampled_subset(tokens=trial["data_size"], seed=spec.data.subset_seed)
+        train_tokens = corpus.sampled_subset(tokens=point.data_size, seed=spec.data.subset_seed)
     else:
-        train_tokens = corpus.training_subset(tokens=trial["data_size"], offset_percent=spec.data.offset_percent)
-    return train_gpt(spec, trial["context_length"], trial["seed"], train_tokens, corpus.val_tokens,
+        train_tokens = corpus.training_subset(tokens=point.data_size, offset_percent=spec.data.offset_percent)
+    return train_gpt(spec, point.context_length, point.seed, train_tokens, corpus.val_tokens,
                      report, resume_dir=resume_dir)
 
 

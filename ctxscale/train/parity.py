@@ -21,13 +21,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..data import parity
+from ..data import parity_tasks as parity
 from ..device import pick_device
 from ..measure.kde import kde_entropy
 from ..measure.spectra import pca_eigenvalues, spectrum_measures, usable_count
 from ..models.gpt import GPTConfig
-from ..models.parity import ParityTransformer
+from ..models.parity_transformer import ParityTransformer
 from ..spec.parity import ParitySpec
+from ..spec.point import Point
 from .checkpoint import load_checkpoint, report_with_checkpoint
 from .schedule import lr_at
 
@@ -155,11 +156,11 @@ class ParitySetup:
         return loss.detach()
 
 
-def setup_parity(spec: ParitySpec, tasks: parity.ParityTasks, point: dict, device) -> ParitySetup:
+def setup_parity(spec: ParitySpec, tasks: parity.ParityTasks, point: Point, device) -> ParitySetup:
     """The training set (on the device), model, optimizer and sample order of one point."""
     d, t = spec.data, spec.training
-    torch.manual_seed(point["seed"])
-    tokens, answers = parity.training_set(tasks, point["data_size"], d.unmasked_fraction, d.mask_min, d.mask_max, d.seed)
+    torch.manual_seed(point.seed)
+    tokens, answers = parity.training_set(tasks, point.data_size, d.unmasked_fraction, d.mask_min, d.mask_max, d.seed)
     x_all = torch.from_numpy(tokens).to(device)
     y_all = torch.from_numpy(answers.astype(np.int64)).to(device)
     model = build_model(spec, tasks).to(device)
@@ -169,7 +170,7 @@ def setup_parity(spec: ParitySpec, tasks: parity.ParityTasks, point: dict, devic
     optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay, betas=(0.9, 0.95),
                                   fused=device.type == "cuda")
     return ParitySetup(spec=spec, model=model, forward=forward, optimizer=optimizer, x_all=x_all, y_all=y_all,
-                       generator=torch.Generator(device="cpu").manual_seed(point["seed"]), device=device,
+                       generator=torch.Generator(device="cpu").manual_seed(point.seed), device=device,
                        total_steps=t.curriculum_steps + math.ceil(len(tokens) / t.batch_size) * t.epochs)
 
 
@@ -261,7 +262,7 @@ def _resume(run: ParitySetup, resume_dir: str, label: str) -> ParityState:
     return state
 
 
-def train(spec: ParitySpec, tasks: parity.ParityTasks, point: dict, device, report=None, trace_every: int = 0,
+def train(spec: ParitySpec, tasks: parity.ParityTasks, point: Point, device, report=None, trace_every: int = 0,
           max_seconds: float | None = None, resume_dir: Optional[str] = None) -> Trained:
     """Train one model on the point's training set; `report` gets one row per finished epoch but the
     last, with a checkpoint folder at most every `training.checkpoint_every_s`. `resume_dir` (such a
@@ -271,9 +272,9 @@ def train(spec: ParitySpec, tasks: parity.ParityTasks, point: dict, device, repo
     t = spec.training
     run = setup_parity(spec, tasks, point, device)
     started = time.perf_counter()
-    state = _resume(run, resume_dir, point["trial_id"]) if resume_dir else ParityState()
+    state = _resume(run, resume_dir, point.trial_id) if resume_dir else ParityState()
     checkpointed = time.perf_counter()
-    trace = LossTrace(point["trial_id"], trace_every, max_seconds, started, state.trace, device)
+    trace = LossTrace(point.trial_id, trace_every, max_seconds, started, state.trace, device)
     summed = torch.zeros((), device=device)
     run.model.train()
     batches = _curriculum_batches(run, tasks) if t.curriculum_steps else iter(())
@@ -294,7 +295,7 @@ def train(spec: ParitySpec, tasks: parity.ParityTasks, point: dict, device, repo
             break
         state.epoch = epoch
         if epoch < t.epochs and report is not None:
-            metrics = {"point": point["trial_id"], "status": "running", "epoch": epoch, "train_loss": state.train_loss,
+            metrics = {"point": point.trial_id, "status": "running", "epoch": epoch, "train_loss": state.train_loss,
                        "lr": run.lr(state.step - 1), "elapsed_s": time.perf_counter() - started}
             if time.perf_counter() - checkpointed < t.checkpoint_every_s:
                 report(metrics)
@@ -306,26 +307,26 @@ def train(spec: ParitySpec, tasks: parity.ParityTasks, point: dict, device, repo
                    state.trace)
 
 
-def run_parity_trial(point: dict, report, resume_dir: Optional[str] = None) -> None:
+def run_parity_trial(point: Point, report, resume_dir: Optional[str] = None) -> None:
     """Train the point's model (data_size samples, seed), going on from `resume_dir`'s checkpoint
     when given, and evaluate it at every context length."""
-    spec = ParitySpec.model_validate(point["spec"])
+    spec = point.spec
     t = spec.training
     device = pick_device(t.device)
     if device.type == "cpu":
         torch.set_num_threads(t.threads or max(1, int(spec.resources.cpus_per_trial)))
     tasks = spec_tasks(spec)
     # a loss line 8 times an epoch on GPUs (where an epoch is long and the plateau is the question)
-    per_epoch = math.ceil(point["data_size"] / t.batch_size)
+    per_epoch = math.ceil(point.data_size / t.batch_size)
     trace_every = max(per_epoch // 8, 1) if device.type == "cuda" else 0
     started = time.perf_counter()
     run = train(spec, tasks, point, device, report, trace_every=trace_every, resume_dir=resume_dir)
     model, status = run.model, run.status
-    fixed = {"sweep": spec.name, "model": point["trial_id"], "config_hash": point["config_hash"],
-             "data_size": point["data_size"], "seed": point["seed"]}
+    fixed = {"sweep": spec.name, "model": point.trial_id, "config_hash": point.config_hash,
+             "data_size": point.data_size, "seed": point.seed}
     ce_rows, spectra_rows = evaluate(model, spec, tasks, device, fixed) if status == "ok" else ([], [])
     gaps = [abs(r["gap"]) for r in ce_rows]
-    report({"point": point["trial_id"], "status": status, "epoch": run.epoch, "train_loss": run.train_loss,
+    report({"point": point.trial_id, "status": status, "epoch": run.epoch, "train_loss": run.train_loss,
             "final_train_loss": run.train_loss, "mean_abs_gap": float(np.mean(gaps)) if gaps else math.nan,
             "max_abs_gap": float(np.max(gaps)) if gaps else math.nan, "steps": run.step,
             "wall_s": time.perf_counter() - started, "train_wall_s": run.train_wall,

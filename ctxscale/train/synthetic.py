@@ -27,7 +27,8 @@ import torch.nn.functional as F
 from ..data.synthetic import SyntheticSet, bayes_risk, unpack_bits
 from ..device import pick_device
 from ..models.mlp import BiMLP, build_model
-from ..spec.synthetic import SyntheticData, SyntheticModel, SyntheticTraining
+from ..spec.point import Point
+from ..spec.synthetic import SyntheticTraining
 from .distributed import all_reduce, data_parallel, rank_and_world
 from . import fused_eval
 from .packed import StackedModel, clip_grad_norm_per_member, keep_members
@@ -210,16 +211,14 @@ def train_step(run: SyntheticSetup, rows: torch.Tensor) -> torch.Tensor:
     return losses.detach()
 
 
-def setup_synthetic(points: list[dict], data: SyntheticSet) -> SyntheticSetup:
+def setup_synthetic(points: list[Point], data: SyntheticSet) -> SyntheticSetup:
     """Build the splits, stacked model, optimizer and DDP wrapping of a group of points that share
     `data_size` and `seed` (see `run_synthetic_group`)."""
-    spec = points[0]["spec"]
-    data_size, seed = points[0]["data_size"], points[0]["seed"]
-    if any((point["data_size"], point["seed"]) != (data_size, seed) for point in points):
+    spec = points[0].spec
+    data_size, seed = points[0].data_size, points[0].seed
+    if any((point.data_size, point.seed) != (data_size, seed) for point in points):
         raise ValueError("a packed group shares one data size and seed (they fix the batch order)")
-    training = SyntheticTraining.model_validate(spec["training"])
-    model_cfg = SyntheticModel.model_validate(spec["model"])
-    encoding = SyntheticData.model_validate(spec["data"]).encoding
+    training, model_cfg, encoding = spec.training, spec.model, spec.data.encoding
     rank, world = rank_and_world()
     device = pick_device(training.device)
     # process-wide, so set for every group: a reused worker process may have run another spec before
@@ -235,8 +234,8 @@ def setup_synthetic(points: list[dict], data: SyntheticSet) -> SyntheticSetup:
     members = []
     for point in points:
         torch.manual_seed(seed)  # each member starts where its unpacked trial would
-        members.append(build_member(point["context_length"]))
-    lengths = [point["context_length"] for point in points]
+        members.append(build_member(point.context_length))
+    lengths = [point.context_length for point in points]
     model = StackedModel(members, lengths)
 
     def make_optimizer(parameters):
@@ -258,10 +257,10 @@ def setup_synthetic(points: list[dict], data: SyntheticSet) -> SyntheticSetup:
     )
 
 
-def run_synthetic_group(points: list[dict], report: Report, data: SyntheticSet) -> list[dict]:
+def run_synthetic_group(points: list[Point], report: Report, data: SyntheticSet) -> list[dict]:
     """Train every point of a group to its best validation loss; return each one's last metrics.
 
-    A point holds `spec` (the sweep spec as a dict), `trial_id`, `context_length`, `data_size`,
+    Each point (`ctxscale.spec.point.Point`) holds the typed spec, `trial_id`, `context_length`, `data_size`,
     `seed`. `report(epoch_metrics)` is called once per epoch with a list of metrics, one per
     member still training, each naming its member's trial id in `point`; a member's last metrics
     have `status` ok or diverged. (One call per epoch rather than per member: under Ray Tune each
@@ -270,7 +269,7 @@ def run_synthetic_group(points: list[dict], report: Report, data: SyntheticSet) 
     return train_synthetic(setup_synthetic(points, data), report, data)
 
 
-def run_synthetic_trial(trial: dict, report: Report, data: SyntheticSet) -> dict:
+def run_synthetic_trial(trial: Point, report: Report, data: SyntheticSet) -> dict:
     """One point alone (a group of one): `report(metrics)` once per epoch; its last metrics."""
     (metrics,) = run_synthetic_group([trial], lambda epoch_metrics: report(*epoch_metrics), data)
     return metrics
@@ -317,7 +316,7 @@ def train_synthetic(run: SyntheticSetup, report: Report, data: SyntheticSet) -> 
                 since_best[member] += 1
             done = diverged or since_best[member] >= training.patience or epoch == training.max_epochs
             metrics = {
-                "point": run.points[member]["trial_id"],
+                "point": run.points[member].trial_id,
                 "epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
                 "best_val_loss": best_val_loss[member], "best_epoch": best_epoch[member],
                 "samples_per_s": rows_seen / max(train_seconds, 1e-9),
@@ -344,7 +343,7 @@ def train_synthetic(run: SyntheticSetup, report: Report, data: SyntheticSet) -> 
 def _final_metrics(run: SyntheticSetup, member: int, train_loss: float, task_losses: list[float],
                    params, world: int, data: SyntheticSet) -> dict:
     """What a member's last report adds: about the data and its best weights."""
-    context_length = run.points[member]["context_length"]
+    context_length = run.points[member].context_length
     metrics = {
         "final_train_loss": train_loss,
         "world_size": world,

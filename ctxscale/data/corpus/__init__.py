@@ -15,10 +15,10 @@ row order nor the number of tokenizer processes, and identical texts never strad
 Documents keep their source order inside each split, as the study's contiguous subsets assume.
 
 Modules: `preparation` (`prepare_corpus`, `default_local_corpus`: run once, publish the folder
-whole) and `reading` (`load_corpus`, `Corpus`: what training and measurement read). Sources of
+whole; `corpus_folder`: the folder a spec names) and `reading` (`load_corpus`, `Corpus`: what training and measurement read). Sources of
 documents live in `ctxscale.data.sources`, the tokenizer in `ctxscale.data.tokenizer`.
 """
-from .preparation import default_local_corpus, prepare_corpus
+from .preparation import corpus_folder, default_local_corpus, prepare_corpus
 from .reading import FORMAT_VERSION, MANIFEST, SPLITS, TOKEN_DTYPE, Corpus, CorpusError, load_corpus
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "TOKEN_DTYPE",
     "Corpus",
     "CorpusError",
+    "corpus_folder",
     "default_local_corpus",
     "load_corpus",
     "prepare_corpus",

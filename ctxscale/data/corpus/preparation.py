@@ -85,6 +85,14 @@ def prepare_corpus(
     )
 
 
+def corpus_folder(corpus: str) -> Path:
+    """The folder a spec's corpus names, absolute (a relative path from the working directory);
+    'local' names the Shakespeare corpus, prepared once (`default_local_corpus`)."""
+    from ...spec.common import LOCAL_CORPUS
+
+    return default_local_corpus() if corpus == LOCAL_CORPUS else Path(corpus).expanduser().absolute()
+
+
 def default_local_corpus(cache_dir: str | os.PathLike | None = None) -> Path:
     """The Shakespeare corpus of the CPU-laptop spec, fetched and prepared on first use.
 
