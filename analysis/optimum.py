@@ -19,11 +19,13 @@ import pandas as pd
 
 from . import _validate, stats
 from .bayes import is_synthetic
-from .results import OptimalContextLength, OptimalLawFit, OptimumResult, failed_law
+from .law import fit_optimal_context_law  # noqa: F401  (the law's home before analysis.law)
+from .results import OptimalContextLength, OptimumResult, Status
 from .step_optimum import step_optimum
 
 OPTIMAL_COLUMNS = [
-    "data_size", "l_star", "l_star_low", "l_star_high", "bracketed", "outside", "best_loss", "grid_l_best",
+    "data_size", "l_star", "l_star_low", "l_star_high", "status", "open_below", "open_above", "bracketed", "outside",
+    "best_loss", "grid_l_best",
     "loss_at_l_star", "n_trials", "n_excluded", "n_seeds", "n_fit_points", "interval_method",
     "boot_unbracketed", "estimator", "note",
 ]
@@ -200,7 +202,7 @@ def optimal_context_length(trials: pd.DataFrame, n_boot: int = 1000, seed: int =
         sub, grid, x, cells, means = per_size[size]
         n_excl = int((excluded["data_size"] == size).sum())
         row = dict.fromkeys(OPTIMAL_COLUMNS, math.nan)
-        row.update(data_size=size, bracketed=False, outside="", n_trials=len(sub), n_excluded=n_excl,
+        row.update(data_size=size, status=Status.NO_DATA, open_below=False, open_above=False, bracketed=False, outside="", n_trials=len(sub), n_excluded=n_excl,
                    n_seeds=max((len(c) for c in cells), default=0), n_fit_points=0, interval_method="none",
                    estimator="smooth", note="")
         if len(grid) == 0:
@@ -211,6 +213,7 @@ def optimal_context_length(trials: pd.DataFrame, n_boot: int = 1000, seed: int =
         row.update(best_loss=means[k], grid_l_best=grid[k])
         if len(grid) < 3:
             row["note"] = f"{len(grid)} context length(s): too few to bracket an optimum"
+            row["status"] = Status.TOO_FEW
             row["outside"] = "" if len(grid) == 1 else ("below" if k == 0 else "above")
             rows.append(row)
             continue
@@ -218,15 +221,23 @@ def optimal_context_length(trials: pd.DataFrame, n_boot: int = 1000, seed: int =
         found = noise_for(cells, lo, hi)
         if k in (0, len(grid) - 1):
             row["outside"] = "below" if k == 0 else "above"
-            row["note"] = f"grid minimum at the {'smallest' if k == 0 else 'largest'} context length"
+            row["status"] = Status.AT_OR_BELOW if k == 0 else Status.ABOVE
+            row["open_below" if k == 0 else "open_above"] = True
+            # a unimodal curve whose grid minimum is at an end has its minimum before that end's
+            # neighbour: a one-sided bound, widened by the bootstrap where it moves further
+            bound = float(grid[1] if k == 0 else grid[-2])
             if found:  # for the increase probabilities: how often the minimum leaves this end (own
                 # generator: the bracketed sizes' intervals stay what they were without this)
                 curves = _bootstrap_curves(cells, means, x, window, *found, n_boot, end_rng)
                 boots[size] = _vertices(x, curves, window)[0]
+                bound = (max(bound, math.exp(np.quantile(boots[size], 1 - tail))) if k == 0
+                         else min(bound, math.exp(np.quantile(boots[size], tail))))
+            row["l_star_high" if k == 0 else "l_star_low"] = bound
             rows.append(row)
             continue
         x_star, loss_at, _ = _vertices(x, means[None, :], window)
-        row.update(bracketed=True, l_star=math.exp(x_star[0]), loss_at_l_star=loss_at[0], n_fit_points=hi - lo)
+        row.update(status=Status.BRACKETED, bracketed=True, l_star=math.exp(x_star[0]), loss_at_l_star=loss_at[0],
+                   n_fit_points=hi - lo)
         if found is None:
             row["note"] = "one seed and windows without spare points: no noise estimate, no interval"
             rows.append(row)
@@ -237,6 +248,7 @@ def optimal_context_length(trials: pd.DataFrame, n_boot: int = 1000, seed: int =
         boots[size] = boot_x
         low, high = np.quantile(boot_x, [tail, 1 - tail])
         row.update(l_star_low=math.exp(low), l_star_high=math.exp(high), interval_method=mode,
+                   open_below=bool(low <= x[0]), open_above=bool(high >= x[-1]),
                    boot_unbracketed=float(np.mean(side != 0)))
         rows.append(row)
     increase = [{"data_size": a, "next_data_size": b, "p_not_lower": float(np.mean(boots[b] >= boots[a])),
@@ -245,82 +257,3 @@ def optimal_context_length(trials: pd.DataFrame, n_boot: int = 1000, seed: int =
     return OptimalContextLength(pd.DataFrame(rows, columns=OPTIMAL_COLUMNS), confidence, n_boot, window,
                                 increase=pd.DataFrame(increase, columns=["data_size", "next_data_size", "p_not_lower",
                                                                          "p_higher"]))
-
-
-@_validate.fits_one_configuration
-def fit_optimal_context_law(optimal, n_boot: int = 2000, seed: int = 0,
-                            confidence: float = 0.95) -> OptimalLawFit:
-    """Fit l* = k · D^β in log-log to the bracketed optima, with a bootstrap interval.
-
-    Each bootstrap fit redraws every l* from its own interval (normal in log l*, the interval's
-    half-width in log taken as z·σ) and, with four or more points, also resamples the points,
-    so the interval carries both the per-point uncertainty and the scatter about the line.
-
-    Parameters
-    ----------
-    optimal : OptimalContextLength, StepOptimum or DataFrame
-        What `optimal_context_length` returned, or its table (rows not bracketed, or without
-        l_star, are skipped).
-    n_boot : int, default 2000
-        Bootstrap fits.
-    seed : int, default 0
-        Seed of the bootstrap.
-    confidence : float, default 0.95
-        Coverage of the intervals.
-
-    Returns
-    -------
-    OptimalLawFit
-        success False with a message when fewer than two bracketed optima are available.
-
-    Examples
-    --------
-    >>> opt = pd.DataFrame({"data_size": [1e4, 1e5, 1e6], "l_star": [10.0, 20.0, 40.0],
-    ...                     "l_star_low": [9.0, 18.0, 36.0], "l_star_high": [11.0, 22.0, 44.0],
-    ...                     "bracketed": True})
-    >>> law = fit_optimal_context_law(opt)
-    >>> round(law.exponent, 3)
-    0.301
-    """
-    use = optimal.table if isinstance(optimal, OptimumResult) else optimal
-    missing = [c for c in ("data_size", "l_star") if c not in use.columns]
-    if missing:
-        raise ValueError(f"optimal table lacks column(s) {missing}")
-    if "bracketed" in use.columns:
-        use = use[use["bracketed"].astype(bool)]
-    use = use[np.isfinite(use["l_star"].astype(float)) & (use["l_star"].astype(float) > 0)]
-    d = use["data_size"].to_numpy(float)
-    l_star = use["l_star"].to_numpy(float)
-    n = len(use)
-    if n < 2 or len(np.unique(d)) < 2:
-        return failed_law(f"needs at least 2 bracketed optima at different data sizes, got {n}", n, d, l_star, confidence)
-    z = stats.z_quantile(confidence)
-    sigma = np.zeros(n)
-    if {"l_star_low", "l_star_high"} <= set(use.columns):
-        width = np.log(use["l_star_high"].to_numpy(float)) - np.log(use["l_star_low"].to_numpy(float))
-        sigma = np.where(np.isfinite(width), width / (2 * z), 0.0)
-    xs, ys = np.log(d), np.log(l_star)
-    line = stats.least_squares(stats.line_design(xs), ys)
-    intercept, slope = (float(v) for v in line.coef)
-
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, n, (n_boot, n)) if n >= 4 else np.tile(np.arange(n), (n_boot, 1))
-    boot = stats.least_squares(stats.line_design(xs[idx]), ys[idx] + sigma[idx] * rng.standard_normal((n_boot, n)))
-    good = boot.rank == 2  # a resample with one distinct D has no slope
-    boot_icpt, boot_slope = boot.coef[good].T
-    tail = (1.0 - confidence) / 2
-    b_low, b_high = np.quantile(boot_slope, [tail, 1 - tail])
-    k_low, k_high = np.exp(np.quantile(boot_icpt, [tail, 1 - tail]))
-    cov = np.cov(np.vstack([boot_icpt, boot_slope]))
-    notes = []
-    if n < 4:
-        notes.append(f"{n} points: interval from the per-point uncertainty only (too few to resample points)")
-    if not sigma.any():
-        notes.append("the optima carry no intervals: the law's interval ignores their uncertainty")
-    return OptimalLawFit(
-        coefficient=math.exp(intercept), exponent=slope, exponent_low=float(b_low), exponent_high=float(b_high),
-        coefficient_low=float(k_low), coefficient_high=float(k_high), exponent_se=float(line.se[1]),
-        r2=stats.r_squared(ys, line.sse), n=n, success=True, message="; ".join(notes), confidence=confidence, n_boot=int(good.sum()), data_size=tuple(d.tolist()),
-        l_star=tuple(l_star.tolist()), cov_log=(float(cov[0, 0]), float(cov[0, 1]), float(cov[1, 1])),
-    )
-

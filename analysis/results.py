@@ -64,12 +64,19 @@ class OptimalLawFit(_Result):
     data_size: tuple = ()
     l_star: tuple = ()
     cov_log: tuple = (math.nan, math.nan, math.nan)  # var(log k), cov(log k, β), var(β)
+    # per one-sided answer: data_size, status, side ('<=' / '>='), bound, the law's prediction there
+    # (predicted, with its band predicted_low / predicted_high) and whether the band reaches the bound
+    checks: tuple = ()
 
     @property
     def table(self) -> pd.DataFrame:
         """coefficient and exponent with their interval (and the exponent's standard error)."""
         return _parameters([("coefficient", self.coefficient, self.coefficient_low, self.coefficient_high, math.nan),
                             ("exponent", self.exponent, self.exponent_low, self.exponent_high, self.exponent_se)])
+
+    def replace(self, **changes) -> "OptimalLawFit":
+        """A copy with `changes` (the fit is frozen)."""
+        return dataclasses.replace(self, **changes)
 
     def predict(self, data_size):
         """l* = coefficient · D ** exponent."""
@@ -83,13 +90,39 @@ class OptimalLawFit(_Result):
         centre = np.log(self.predict(data_size))
         return np.exp(centre - z * sd), np.exp(centre + z * sd)
 
+    def points_table(self) -> pd.DataFrame:
+        """Every point the law saw: the fitted optima and the checked one-sided answers, by D."""
+        fitted = [{"data_size": d, "role": "fitted", "status": Status.BRACKETED, "side": "=", "bound": l,
+                   "predicted": float(self.predict(d)) if self.success else math.nan, "respected": None}
+                  for d, l in zip(self.data_size, self.l_star)]
+        checked = [{**check, "role": "checked"} for check in self.checks]
+        columns = ["data_size", "role", "status", "side", "bound", "predicted", "predicted_low", "predicted_high",
+                   "respected"]
+        return pd.DataFrame(fitted + checked, columns=columns).sort_values("data_size", ignore_index=True)
+
+    def _point_lines(self) -> list[str]:
+        """One line per point: fitted (a bracketed l*) or checked (a one-sided answer and the law's verdict)."""
+        lines = []
+        for _, p in self.points_table().iterrows():
+            text = f"  {p['role']:<8} D = {data_size(p['data_size']):>12}: l* {p['side']} {number(p['bound'])}"
+            if p["role"] == "checked":
+                text += f" ({p['status'].replace('_', ' ')})"
+                if np.isfinite(p["predicted"]):
+                    verdict = {True: "respects it", False: "CONTRADICTS it", None: "no verdict"}[p["respected"]]
+                    text += (f"; the law gives {number(p['predicted'], 3)} [{number(p['predicted_low'], 3)}, "
+                             f"{number(p['predicted_high'], 3)}]: {verdict}")
+            lines.append(text)
+        return lines
+
     def summary(self) -> str:
         if not self.success:
-            return f"law l* = k·D^β: not fitted ({self.message})"
-        return _with_message(
-            f"law l* = k·D^β: k = {number(self.coefficient)}, β = {number(self.exponent, 3)} "
-            f"[{number(self.exponent_low, 3)}, {number(self.exponent_high, 3)}] ({percent(self.confidence)} interval), "
-            f"R² = {number(self.r2, 3)}, {self.n} points", self.message)
+            head = f"law l* = k·D^β: not fitted ({self.message})"
+        else:
+            head = _with_message(
+                f"law l* = k·D^β: k = {number(self.coefficient)}, β = {number(self.exponent, 3)} "
+                f"[{number(self.exponent_low, 3)}, {number(self.exponent_high, 3)}] ({percent(self.confidence)} interval), "
+                f"R² = {number(self.r2, 3)}, {self.n} points", self.message)
+        return "\n".join([head] + (self._point_lines() if self.checks else []))
 
 
 @dataclass(frozen=True)
@@ -273,26 +306,54 @@ class OptimumResult(_Result):
 
 
 def _optimum_text(r) -> str:
-    """One row of either estimator's table as text."""
-    placed = r["bracketed"] or r["outside"] in ("below", "above")
-    if r["n_trials"] == 0 or not r.get("learnt", True) or not placed:
-        text, note = r["note"], ""  # the note says why there is no optimum
+    """One row of either estimator's table as text: the answer its status gives, then the details."""
+    status = row_status(r)
+    low, high = r["l_star_low"], r["l_star_high"]
+    if status == Status.BRACKETED:
+        text = f"l* = {number(r['l_star'])} " + (f"[{number(low)}, {number(high)}]" if np.isfinite(low) else "(no interval)")
+    elif status == Status.AT_OR_BELOW:
+        text = "at or below the smallest length" + (f": l* <= {number(high)}" if np.isfinite(high) else "")
+    elif status == Status.SATURATED:
+        text = (f"saturated: l* = {number(r['l_star'])}, the last length where a task can still enter"
+                + (f"; l* >= {number(low)}" if np.isfinite(low) else ""))
+    elif status == Status.ABOVE:
+        text = "above the largest length" + (f": l* >= {number(low)}" if np.isfinite(low) else "")
     else:
-        if r["bracketed"]:
-            low, high = r["l_star_low"], r["l_star_high"]
-            interval = f"[{number(low)}, {number(high)}]" if np.isfinite(low) else "(no interval)"
-            text = f"l* = {number(r['l_star'])} {interval}"
-        else:
-            below = r["outside"] == "below"
-            bound = r["l_star_low"] if below else r["l_star_high"]
-            text = f"optimum outside the grid: {r['outside']}" + (
-                f" (l* {'<=' if below else '>='} {number(bound)})" if np.isfinite(bound) else "")
-        text += f"  grid best {number(r['grid_l_best'])}, {r['n_seeds']} seed(s)"
-        top = r.get("top_candidates")  # the step estimator's bootstrap shares
-        if isinstance(top, str) and top:
-            text += f"; top candidates {top}"
-        note = r["note"]
+        return r["note"] + (f"  [{r['n_excluded']} excluded]" if r["n_excluded"] else "")  # the note says why
+    text += f"  grid best {number(r['grid_l_best'])}, {r['n_seeds']} seed(s)"
+    top = r.get("top_candidates")  # the step estimator's bootstrap shares
+    if isinstance(top, str) and top:
+        text += f"; top candidates {top}"
+    note = r["note"]
     return text + (f"  ({note})" if note else "") + (f"  [{r['n_excluded']} excluded]" if r["n_excluded"] else "")
+
+
+class Status:
+    """What a data size's row answers: the `status` column of both estimators' tables."""
+
+    BRACKETED = "bracketed"  # l* inside the lengths tried, with a two-sided interval
+    AT_OR_BELOW = "at_or_below"  # l* at the smallest length: an upper bound
+    SATURATED = "saturated"  # l* at the last length where a synthetic task can enter: a lower bound
+    ABOVE = "above"  # l* at the largest length: a lower bound
+    NOT_LEARNT = "not_learnt"  # within noise of a model that learnt nothing, at every length
+    TOO_FEW = "too_few"  # fewer than three context lengths
+    NO_DATA = "no_data"  # no usable trial
+    UPPER_BOUND = (AT_OR_BELOW,)  # one-sided answers: l* <= l_star_high
+    LOWER_BOUND = (SATURATED, ABOVE)  # l* >= l_star_low
+
+
+def row_status(r) -> str:
+    """A row's status; tables written before the column existed are read from bracketed / outside."""
+    status = r.get("status") if hasattr(r, "get") else None
+    if isinstance(status, str) and status:
+        return status
+    if r.get("n_trials", 1) == 0:
+        return Status.NO_DATA
+    if not r.get("learnt", True):
+        return Status.NOT_LEARNT
+    if r.get("bracketed"):
+        return Status.BRACKETED
+    return {"below": Status.AT_OR_BELOW, "above": Status.ABOVE}.get(r.get("outside"), Status.TOO_FEW)
 
 
 @dataclass(frozen=True)
