@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 
 from . import _validate, stats
-from .results import OptimalLawFit, OptimumResult, Status, failed_law, row_status
+from .answers import Status, row_status
+from .results import OptimalLawFit, OptimumResult, failed_law
 
 
 def _bound_checks(table: pd.DataFrame) -> list[dict]:

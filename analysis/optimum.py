@@ -20,7 +20,8 @@ import pandas as pd
 from . import _validate, stats
 from .bayes import is_synthetic
 from .law import fit_optimal_context_law  # noqa: F401  (the law's home before analysis.law)
-from .results import OptimalContextLength, OptimumResult, Status
+from .answers import Status
+from .results import OptimalContextLength, OptimumResult
 from .step_optimum import step_optimum
 
 OPTIMAL_COLUMNS = [
@@ -164,6 +165,7 @@ def optimal_context_length(trials: pd.DataFrame, n_boot: int = 1000, seed: int =
     (True, 30.0)
     >>> print(result.summary())  # doctest: +ELLIPSIS
     optimal context length per data size (95 % interval; smooth estimator: ...)
+      [low, high]: the 95 % interval of l* (...)...
       D =        1,000: l* = 30 [30, 30]  grid best 32, 2 seed(s)
     """
     if window < 3:

@@ -15,7 +15,7 @@ import pandas as pd
 from ctxscale.store import load_results, sweep_folders
 
 from . import _validate
-from .bayes import is_synthetic, synthetic_gap, synthetic_risk_curve
+from .bayes import gap_summary, is_synthetic, synthetic_gap, synthetic_risk_curve
 from .entropy import entropy_report
 from .optimum import fit_optimal_context_law, optimal_context_length
 from .present import data_size, html_figure, html_sections, html_table, html_text, number, write_html_page
@@ -96,9 +96,7 @@ def write_report(trials: pd.DataFrame, out_dir, name: str = "sweep", n_boot: int
     else:
         lines.append(surface.summary())
     if synthetic and len(gap):
-        largest = gap[gap["data_size"] == gap["data_size"].max()]
-        lines.append(f"synthetic: at D = {data_size(largest['data_size'].iloc[0])} best loss − exact Bayes risk ranges "
-                     f"{number(largest['gap'].min(), 3)} .. {number(largest['gap'].max(), 3)} nats (synthetic_gap.csv)")
+        lines.append(gap_summary(gap))
     if extra[0]:
         lines.append(extra[0])
     report_path = out / "report.html"

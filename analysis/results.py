@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from . import forms
+from .answers import Status, optimum_text
 from .present import data_size, json_safe, number, percent
 
 PARAMETER_COLUMNS = ["parameter", "estimate", "low", "high", "se"]
@@ -284,6 +285,9 @@ class OptimumResult(_Result):
     def _method(self) -> str:
         raise NotImplementedError
 
+    def _interval_words(self) -> str:
+        raise NotImplementedError
+
     def _extra_lines(self) -> list[str]:
         """P(l* does not fall) and P(l* rises) per pair of consecutive data sizes (`.increase`)."""
         increase = getattr(self, "increase", None)
@@ -294,8 +298,10 @@ class OptimumResult(_Result):
 
     def summary(self) -> str:
         """A line per data size: l* with its interval, or why there is none."""
-        lines = [f"optimal context length per data size ({percent(self.confidence)} interval; {self._method()})"]
-        lines += [f"  D = {data_size(r['data_size']):>12}: {_optimum_text(r)}" for _, r in self.table.iterrows()]
+        lines = [f"optimal context length per data size ({percent(self.confidence)} interval; {self._method()})",
+                 f"  [low, high]: the {percent(self.confidence)} interval of l* ({self._interval_words()}); "
+                 "'or below' / 'or above': an end of the lengths searched, l* may lie beyond"]
+        lines += [f"  D = {data_size(r['data_size']):>12}: {optimum_text(r)}" for _, r in self.table.iterrows()]
         lines += self._extra_lines()
         if self.message:
             lines.append("  " + self.message)
@@ -303,57 +309,6 @@ class OptimumResult(_Result):
 
     def to_dict(self) -> dict:
         return {"estimator": self.estimator, **super().to_dict()}
-
-
-def _optimum_text(r) -> str:
-    """One row of either estimator's table as text: the answer its status gives, then the details."""
-    status = row_status(r)
-    low, high = r["l_star_low"], r["l_star_high"]
-    if status == Status.BRACKETED:
-        text = f"l* = {number(r['l_star'])} " + (f"[{number(low)}, {number(high)}]" if np.isfinite(low) else "(no interval)")
-    elif status == Status.AT_OR_BELOW:
-        text = "at or below the smallest length" + (f": l* <= {number(high)}" if np.isfinite(high) else "")
-    elif status == Status.SATURATED:
-        text = (f"saturated: l* = {number(r['l_star'])}, the last length where a task can still enter"
-                + (f"; l* >= {number(low)}" if np.isfinite(low) else ""))
-    elif status == Status.ABOVE:
-        text = "above the largest length" + (f": l* >= {number(low)}" if np.isfinite(low) else "")
-    else:
-        return r["note"] + (f"  [{r['n_excluded']} excluded]" if r["n_excluded"] else "")  # the note says why
-    text += f"  grid best {number(r['grid_l_best'])}, {r['n_seeds']} seed(s)"
-    top = r.get("top_candidates")  # the step estimator's bootstrap shares
-    if isinstance(top, str) and top:
-        text += f"; top candidates {top}"
-    note = r["note"]
-    return text + (f"  ({note})" if note else "") + (f"  [{r['n_excluded']} excluded]" if r["n_excluded"] else "")
-
-
-class Status:
-    """What a data size's row answers: the `status` column of both estimators' tables."""
-
-    BRACKETED = "bracketed"  # l* inside the lengths tried, with a two-sided interval
-    AT_OR_BELOW = "at_or_below"  # l* at the smallest length: an upper bound
-    SATURATED = "saturated"  # l* at the last length where a synthetic task can enter: a lower bound
-    ABOVE = "above"  # l* at the largest length: a lower bound
-    NOT_LEARNT = "not_learnt"  # within noise of a model that learnt nothing, at every length
-    TOO_FEW = "too_few"  # fewer than three context lengths
-    NO_DATA = "no_data"  # no usable trial
-    UPPER_BOUND = (AT_OR_BELOW,)  # one-sided answers: l* <= l_star_high
-    LOWER_BOUND = (SATURATED, ABOVE)  # l* >= l_star_low
-
-
-def row_status(r) -> str:
-    """A row's status; tables written before the column existed are read from bracketed / outside."""
-    status = r.get("status") if hasattr(r, "get") else None
-    if isinstance(status, str) and status:
-        return status
-    if r.get("n_trials", 1) == 0:
-        return Status.NO_DATA
-    if not r.get("learnt", True):
-        return Status.NOT_LEARNT
-    if r.get("bracketed"):
-        return Status.BRACKETED
-    return {"below": Status.AT_OR_BELOW, "above": Status.ABOVE}.get(r.get("outside"), Status.TOO_FEW)
 
 
 @dataclass(frozen=True)
@@ -374,6 +329,9 @@ class OptimalContextLength(OptimumResult):
 
     def _method(self) -> str:
         return f"smooth estimator: a polynomial in log l through at most {self.window} grid points around the grid minimum"
+
+    def _interval_words(self) -> str:
+        return "the minimum of bootstrap curves"
 
 
 @dataclass(frozen=True)
@@ -398,5 +356,13 @@ class StepOptimum(OptimumResult):
 
     def _method(self) -> str:
         values = [int(v) for v in self.candidates]
-        shown = ", ".join(map(str, values)) if len(values) <= 12 else f"{values[0]}, {values[1]}, ..., {values[-1]} ({len(values)})"
-        return f"step estimator: exact Bayes risk + a smooth excess; candidates {shown}"
+        if not values:
+            return "step estimator: no candidate lengths"
+        if len(values) == values[-1] - values[0] + 1 and len(values) > 12:  # R known on the grid only
+            where = f"any length from {values[0]} to {values[-1]} (the Bayes risk is known at the grid lengths only)"
+        else:
+            where = f"one of the {len(values)} lengths from {values[0]} to {values[-1]} where the Bayes risk steps"
+        return f"step estimator: the exact Bayes risk plus a smooth excess; l* is {where}"
+
+    def _interval_words(self) -> str:
+        return "bootstrap refits, widened where the smooth excess fails to every length the data allow"

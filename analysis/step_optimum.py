@@ -40,7 +40,8 @@ import pandas as pd
 
 from . import _validate, forms, stats
 from .bayes import with_exact_risk
-from .results import Status, StepOptimum
+from .answers import Status
+from .results import StepOptimum
 from .step_candidates import LN2, Candidates, grid_gap_mask, mask_bounds, plausible, step_candidates
 from .step_excess import (BootstrapNoise, Cells, ExcessFit, bootstrap_means, bootstrap_noise, fit_excess,
                           fit_joint_excess, make_cells, misfit_p)
@@ -137,8 +138,8 @@ def _screen(row: dict, cells: _SizeCells, candidates: Candidates, seed_sd: float
     floor = candidates.risk_high[0]
     if np.any(means < floor - margins):
         return "smooth"
-    row["note"] = (f"learnt little: no length below the Bayes risk of the smallest length ({floor:.4f}); "
-                   "l* from its own cells, not the smooth excess")
+    row["note"] = (f"learnt little (nowhere below the Bayes risk of the smallest length, {floor:.4f}): l* from its "
+                   "own lengths, not the smooth excess")
     return "own"
 
 
@@ -229,6 +230,15 @@ def _misfit(model: _Model, order: np.ndarray, l_star: float) -> float:
     return misfit_p(model.noise.z[near], len(model.fit.terms) / len(model.fit.fit_index))
 
 
+def p_words(p_value: float) -> str:
+    """A p-value as a reader needs it.
+
+    >>> p_words(0.0123), p_words(1.9e-238)
+    ('p = 0.012', 'p < 0.001')
+    """
+    return f"p = {p_value:.2g}" if p_value >= 0.001 else "p < 0.001"
+
+
 def _bounds_region(model: _Model, order: np.ndarray, misfit: bool) -> np.ndarray:
     """The candidates the bounds may add.
 
@@ -267,7 +277,7 @@ def _interval_draws(model: _Model, order: np.ndarray, excess: np.ndarray, boot_l
         low, high = mask_bounds(mask, candidates.lengths, boot_l)
         method += "+bounds"
         if misfit:
-            note = f"the cells near l* disagree with the smooth excess (p = {p_value:.2g}): interval from the bounds"
+            note = f"the cells near l* disagree with the smooth excess ({p_words(p_value)}): interval from the bounds"
     if not candidates.known.all():
         gap_low, gap_high = mask_bounds(grid_gap_mask(excess, candidates), candidates.lengths, boot_l)
         low, high = np.minimum(low, gap_low), np.maximum(high, gap_high)
@@ -285,6 +295,36 @@ def status_of(l_star: float, candidates: Candidates) -> str:
     return Status.ABOVE if l_star == lengths[-1] else Status.BRACKETED
 
 
+def top_shares(boot_l: np.ndarray, most: int = 3) -> str:
+    """The bootstrap's most frequent l*, with their shares; those that round to 0 % are left out.
+
+    >>> top_shares(np.array([47.0] * 90 + [45.0] * 9 + [43.0]))
+    '47: 90%, 45: 9%, 43: 1%'
+    >>> top_shares(np.array([47.0] * 999 + [45.0]))
+    '47: 100%'
+    """
+    values, counts = np.unique(boot_l, return_counts=True)
+    shares = counts / len(boot_l)
+    top = [i for i in np.argsort(-counts)[:most] if round(100 * shares[i]) > 0]
+    return ", ".join(f"{values[i]:g}: {shares[i]:.0%}" for i in top)
+
+
+def collapse_words(lengths: np.ndarray, collapsed: np.ndarray) -> str:
+    """Where a data size collapsed, in few words: a run to its largest length as 'from l = x on'.
+
+    >>> collapse_words(np.array([20, 24, 32, 48, 64, 80]), np.array([0, 0, 0, 0, 1, 1], bool))
+    'collapsed from l = 64 on (learnt less than half of what the context offers; kept out of the smooth fit)'
+    >>> collapse_words(np.array([27, 32, 36]), np.array([1, 0, 1], bool))
+    'collapsed at l = 27, 36 (learnt less than half of what the context offers; kept out of the smooth fit)'
+    """
+    if not collapsed.any():
+        return ""
+    first = int(np.argmax(collapsed))
+    run_to_end = collapsed[first:].all() and len(lengths) - first >= 2
+    where = f"from l = {lengths[first]:g} on" if run_to_end else "at l = " + ", ".join(f"{v:g}" for v in lengths[collapsed])
+    return f"collapsed {where} (learnt less than half of what the context offers; kept out of the smooth fit)"
+
+
 def _estimate_size(model: _Model, size: float, row: dict, tail: float) -> np.ndarray:
     """Fill one data size's row; return its bootstrap l* (row 0: the data's)."""
     candidates, cells = model.candidates, model.cells
@@ -295,27 +335,21 @@ def _estimate_size(model: _Model, size: float, row: dict, tail: float) -> np.nda
     pick = total.argmin(axis=1)
     boot_l = candidates.lengths[pick]
     low_draws, high_draws, method, note = _interval_draws(model, order, excess, boot_l)
-    note = "; ".join(filter(None, [row["note"], note]))
     l_star = float(boot_l[0])
     low = min(float(np.quantile(low_draws[1:], tail, method="lower")), l_star)
     high = max(float(np.quantile(high_draws[1:], 1 - tail, method="higher")), l_star)
-    values, counts = np.unique(boot_l[1:], return_counts=True)
-    top = np.argsort(-counts)[:3]
     status = status_of(l_star, candidates)
+    in_fit = bool(cells.fitted[order].any())  # a data size outside the fit says it learnt little instead
+    collapsed = collapse_words(cells.length[order], cells.collapsed[order]) if in_fit else ""
     ends = [candidates.lengths[0], candidates.lengths[-1]]
-    collapsed = cells.collapsed[order]
-    if collapsed.any():
-        lengths = ", ".join(f"{v:g}" for v in cells.length[order][collapsed])
-        note = (note + "; " if note else "") + f"collapsed at l = {lengths} (kept out of the smooth fit)"
     row.update(status=status, l_star_low=low, l_star_high=high, loss_at_l_star=float(total[0, pick[0]]),
                n_fit_points=int(cells.fitted[here].sum()), interval_method=method,
-               boot_unbracketed=float(np.mean(np.isin(boot_l[1:], ends))), note=note,
-               top_candidates=", ".join(f"{values[i]:g}: {counts[i] / (len(boot_l) - 1):.0%}" for i in top))
+               boot_unbracketed=float(np.mean(np.isin(boot_l[1:], ends))), top_candidates=top_shares(boot_l[1:]),
+               note="; ".join(filter(None, [row["note"], note, collapsed])),
+               bracketed=status == Status.BRACKETED,
+               outside={Status.AT_OR_BELOW: "below", Status.ABOVE: "above"}.get(status, ""), **open_ends(low, high, candidates))
     if status in (Status.BRACKETED, Status.SATURATED):
         row["l_star"] = l_star
-    row["bracketed"] = status == Status.BRACKETED
-    row["outside"] = {Status.AT_OR_BELOW: "below", Status.ABOVE: "above"}.get(status, "")
-    row.update(open_ends(low, high, candidates))
     return boot_l
 
 
