@@ -115,23 +115,25 @@ def fit_optimal_context_law(optimal, n_boot: int = 2000, seed: int = 0,
 
 def _fit_line(use: pd.DataFrame, n_boot: int, seed: int, confidence: float) -> OptimalLawFit:
     """The bootstrap line fit of log l* on log D."""
-    d = use["data_size"].to_numpy(float)
+    sizes = use["data_size"].to_numpy(float)
     l_star = use["l_star"].to_numpy(float)
     n = len(use)
-    if n < 2 or len(np.unique(d)) < 2:
-        return failed_law(f"needs at least 2 bracketed optima at different data sizes, got {n}", n, d, l_star, confidence)
+    if n < 2 or len(np.unique(sizes)) < 2:
+        return failed_law(f"needs at least 2 bracketed optima at different data sizes, got {n}", n, sizes, l_star,
+                          confidence)
     z = stats.z_quantile(confidence)
-    sigma = np.zeros(n)
+    sigma = np.zeros(n)  # each log l*'s own uncertainty, from its interval
     if {"l_star_low", "l_star_high"} <= set(use.columns):
         width = np.log(use["l_star_high"].to_numpy(float)) - np.log(use["l_star_low"].to_numpy(float))
         sigma = np.where(np.isfinite(width), width / (2 * z), 0.0)
-    xs, ys = np.log(d), np.log(l_star)
-    line = stats.least_squares(stats.line_design(xs), ys)
+    log_size, log_l = np.log(sizes), np.log(l_star)
+    line = stats.least_squares(stats.line_design(log_size), log_l)
     intercept, slope = (float(v) for v in line.coef)
 
     rng = np.random.default_rng(seed)
-    idx = rng.integers(0, n, (n_boot, n)) if n >= 4 else np.tile(np.arange(n), (n_boot, 1))
-    boot = stats.least_squares(stats.line_design(xs[idx]), ys[idx] + sigma[idx] * rng.standard_normal((n_boot, n)))
+    picks = rng.integers(0, n, (n_boot, n)) if n >= 4 else np.tile(np.arange(n), (n_boot, 1))
+    jitter = sigma[picks] * rng.standard_normal((n_boot, n))
+    boot = stats.least_squares(stats.line_design(log_size[picks]), log_l[picks] + jitter)
     good = boot.rank == 2  # a resample with one distinct D has no slope
     boot_intercept, boot_slope = boot.coef[good].T
     tail = (1.0 - confidence) / 2
@@ -146,8 +148,8 @@ def _fit_line(use: pd.DataFrame, n_boot: int, seed: int, confidence: float) -> O
     return OptimalLawFit(
         coefficient=math.exp(intercept), exponent=slope, exponent_low=float(slope_low),
         exponent_high=float(slope_high), coefficient_low=float(coefficient_low),
-        coefficient_high=float(coefficient_high), exponent_se=float(line.se[1]), r2=stats.r_squared(ys, line.sse),
+        coefficient_high=float(coefficient_high), exponent_se=float(line.se[1]), r2=stats.r_squared(log_l, line.sse),
         n=n, success=True, message="; ".join(notes), confidence=confidence, n_boot=int(good.sum()),
-        data_size=tuple(d.tolist()), l_star=tuple(l_star.tolist()),
+        data_size=tuple(sizes.tolist()), l_star=tuple(l_star.tolist()),
         cov_log=(float(cov[0, 0]), float(cov[0, 1]), float(cov[1, 1])),
     )

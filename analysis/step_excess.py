@@ -47,7 +47,7 @@ def make_cells(length, size, mean, n_seeds, risk, smooth, dead) -> Cells:
     A cell whose context offers nothing to learn (R = ln 2) says nothing of the smooth excess; one
     whose excess ate most of what it offers has collapsed: neither is fitted.
     """
-    length, size, mean, risk = (np.asarray(v, float) for v in (length, size, mean, risk))
+    length, size, mean, risk = (np.asarray(values, float) for values in (length, size, mean, risk))
     learnable = LN2 - risk
     nothing = learnable <= 1e-9
     collapsed = ~nothing & (mean - risk > COLLAPSE_SHARE * learnable)

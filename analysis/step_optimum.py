@@ -4,28 +4,30 @@ In the synthetic experiment the Bayes risk R(l) is known exactly and is a step f
 by ln 2 / T each time a task's farthest bit, max(l_t, a_t), enters the context. What training
 adds, the excess E(l, D) = loss − R(l), rises with l (more inputs to learn to ignore from the same
 data). Between two steps the loss can therefore only rise, and the optimum is one of the
-**candidate lengths**: the smallest grid length and every step inside the grid's span. A
-continuous l* between two steps would mean nothing (`analysis.step_candidates`).
+**candidate lengths**: every step of R inside the grid's span, from the one that gives R at the
+smallest grid length. A continuous l* between two steps would mean nothing
+(`analysis.step_candidates`).
 
 The estimator (`step_optimum`):
 
-1. A data size learnt nothing when at every length its loss is within noise of a model that sees
-   no bit (ln 2 for the study's tasks): no l*, no interval, left out of the law. Any other data
-   size gets an answer, however little it learnt.
-2. The excess is modelled jointly over the learnt data sizes, smooth in log l and log D
-   (`analysis.step_excess`); cells that collapsed (the model learnt less than half of what the
-   context offers) stay out of that fit.
-3. l*(D) = argmin over the candidates of R(c) + Ê(c, D). Where training collapsed, the excess is
-   at least what the collapsed cells show; a data size with no cell in the smooth fit is read off
-   its own cells alone.
+1. A data size learnt nothing when at every length its loss is within noise (three standard
+   errors of its seed mean) of a model that sees no bit, ln 2 for the study's tasks: no l*, no
+   interval, left out of the law. Any other data size gets an answer, however little it learnt.
+2. The excess is modelled jointly, smooth in log l and log D (`analysis.step_excess`), over the
+   data sizes that beat the Bayes risk of the smallest length somewhere; cells that collapsed
+   (the model learnt less than half of what the context offers) stay out of that fit. A data
+   size that learnt less is read off its own lengths (`analysis.step_interval`).
+3. l*(D) = argmin over the candidates of R(c) + Ê(c, D); where training collapsed, the excess is
+   at least what the collapsed cells show.
 4. The interval comes from a bootstrap that refits the whole model. Where the smooth form cannot
    be trusted (a collapse, cells near l* that disagree with it, a data size it does not cover)
-   the interval also spans every candidate that an excess rising with l could make optimal;
-   where R is known at the grid lengths only, every length at which it may step.
+   the interval also spans every candidate that an excess rising with l and convex in log l could
+   make optimal, short of a length where the model learnt nothing; where R is known at the grid
+   lengths only, every length at which it may step.
 5. The answer's status: 'bracketed' (an l* inside the candidates), 'at_or_below' (l* is the
-   smallest length: an upper bound), 'saturated' (l* is the last length where a task can still
+   smallest candidate: an upper bound), 'saturated' (l* is the last length where a task can still
    enter the context, as the string length caps it: a lower bound), 'above' (the largest
-   candidate, below that cap: a lower bound), or 'not_learnt'.
+   candidate, below that cap: a lower bound), or 'not_learnt' (`analysis.answers.Status`).
 
 Smooth sweeps (GPT, or any sweep without the exact Bayes risk) use `optimum.optimal_context_length`
 instead; `optimal_context_length` sends synthetic trials here by itself.
@@ -38,15 +40,14 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from . import _validate, forms, stats
+from . import _validate, stats
 from .bayes import with_exact_risk
 from .answers import Status
 from .results import StepOptimum
-from .step_candidates import LN2, Candidates, grid_gap_mask, mask_bounds, plausible, step_candidates
-from .step_excess import (BootstrapNoise, Cells, ExcessFit, bootstrap_means, bootstrap_noise, fit_excess,
-                          fit_joint_excess, make_cells, misfit_p)
+from .step_candidates import LN2, Candidates, step_candidates
+from .step_excess import Cells, make_cells
+from .step_interval import JointModel, bootstrap_model, interval_draws, size_excess
 
-MISFIT_P = 0.05  # below this p-value a data size's cells disagree with the smooth excess
 SEED_NOISE_DEFAULT = 0.005  # relative seed-to-seed spread assumed when no cell has two seeds
 THREE_SIGMA_TAIL = 0.00135  # the one-sided normal tail beyond three standard deviations
 
@@ -84,8 +85,9 @@ def _cells_per_size(ok: pd.DataFrame, sizes) -> dict:
         rows = ok[ok["data_size"] == size]
         lengths = np.sort(rows["context_length"].unique())
         at_length = [rows["context_length"] == length for length in lengths]
-        per_size[size] = _SizeCells(rows, lengths, [rows.loc[m, "best_val_loss"].to_numpy(float) for m in at_length],
-                                    np.array([rows.loc[m, "bayes_risk"].mean() for m in at_length]))
+        seed_losses = [rows.loc[here, "best_val_loss"].to_numpy(float) for here in at_length]
+        per_size[size] = _SizeCells(rows, lengths, seed_losses, np.array([rows.loc[here, "bayes_risk"].mean()
+                                                                          for here in at_length]))
     return per_size
 
 
@@ -156,135 +158,6 @@ def _joint_cells(per_size: dict, how: dict, trivial: float, seed_sd: float) -> C
     return make_cells(*columns)
 
 
-class _Model(NamedTuple):
-    """The joint excess fit and its bootstrap, shared by every data size."""
-
-    candidates: Candidates
-    cells: Cells
-    fit: ExcessFit
-    noise: BootstrapNoise
-    boot_means: np.ndarray  # (n_boot + 1, cells); row 0: the data
-    boot_theta: np.ndarray  # (n_boot + 1, terms)
-
-
-def _bootstrap_model(cells: Cells, candidates: Candidates, seed_pool: np.ndarray, seed_dof: int, tail: float,
-                     n_boot: int, rng: np.random.Generator) -> _Model:
-    fit = fit_joint_excess(cells)
-    noise = bootstrap_noise(cells, fit, seed_pool, seed_dof, tail)
-    means = bootstrap_means(cells, noise, fit, n_boot, rng)
-    index = fit.fit_index
-    boot_theta = (fit_excess(fit.design, means[:, index] - cells.risk[index], fit.weight, fit.theta)
-                  if len(index) else np.tile(fit.theta, (n_boot + 1, 1)))
-    return _Model(candidates, cells, fit, noise, means, boot_theta)
-
-
-def _own_excess(model: _Model, order: np.ndarray) -> np.ndarray:
-    """(n_boot + 1, candidates) excess of a data size outside the smooth fit, from its own cells:
-    the chord in log l between consecutive lengths, flat beyond its first and last length."""
-    lengths, cells = model.candidates.lengths, model.cells
-    x = np.log(cells.length[order])
-    excess = model.boot_means[:, order] - cells.risk[order]
-    right = np.clip(np.searchsorted(x, np.log(lengths), side="left"), 1, max(len(x) - 1, 1))
-    left = right - 1
-    share = np.clip((np.log(lengths) - x[left]) / np.maximum(x[right] - x[left], 1e-12), 0.0, 1.0)
-    return excess[:, left] + share * (excess[:, right] - excess[:, left])
-
-
-def _size_excess(model: _Model, size: float, order: np.ndarray) -> np.ndarray:
-    """(n_boot + 1, candidates) excess of one data size: the smooth model, raised where training
-    collapsed; a data size with no cell in the smooth fit is read off its own cells alone."""
-    lengths, cells = model.candidates.lengths, model.cells
-    if not cells.fitted[order].any():
-        return _own_excess(model, order)
-    excess = forms.smooth_excess(model.fit.design_at(lengths, size), model.boot_theta)
-    for position, cell in enumerate(order):
-        if not cells.collapsed[cell]:
-            continue
-        # the excess rises with l: from a collapsed cell on it is at least what that cell shows,
-        # whatever the smooth form (fitted without it) would extrapolate; in the gap before it
-        # the point estimate takes the rise as spread over the gap (the chord in log l), not
-        # as starting at its far end, so l* does not run to the collapse's edge by default
-        cell_excess = (model.boot_means[:, cell] - cells.risk[cell])[:, None]
-        from_here = lengths >= cells.length[cell]
-        excess[:, from_here] = np.maximum(excess[:, from_here], cell_excess)
-        if position == 0:
-            continue
-        previous = order[position - 1]
-        inside = (lengths > cells.length[previous]) & (lengths < cells.length[cell])
-        share = np.log(lengths[inside] / cells.length[previous]) / np.log(cells.length[cell] / cells.length[previous])
-        previous_excess = (model.boot_means[:, previous] - cells.risk[previous])[:, None]
-        excess[:, inside] = np.maximum(excess[:, inside], previous_excess + share * (cell_excess - previous_excess))
-    return excess
-
-
-def _misfit(model: _Model, order: np.ndarray, l_star: float) -> float:
-    """p-value that the fitted cells on either side of l* (two grid lengths each way) are noise
-    about the smooth excess; 1 where none of them is fitted."""
-    cells = model.cells
-    below = np.flatnonzero(cells.length[order] <= l_star)
-    last_below = below[-1] if len(below) else -1
-    near = order[max(0, last_below - 1):last_below + 3]
-    near = near[cells.fitted[near]]
-    if not len(near):
-        return 1.0
-    return misfit_p(model.noise.z[near], len(model.fit.terms) / len(model.fit.fit_index))
-
-
-def p_words(p_value: float) -> str:
-    """A p-value as a reader needs it.
-
-    >>> p_words(0.0123), p_words(1.9e-238)
-    ('p = 0.012', 'p < 0.001')
-    """
-    return f"p = {p_value:.2g}" if p_value >= 0.001 else "p < 0.001"
-
-
-def _bounds_region(model: _Model, order: np.ndarray, misfit: bool) -> np.ndarray:
-    """The candidates the bounds may add.
-
-    Where the cells disagree with the smooth form, or the data size is outside it (it learnt
-    little), every candidate. Where training collapsed after fitted cells, those between the last
-    cell before the first collapse and that collapse (the grid cannot say where it began). Never
-    a length at or beyond one, past the grid's best, where the model learnt nothing: with more
-    inputs and the same data it learns nothing there either.
-    """
-    lengths, cells = model.candidates.lengths, model.cells
-    first = int(np.argmax(cells.collapsed[order]))
-    if misfit or not cells.fitted[order[:first]].any():
-        allowed = np.ones(len(lengths), bool)
-    else:
-        before = cells.length[order][:first]
-        start = lengths[lengths <= before.max()].max()  # same R as that length
-        allowed = (lengths >= start) & (lengths < cells.length[order][first])
-    best = int(np.argmin(cells.mean[order]))
-    dead = order[best:][cells.dead[order[best:]]]
-    if len(dead):
-        allowed &= lengths < cells.length[dead[0]]
-    return allowed
-
-
-def _interval_draws(model: _Model, order: np.ndarray, excess: np.ndarray, boot_l: np.ndarray):
-    """(low, high, method, note): per bootstrap draw, the lowest and highest l* the interval must
-    hold: the draw's own l*, widened to the bounds where the smooth form cannot be trusted."""
-    candidates, cells = model.candidates, model.cells
-    low, high, method, note = boot_l, boot_l, model.noise.method, ""
-    p_value = _misfit(model, order, boot_l[0])
-    misfit = p_value < MISFIT_P
-    if cells.collapsed[order].any() or misfit or not cells.fitted[order].any():
-        mask = plausible(np.log(cells.length[order]), model.boot_means[:, order] - cells.risk[order],
-                         np.log(candidates.lengths), candidates.risk_low, candidates.risk_high)
-        mask &= _bounds_region(model, order, misfit)
-        low, high = mask_bounds(mask, candidates.lengths, boot_l)
-        method += "+bounds"
-        if misfit:
-            note = f"the cells near l* disagree with the smooth excess ({p_words(p_value)}): interval from the bounds"
-    if not candidates.known.all():
-        gap_low, gap_high = mask_bounds(grid_gap_mask(excess, candidates), candidates.lengths, boot_l)
-        low, high = np.minimum(low, gap_low), np.maximum(high, gap_high)
-        method += "+grid gaps"
-    return low, high, method, note
-
-
 def status_of(l_star: float, candidates: Candidates) -> str:
     """Which answer an l* at a candidate length gives (see the module's docstring, point 5)."""
     lengths = candidates.lengths
@@ -321,20 +194,20 @@ def collapse_words(lengths: np.ndarray, collapsed: np.ndarray) -> str:
         return ""
     first = int(np.argmax(collapsed))
     run_to_end = collapsed[first:].all() and len(lengths) - first >= 2
-    where = f"from l = {lengths[first]:g} on" if run_to_end else "at l = " + ", ".join(f"{v:g}" for v in lengths[collapsed])
+    where = f"from l = {lengths[first]:g} on" if run_to_end else "at l = " + ", ".join(f"{length:g}" for length in lengths[collapsed])
     return f"collapsed {where} (learnt less than half of what the context offers; kept out of the smooth fit)"
 
 
-def _estimate_size(model: _Model, size: float, row: dict, tail: float) -> np.ndarray:
+def _estimate_size(model: JointModel, size: float, row: dict, tail: float) -> np.ndarray:
     """Fill one data size's row; return its bootstrap l* (row 0: the data's)."""
     candidates, cells = model.candidates, model.cells
     here = np.flatnonzero(cells.size == size)
     order = here[np.argsort(cells.length[here])]
-    excess = _size_excess(model, size, order)
+    excess = size_excess(model, size, order)
     total = np.where(candidates.known, candidates.risk_high + excess, np.inf)
     pick = total.argmin(axis=1)
     boot_l = candidates.lengths[pick]
-    low_draws, high_draws, method, note = _interval_draws(model, order, excess, boot_l)
+    low_draws, high_draws, method, note = interval_draws(model, order, excess, boot_l)
     l_star = float(boot_l[0])
     low = min(float(np.quantile(low_draws[1:], tail, method="lower")), l_star)
     high = max(float(np.quantile(high_draws[1:], 1 - tail, method="higher")), l_star)
@@ -425,15 +298,14 @@ def step_optimum(trials: pd.DataFrame, n_boot: int = 1000, seed: int = 0, confid
     rows = {size: _empty_row(size, per_size[size], int((excluded["data_size"] == size).sum())) for size in sizes}
     how = {size: _screen(rows[size], per_size[size], candidates, seed_sd) for size in sizes}
     estimated = [size for size in sizes if how[size]]
-    shown = tuple(candidates.lengths.astype(int).tolist()) if candidates else ()
+    shown = tuple(candidates.lengths.astype(int).tolist()) if candidates is not None else ()
     if not estimated:
-        table = pd.DataFrame([rows[s] for s in sizes], columns=OPTIMAL_COLUMNS)
+        table = pd.DataFrame([rows[size] for size in sizes], columns=OPTIMAL_COLUMNS)
         return StepOptimum(table, _increase([], np.empty((0, 0))), shown, (), (), confidence, 0,
                            "no data size learnt anything: no optimum to place")
     cells = _joint_cells(per_size, {size: how[size] for size in estimated}, candidates.trivial, seed_sd)
-    model = _bootstrap_model(cells, candidates, seed_pool, seed_dof, tail, n_boot,
-                             np.random.default_rng(seed))
+    model = bootstrap_model(cells, candidates, seed_pool, seed_dof, tail, n_boot, np.random.default_rng(seed))
     boot_l = np.column_stack([_estimate_size(model, size, rows[size], tail) for size in estimated])
-    table = pd.DataFrame([rows[s] for s in sizes], columns=OPTIMAL_COLUMNS)
+    table = pd.DataFrame([rows[size] for size in sizes], columns=OPTIMAL_COLUMNS)
     return StepOptimum(table, _increase(estimated, boot_l[1:]), shown, model.fit.terms,
-                       tuple(float(t) for t in model.fit.theta), confidence, n_boot, boot=boot_l[1:])
+                       tuple(float(value) for value in model.fit.theta), confidence, n_boot, boot=boot_l[1:])
