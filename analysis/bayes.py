@@ -9,6 +9,7 @@ import pandas as pd
 from scipy.optimize import OptimizeWarning, curve_fit
 
 from . import _validate, forms, stats
+from .present import data_size, number
 from .results import BayesRiskFit
 
 _GAMMA_GRID = np.geomspace(1e-2, 10.0, 61)  # profile over gamma for the starting point
@@ -138,6 +139,34 @@ def synthetic_gap(trials: pd.DataFrame) -> pd.DataFrame:
     with np.errstate(divide="ignore", invalid="ignore"):
         table["relative_gap"] = np.where(table["bayes_risk"] > 0, table["gap"] / table["bayes_risk"], np.nan)
     return table.sort_values(["data_size", "context_length"]).reset_index(drop=True)
+
+
+def gap_summary(gap: pd.DataFrame) -> str:
+    """One line on the largest data size's gap to the exact Bayes risk (a `synthetic_gap` table).
+
+    No model beats the Bayes risk on average; a best loss below it is noise of the validation
+    rows, and the line says so with its size against the seed-to-seed spread there.
+
+    >>> gap = pd.DataFrame({"data_size": 2e6, "context_length": [84, 94], "gap": [-0.0002, 0.0007],
+    ...                     "best_loss_sd": [0.0003, 0.0002], "n_seeds": 3})
+    >>> print(gap_summary(gap))  # doctest: +NORMALIZE_WHITESPACE
+    synthetic: at D = 2,000,000 best loss − exact Bayes risk ranges -0.0002 .. 0.0007 nats (synthetic_gap.csv);
+    below zero is noise: no model beats the Bayes risk on average, and -0.0002 nats at l = 84 is 1.2 standard
+    errors of its 3 seeds' mean (sd 0.0003)
+    """
+    largest = gap[gap["data_size"] == gap["data_size"].max()]
+    low, high = largest["gap"].min(), largest["gap"].max()
+    text = (f"synthetic: at D = {data_size(largest['data_size'].iloc[0])} best loss − exact Bayes risk ranges "
+            f"{number(low, 3)} .. {number(high, 3)} nats (synthetic_gap.csv)")
+    if not low < 0:
+        return text
+    cell = largest.loc[largest["gap"].idxmin()]
+    where = f"{number(low, 3)} nats at l = {number(cell['context_length'])}"
+    spread = cell["best_loss_sd"] / np.sqrt(cell["n_seeds"]) if cell["n_seeds"] > 1 else np.nan
+    size = (f" is {-low / spread:.1f} standard errors of its {int(cell['n_seeds'])} seeds' mean "
+            f"(sd {number(cell['best_loss_sd'], 2)})" if np.isfinite(spread) and spread > 0
+            else " (one seed: no spread to compare it with)")
+    return f"{text}; below zero is noise: no model beats the Bayes risk on average, and {where}{size}"
 
 
 def synthetic_risk_curve(trials: pd.DataFrame, points: int = 200) -> pd.DataFrame:

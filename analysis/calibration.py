@@ -74,36 +74,58 @@ def _draw_params(family: str, rng: np.random.Generator) -> dict:
     return p
 
 
+def _draw_family(family: str, lengths: np.ndarray, sizes, risk: np.ndarray, rng: np.random.Generator) -> dict:
+    """Parameters of `family`; 'own' is redrawn until it is the estimator's form over `lengths`
+    (the ln 2 cap never binds where the context offers something to learn)."""
+    learnable = LN2 - risk
+    for _ in range(10_000):
+        p = _draw_params(family, rng)
+        capped = any(((_raw_excess(family, lengths, s, p, risk) > learnable) & (learnable > 0)).any() for s in sizes)
+        if family != "own" or not capped:
+            return p
+    return p
+
+
 def simulate_step_sweep(family: str, grid, sizes, n_seeds: int, noise: float, rng: np.random.Generator,
-                        tasks=None, string_length: int = 100):
+                        tasks=None, string_length: int = 100, *, risk_only: bool = False, truth_span=None,
+                        dead_sizes=()):
     """(trials, truth): a simulated synthetic sweep and its true l* per data size.
 
     Every seed's loss is the true loss × (1 + noise · N(0, 1)). The truth is the argmin over all
-    integer lengths in the grid's span (the smallest on ties).
+    integer lengths in `truth_span` (default: the grid's span; the smallest on ties). With
+    `risk_only` the trials carry a `bayes_risk` column instead of the task list (a user's own
+    frame). Each of `dead_sizes` learnt nothing: its loss is that of a model that sees no bit at
+    every length. The truth is NaN wherever the noise-free loss is that at every grid length:
+    whatever could be learnt elsewhere, the sweep shows nothing learnt.
     """
     tasks = study_tasks() if tasks is None else tasks
     grid = np.asarray(grid, float)
-    every = np.arange(int(grid.min()), int(grid.max()) + 1, dtype=float)
+    lowest, highest = truth_span if truth_span is not None else (grid.min(), grid.max())
+    every = np.arange(int(lowest), int(highest) + 1, dtype=float)
     risk_every = forms.synthetic_bayes_risk(tasks, every, string_length)
-    for _ in range(10_000):
-        p = _draw_params(family, rng)
-        # 'own' must be the estimator's form over the whole span: redraw where the ln 2 cap binds
-        learnable = LN2 - risk_every
-        capped = any(((_raw_excess(family, every, s, p, risk_every) > learnable) & (learnable > 0)).any() for s in sizes)
-        if family != "own" or not capped:
-            break
+    p = _draw_family(family, every, sizes, risk_every, rng)
     risk_grid = forms.synthetic_bayes_risk(tasks, grid, string_length)
+    trivial = float(forms.synthetic_bayes_risk(tasks, 0, string_length))
     rows, truth = [], {}
-    for size in sizes:
-        total = risk_every + _excess(family, every, size, p, risk_every)
-        truth[float(size)] = float(every[int(np.argmin(total))])
-        loss = risk_grid + _excess(family, grid, size, p, risk_grid)
+    for size in sorted([*sizes, *dead_sizes]):
+        if size in dead_sizes:
+            truth[float(size)], loss = math.nan, np.full(len(grid), trivial)
+        else:
+            total = risk_every + _excess(family, every, size, p, risk_every)
+            truth[float(size)] = float(every[int(np.argmin(total))])
+            loss = risk_grid + _excess(family, grid, size, p, risk_grid)
+            if np.all(loss >= trivial - 1e-9):  # learnt nothing at any length of the grid
+                truth[float(size)] = math.nan
         for s in range(n_seeds):
             noisy = loss * (1.0 + noise * rng.standard_normal(len(grid)))
             rows += [{"context_length": int(l), "data_size": int(size), "seed": s, "best_val_loss": v,
                       "status": "ok", "tasks": json.dumps(tasks), "string_length": string_length}
                      for l, v in zip(grid, noisy)]
-    return pd.DataFrame(rows), truth
+    trials = pd.DataFrame(rows)
+    if risk_only:
+        risk = forms.synthetic_bayes_risk(tasks, trials["context_length"].to_numpy(float), string_length)
+        trials = trials.drop(columns=["tasks", "string_length"]).assign(bayes_risk=risk)
+    return trials, truth
 
 
 def simulate_smooth_sweep(grid, sizes, n_seeds: int, noise: float, rng: np.random.Generator):
@@ -126,34 +148,58 @@ def simulate_smooth_sweep(grid, sizes, n_seeds: int, noise: float, rng: np.rando
     return pd.DataFrame(rows), truth
 
 
+def _covers(row, true: float) -> bool:
+    """Whether a row's answer holds the truth: its interval, its one-sided bound, or 'not learnt'
+    exactly where nothing was learnt (true NaN)."""
+    status = row.get("status", "bracketed" if row["bracketed"] else {"below": "at_or_below"}.get(row["outside"], "above"))
+    if not np.isfinite(true) or status == "not_learnt":
+        return (not np.isfinite(true)) and status == "not_learnt"
+    low, high = row["l_star_low"] - 1e-9, row["l_star_high"] + 1e-9
+    # a bound at the end of the span the estimator searched says only that l* may lie beyond it
+    low = -math.inf if row.get("open_below", False) else low
+    high = math.inf if row.get("open_above", False) else high
+    if status == "at_or_below":
+        return true <= high
+    if status in ("saturated", "above"):
+        return true >= low
+    return low <= true <= high
+
+
 def coverage(estimate, family: str, grid, sizes, n_seeds: int, noise: float, reps: int, seed: int = 0,
-             n_boot: int = 300) -> dict:
+             n_boot: int = 300, **sweep) -> dict:
     """Coverage of `estimate(trials, n_boot, seed) -> table` over `reps` simulated sweeps.
 
-    Counts only data sizes the estimator placed an interval for; `placed` says how many of all
-    it did. Width is in context-length units; `exact` is the share of point estimates equal to
-    the truth (step families).
+    Counts the data sizes the estimator answered: an interval or bound, or 'not learnt' (which
+    covers only where nothing was learnt); `placed` says how many of all it answered. A
+    one-sided answer covers when the truth lies on its side of the bound. Width is in
+    context-length units; `exact` is the share of point estimates equal to the truth (step
+    families); `statuses` counts the answers. `sweep` goes to `simulate_step_sweep`.
     """
     rng = np.random.default_rng(seed)
-    hits, widths, exact, placed, total = [], [], [], 0, 0
+    hits, widths, exact, statuses, placed, total = [], [], [], {}, 0, 0
     for rep in range(reps):
         if family == "smooth":
             trials, truth = simulate_smooth_sweep(grid, sizes, n_seeds, noise, rng)
         else:
-            trials, truth = simulate_step_sweep(family, grid, sizes, n_seeds, noise, rng)
+            trials, truth = simulate_step_sweep(family, grid, sizes, n_seeds, noise, rng, **sweep)
         table = estimate(trials, n_boot, rep)
         for _, r in table.iterrows():
             total += 1
             true = truth[float(r["data_size"])]
+            status = r.get("status", "")
+            statuses[status] = statuses.get(status, 0) + 1
             low, high = r["l_star_low"], r["l_star_high"]
-            if not (np.isfinite(low) and np.isfinite(high)):
+            if status != "not_learnt" and not (np.isfinite(low) and np.isfinite(high)):
                 continue
             placed += 1
-            hits.append(low - 1e-9 <= true <= high + 1e-9)
+            hits.append(_covers(r, true))
+            if status == "not_learnt" or not np.isfinite(true):
+                continue
             widths.append(high - low)
             point = r["l_star"] if np.isfinite(r["l_star"]) else (low if r.get("outside") == "below" else high)
             exact.append(abs(point - true) < 0.5)
     return {"family": family, "seeds": n_seeds, "noise": noise, "cases": total, "placed": placed,
             "coverage": float(np.mean(hits)) if hits else math.nan,
             "median_width": float(np.median(widths)) if widths else math.nan,
-            "exact": float(np.mean(exact)) if exact else math.nan}
+            "exact": float(np.mean(exact)) if exact else math.nan,
+            "statuses": ", ".join(f"{k} {v}" for k, v in sorted(statuses.items()) if k)}

@@ -13,17 +13,21 @@ so the interval also covers doubt about which grid point is lowest.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 
 from . import _validate, stats
 from .bayes import is_synthetic
-from .results import OptimalContextLength, OptimalLawFit, OptimumResult, failed_law
+from .law import fit_optimal_context_law  # noqa: F401  (the law's home before analysis.law)
+from .answers import Status
+from .results import OptimalContextLength, OptimumResult
 from .step_optimum import step_optimum
 
 OPTIMAL_COLUMNS = [
-    "data_size", "l_star", "l_star_low", "l_star_high", "bracketed", "outside", "best_loss", "grid_l_best",
+    "data_size", "l_star", "l_star_low", "l_star_high", "status", "open_below", "open_above", "bracketed", "outside",
+    "best_loss", "grid_l_best",
     "loss_at_l_star", "n_trials", "n_excluded", "n_seeds", "n_fit_points", "interval_method",
     "boot_unbracketed", "estimator", "note",
 ]
@@ -48,24 +52,24 @@ def _vertices(x: np.ndarray, curves: np.ndarray, window: int):
     point (x_star is then that end), 0 inside.
     """
     n_rows, n = curves.shape
-    k = np.argmin(curves, axis=1)
-    side = np.where(k == 0, -1, np.where(k == n - 1, 1, 0))
-    x_star = x[k].astype(float)
-    loss_at = curves[np.arange(n_rows), k].astype(float)
-    for kk in np.unique(k[side == 0]):
-        rows = k == kk
-        lo, hi = _window(kk, n, window)
-        c3, c2, c1, c0 = _poly_coefficients(x[lo:hi] - x[kk], curves[rows, lo:hi]).T  # centred on the minimum
+    argmin = np.argmin(curves, axis=1)
+    side = np.where(argmin == 0, -1, np.where(argmin == n - 1, 1, 0))
+    x_star = x[argmin].astype(float)
+    loss_at = curves[np.arange(n_rows), argmin].astype(float)
+    for centre in np.unique(argmin[side == 0]):
+        rows = argmin == centre
+        first, stop = _window(centre, n, window)
+        c3, c2, c1, c0 = _poly_coefficients(x[first:stop] - x[centre], curves[rows, first:stop]).T
         # The local minimum of c3·t³ + c2·t² + c1·t + c0 is t = -c1 / (c2 + sqrt(c2² - 3·c3·c1)), the
         # root of the derivative where the second derivative is positive; written this way it
         # stays exact as c3 → 0 (then -c1 / 2c2). No real root, or no minimum: keep the grid point.
-        disc = c2**2 - 3 * c3 * c1
-        denom = c2 + np.sqrt(np.maximum(disc, 0.0))
+        discriminant = c2**2 - 3 * c3 * c1
+        denominator = c2 + np.sqrt(np.maximum(discriminant, 0.0))
         with np.errstate(divide="ignore", invalid="ignore"):
-            t = np.where((disc >= 0) & (denom > 0), -c1 / denom, 0.0)
-        t = np.clip(t, x[kk - 1] - x[kk], x[kk + 1] - x[kk])
-        x_star[rows] = x[kk] + t
-        loss_at[rows] = ((c3 * t + c2) * t + c1) * t + c0
+            offset = np.where((discriminant >= 0) & (denominator > 0), -c1 / denominator, 0.0)
+        offset = np.clip(offset, x[centre - 1] - x[centre], x[centre + 1] - x[centre])
+        x_star[rows] = x[centre] + offset
+        loss_at[rows] = ((c3 * offset + c2) * offset + c1) * offset + c0
     return x_star, loss_at, side
 
 
@@ -100,15 +104,131 @@ def _bootstrap_curves(cells, means, x, window, mode, pool, n_boot, rng):
     """
     if mode == "seeds":
         columns = []
-        for v in cells:
-            draws = pool[rng.integers(0, len(pool), (n_boot, len(v)))]
-            columns.append(v.mean() * (1.0 + draws.mean(axis=1)))
+        for losses in cells:
+            draws = pool[rng.integers(0, len(pool), (n_boot, len(losses)))]
+            columns.append(losses.mean() * (1.0 + draws.mean(axis=1)))
         return np.column_stack(columns)
     curves = np.tile(means, (n_boot, 1))
-    lo, hi, fitted = _window_fit(x, means, window)
-    draws = pool[rng.integers(0, len(pool), (n_boot, hi - lo))]
-    curves[:, lo:hi] = fitted * (1.0 + draws)
+    first, stop, fitted = _window_fit(x, means, window)
+    draws = pool[rng.integers(0, len(pool), (n_boot, stop - first))]
+    curves[:, first:stop] = fitted * (1.0 + draws)
     return curves
+
+
+class _SmoothSize(NamedTuple):
+    """One data size: its usable trials, grid lengths (and their logs), seed losses and means."""
+
+    trials: pd.DataFrame
+    lengths: np.ndarray
+    x: np.ndarray
+    seed_losses: list
+    means: np.ndarray
+
+
+def _smooth_size(rows: pd.DataFrame) -> _SmoothSize:
+    lengths = np.sort(rows["context_length"].unique())
+    seed_losses = [rows.loc[rows["context_length"] == length, "best_val_loss"].to_numpy(float) for length in lengths]
+    return _SmoothSize(rows, lengths, np.log(lengths), seed_losses, np.array([losses.mean() for losses in seed_losses]))
+
+
+class _Settings(NamedTuple):
+    """What every data size's bootstrap shares."""
+
+    window: int
+    n_boot: int
+    tail: float
+    residuals: np.ndarray  # relative residuals of the window fits, pooled over data sizes
+    residual_dof: int
+    rng: np.random.Generator  # for the bracketed data sizes
+    end_rng: np.random.Generator  # for those at a grid end (so the others' intervals do not depend on them)
+
+
+def _settings(sizes, window: int, n_boot: int, seed: int, tail: float) -> _Settings:
+    pooled = [_window_residuals(size.x, size.means, window) for size in sizes if len(size.lengths) >= 3]
+    residuals = np.concatenate([r for r, _ in pooled]) if pooled else np.empty(0)
+    return _Settings(window, n_boot, tail, residuals, sum(dof for _, dof in pooled), np.random.default_rng(seed),
+                     np.random.default_rng([seed, 1]))
+
+
+def _noise_for(seed_losses: list, first: int, stop: int, settings: _Settings):
+    """(mode, widened noise) of the bootstrap over the window [first, stop), or None without one."""
+    seed_noise, seed_dof = stats.seed_deviations(seed_losses)
+    if all(len(losses) >= 2 for losses in seed_losses[first:stop]) and seed_dof:
+        return "seeds", seed_noise * stats.t_widening(seed_dof, settings.tail)
+    if settings.residuals.size:
+        return "residuals", settings.residuals * stats.t_widening(settings.residual_dof, settings.tail)
+    return None
+
+
+def _size_row(size, data: _SmoothSize, n_excluded: int, settings: _Settings):
+    """(row, bootstrap log l* or None) of one data size."""
+    row = dict.fromkeys(OPTIMAL_COLUMNS, math.nan)
+    row.update(data_size=size, status=Status.NO_DATA, open_below=False, open_above=False, bracketed=False, outside="",
+               n_trials=len(data.trials), n_excluded=n_excluded,
+               n_seeds=max((len(losses) for losses in data.seed_losses), default=0), n_fit_points=0,
+               interval_method="none", estimator="smooth", note="")
+    if len(data.lengths) == 0:
+        row["note"] = "no usable trials"
+        return row, None
+    best = int(np.argmin(data.means))
+    row.update(best_loss=data.means[best], grid_l_best=data.lengths[best])
+    if len(data.lengths) < 3:
+        row.update(status=Status.TOO_FEW, note=f"{len(data.lengths)} context length(s): too few to bracket an optimum",
+                   outside="" if len(data.lengths) == 1 else ("below" if best == 0 else "above"))
+        return row, None
+    if best in (0, len(data.lengths) - 1):
+        return row, _grid_end(row, data, best, settings)
+    return row, _bracketed(row, data, best, settings)
+
+
+def _grid_end(row: dict, data: _SmoothSize, best: int, settings: _Settings):
+    """Fill a row whose grid minimum is at an end: a one-sided answer. A unimodal curve whose grid
+    minimum is at an end has its minimum before that end's neighbour, a bound that the bootstrap
+    widens where its minimum moves further. Returns the bootstrap log l* (for the increase
+    probabilities: how often the minimum leaves this end), or None without noise."""
+    below = best == 0
+    row.update(outside="below" if below else "above", status=Status.AT_OR_BELOW if below else Status.ABOVE,
+               **{"open_below" if below else "open_above": True})
+    bound = float(data.lengths[1] if below else data.lengths[-2])
+    found = _noise_for(data.seed_losses, *_window(best, len(data.lengths), settings.window), settings)
+    boot_x = None
+    if found:
+        curves = _bootstrap_curves(data.seed_losses, data.means, data.x, settings.window, *found, settings.n_boot,
+                                   settings.end_rng)
+        boot_x = _vertices(data.x, curves, settings.window)[0]
+        bound = (max(bound, math.exp(np.quantile(boot_x, 1 - settings.tail))) if below
+                 else min(bound, math.exp(np.quantile(boot_x, settings.tail))))
+    row["l_star_high" if below else "l_star_low"] = bound
+    return boot_x
+
+
+def _bracketed(row: dict, data: _SmoothSize, best: int, settings: _Settings):
+    """Fill a row whose grid minimum is inside the grid: the window polynomial's vertex and its
+    bootstrap interval. Returns the bootstrap log l*, or None without noise (no interval)."""
+    first, stop = _window(best, len(data.lengths), settings.window)
+    x_star, loss_at, _ = _vertices(data.x, data.means[None, :], settings.window)
+    row.update(status=Status.BRACKETED, bracketed=True, l_star=math.exp(x_star[0]), loss_at_l_star=loss_at[0],
+               n_fit_points=stop - first)
+    found = _noise_for(data.seed_losses, first, stop, settings)
+    if found is None:
+        row["note"] = "one seed and windows without spare points: no noise estimate, no interval"
+        return None
+    curves = _bootstrap_curves(data.seed_losses, data.means, data.x, settings.window, *found, settings.n_boot,
+                               settings.rng)
+    boot_x, _, side = _vertices(data.x, curves, settings.window)
+    low, high = np.quantile(boot_x, [settings.tail, 1 - settings.tail])
+    row.update(l_star_low=math.exp(low), l_star_high=math.exp(high), interval_method=found[0],
+               open_below=bool(low <= data.x[0]), open_above=bool(high >= data.x[-1]),
+               boot_unbracketed=float(np.mean(side != 0)))
+    return boot_x
+
+
+def _increase_table(sizes, boots: dict) -> pd.DataFrame:
+    """P(l* does not fall) and P(l* rises) per pair of consecutive data sizes with bootstrap l*."""
+    increase = [{"data_size": a, "next_data_size": b, "p_not_lower": float(np.mean(boots[b] >= boots[a])),
+                 "p_higher": float(np.mean(boots[b] > boots[a]))}
+                for a, b in zip(sizes, sizes[1:]) if a in boots and b in boots]
+    return pd.DataFrame(increase, columns=["data_size", "next_data_size", "p_not_lower", "p_higher"])
 
 
 @_validate.fits_one_configuration
@@ -162,6 +282,7 @@ def optimal_context_length(trials: pd.DataFrame, n_boot: int = 1000, seed: int =
     (True, 30.0)
     >>> print(result.summary())  # doctest: +ELLIPSIS
     optimal context length per data size (95 % interval; smooth estimator: ...)
+      [low, high]: the 95 % interval of l* (...)...
       D =        1,000: l* = 30 [30, 30]  grid best 32, 2 seed(s)
     """
     if window < 3:
@@ -169,158 +290,14 @@ def optimal_context_length(trials: pd.DataFrame, n_boot: int = 1000, seed: int =
     if is_synthetic(trials):
         return step_optimum(trials, n_boot=n_boot, seed=seed, confidence=confidence)
     ok, excluded = _validate.split_trials(trials)
-    rng, end_rng = np.random.default_rng(seed), np.random.default_rng([seed, 1])
     sizes = sorted(set(ok["data_size"]) | set(excluded["data_size"]))
-    per_size = {}
-    pool = []
-    for size in sizes:
-        sub = ok[ok["data_size"] == size]
-        grid = np.sort(sub["context_length"].unique())
-        cells = [sub.loc[sub["context_length"] == l, "best_val_loss"].to_numpy(float) for l in grid]
-        means = np.array([c.mean() for c in cells])
-        x = np.log(grid)
-        per_size[size] = (sub, grid, x, cells, means)
-        if len(grid) >= 3:
-            pool.append(_window_residuals(x, means, window))
-    residual_dof = sum(dof for _, dof in pool)
-    residuals = np.concatenate([r for r, _ in pool]) if pool else np.empty(0)
-    tail = (1.0 - confidence) / 2
-
-    def noise_for(cells, lo, hi):
-        """(mode, widened noise) of the bootstrap over the window [lo, hi), or None without one."""
-        seed_noise, seed_dof = stats.seed_deviations(cells)
-        if all(len(c) >= 2 for c in cells[lo:hi]) and seed_dof:
-            return "seeds", seed_noise * stats.t_widening(seed_dof, tail)
-        if residuals.size:
-            return "residuals", residuals * stats.t_widening(residual_dof, tail)
-        return None
-
+    per_size = {size: _smooth_size(ok[ok["data_size"] == size]) for size in sizes}
+    settings = _settings(per_size.values(), window, n_boot, seed, (1.0 - confidence) / 2)
     rows, boots = [], {}  # boots: bootstrap log l* per data size, a grid end where the curve's minimum is there
     for size in sizes:
-        sub, grid, x, cells, means = per_size[size]
-        n_excl = int((excluded["data_size"] == size).sum())
-        row = dict.fromkeys(OPTIMAL_COLUMNS, math.nan)
-        row.update(data_size=size, bracketed=False, outside="", n_trials=len(sub), n_excluded=n_excl,
-                   n_seeds=max((len(c) for c in cells), default=0), n_fit_points=0, interval_method="none",
-                   estimator="smooth", note="")
-        if len(grid) == 0:
-            row["note"] = "no usable trials"
-            rows.append(row)
-            continue
-        k = int(np.argmin(means))
-        row.update(best_loss=means[k], grid_l_best=grid[k])
-        if len(grid) < 3:
-            row["note"] = f"{len(grid)} context length(s): too few to bracket an optimum"
-            row["outside"] = "" if len(grid) == 1 else ("below" if k == 0 else "above")
-            rows.append(row)
-            continue
-        lo, hi = _window(k, len(grid), window)
-        found = noise_for(cells, lo, hi)
-        if k in (0, len(grid) - 1):
-            row["outside"] = "below" if k == 0 else "above"
-            row["note"] = f"grid minimum at the {'smallest' if k == 0 else 'largest'} context length"
-            if found:  # for the increase probabilities: how often the minimum leaves this end (own
-                # generator: the bracketed sizes' intervals stay what they were without this)
-                curves = _bootstrap_curves(cells, means, x, window, *found, n_boot, end_rng)
-                boots[size] = _vertices(x, curves, window)[0]
-            rows.append(row)
-            continue
-        x_star, loss_at, _ = _vertices(x, means[None, :], window)
-        row.update(bracketed=True, l_star=math.exp(x_star[0]), loss_at_l_star=loss_at[0], n_fit_points=hi - lo)
-        if found is None:
-            row["note"] = "one seed and windows without spare points: no noise estimate, no interval"
-            rows.append(row)
-            continue
-        mode, noise = found
-        curves = _bootstrap_curves(cells, means, x, window, mode, noise, n_boot, rng)
-        boot_x, _, side = _vertices(x, curves, window)
-        boots[size] = boot_x
-        low, high = np.quantile(boot_x, [tail, 1 - tail])
-        row.update(l_star_low=math.exp(low), l_star_high=math.exp(high), interval_method=mode,
-                   boot_unbracketed=float(np.mean(side != 0)))
+        row, boot_x = _size_row(size, per_size[size], int((excluded["data_size"] == size).sum()), settings)
         rows.append(row)
-    increase = [{"data_size": a, "next_data_size": b, "p_not_lower": float(np.mean(boots[b] >= boots[a])),
-                 "p_higher": float(np.mean(boots[b] > boots[a]))}
-                for a, b in zip(sizes, sizes[1:]) if a in boots and b in boots]
+        if boot_x is not None:
+            boots[size] = boot_x
     return OptimalContextLength(pd.DataFrame(rows, columns=OPTIMAL_COLUMNS), confidence, n_boot, window,
-                                increase=pd.DataFrame(increase, columns=["data_size", "next_data_size", "p_not_lower",
-                                                                         "p_higher"]))
-
-
-@_validate.fits_one_configuration
-def fit_optimal_context_law(optimal, n_boot: int = 2000, seed: int = 0,
-                            confidence: float = 0.95) -> OptimalLawFit:
-    """Fit l* = k · D^β in log-log to the bracketed optima, with a bootstrap interval.
-
-    Each bootstrap fit redraws every l* from its own interval (normal in log l*, the interval's
-    half-width in log taken as z·σ) and, with four or more points, also resamples the points,
-    so the interval carries both the per-point uncertainty and the scatter about the line.
-
-    Parameters
-    ----------
-    optimal : OptimalContextLength, StepOptimum or DataFrame
-        What `optimal_context_length` returned, or its table (rows not bracketed, or without
-        l_star, are skipped).
-    n_boot : int, default 2000
-        Bootstrap fits.
-    seed : int, default 0
-        Seed of the bootstrap.
-    confidence : float, default 0.95
-        Coverage of the intervals.
-
-    Returns
-    -------
-    OptimalLawFit
-        success False with a message when fewer than two bracketed optima are available.
-
-    Examples
-    --------
-    >>> opt = pd.DataFrame({"data_size": [1e4, 1e5, 1e6], "l_star": [10.0, 20.0, 40.0],
-    ...                     "l_star_low": [9.0, 18.0, 36.0], "l_star_high": [11.0, 22.0, 44.0],
-    ...                     "bracketed": True})
-    >>> law = fit_optimal_context_law(opt)
-    >>> round(law.exponent, 3)
-    0.301
-    """
-    use = optimal.table if isinstance(optimal, OptimumResult) else optimal
-    missing = [c for c in ("data_size", "l_star") if c not in use.columns]
-    if missing:
-        raise ValueError(f"optimal table lacks column(s) {missing}")
-    if "bracketed" in use.columns:
-        use = use[use["bracketed"].astype(bool)]
-    use = use[np.isfinite(use["l_star"].astype(float)) & (use["l_star"].astype(float) > 0)]
-    d = use["data_size"].to_numpy(float)
-    l_star = use["l_star"].to_numpy(float)
-    n = len(use)
-    if n < 2 or len(np.unique(d)) < 2:
-        return failed_law(f"needs at least 2 bracketed optima at different data sizes, got {n}", n, d, l_star, confidence)
-    z = stats.z_quantile(confidence)
-    sigma = np.zeros(n)
-    if {"l_star_low", "l_star_high"} <= set(use.columns):
-        width = np.log(use["l_star_high"].to_numpy(float)) - np.log(use["l_star_low"].to_numpy(float))
-        sigma = np.where(np.isfinite(width), width / (2 * z), 0.0)
-    xs, ys = np.log(d), np.log(l_star)
-    line = stats.least_squares(stats.line_design(xs), ys)
-    intercept, slope = (float(v) for v in line.coef)
-
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, n, (n_boot, n)) if n >= 4 else np.tile(np.arange(n), (n_boot, 1))
-    boot = stats.least_squares(stats.line_design(xs[idx]), ys[idx] + sigma[idx] * rng.standard_normal((n_boot, n)))
-    good = boot.rank == 2  # a resample with one distinct D has no slope
-    boot_icpt, boot_slope = boot.coef[good].T
-    tail = (1.0 - confidence) / 2
-    b_low, b_high = np.quantile(boot_slope, [tail, 1 - tail])
-    k_low, k_high = np.exp(np.quantile(boot_icpt, [tail, 1 - tail]))
-    cov = np.cov(np.vstack([boot_icpt, boot_slope]))
-    notes = []
-    if n < 4:
-        notes.append(f"{n} points: interval from the per-point uncertainty only (too few to resample points)")
-    if not sigma.any():
-        notes.append("the optima carry no intervals: the law's interval ignores their uncertainty")
-    return OptimalLawFit(
-        coefficient=math.exp(intercept), exponent=slope, exponent_low=float(b_low), exponent_high=float(b_high),
-        coefficient_low=float(k_low), coefficient_high=float(k_high), exponent_se=float(line.se[1]),
-        r2=stats.r_squared(ys, line.sse), n=n, success=True, message="; ".join(notes), confidence=confidence, n_boot=int(good.sum()), data_size=tuple(d.tolist()),
-        l_star=tuple(l_star.tolist()), cov_log=(float(cov[0, 0]), float(cov[0, 1]), float(cov[1, 1])),
-    )
-
+                                increase=_increase_table(sizes, boots))

@@ -129,8 +129,8 @@ def _draw_learning_curve(ax, curve: pd.DataFrame, x: str, metric: str, colour, m
 
 
 def plot_optimal_law(optimal: pd.DataFrame, law, path, surface=None) -> Path:
-    """l* vs D on log-log axes with the fitted law and its band; optima outside the grid are
-    drawn as triangles at the grid end they pass; the surface fit's optima as open squares."""
+    """l* vs D on log-log axes with the fitted law and its band; one-sided answers (`status`
+    at_or_below, above, saturated) as triangles at their bound; the surface fit's optima as open squares."""
     fig = new_figure(6.5, 4.5)
     ax = fig.add_subplot()
     inside = optimal[optimal["bracketed"].astype(bool)]
@@ -139,11 +139,14 @@ def plot_optimal_law(optimal: pd.DataFrame, law, path, surface=None) -> Path:
         high = (inside["l_star_high"] - inside["l_star"]).fillna(0).clip(lower=0)
         ax.errorbar(inside["data_size"], inside["l_star"], yerr=[low, high], fmt="o", color="C0", capsize=3,
                     label="l* per data size (95 %)")
-    for side, marker in (("below", "v"), ("above", "^")):
-        out = optimal[optimal["outside"] == side]
+    # one-sided answers at their bound: an upper bound points down, a lower bound up
+    for status, bound, marker, label in (("at_or_below", "l_star_high", "v", "l* at or below (upper bound)"),
+                                         ("above", "l_star_low", "^", "l* above the lengths tried (lower bound)"),
+                                         ("saturated", "l_star_low", "^", "saturated: no task reaches further (lower bound)")):
+        out = optimal[optimal["status"] == status] if "status" in optimal else optimal.iloc[:0]
         if len(out):
-            ax.plot(out["data_size"], out["grid_l_best"], marker, color="C3", ls="none",
-                    label=f"optimum {side} the grid")
+            ax.plot(out["data_size"], out[bound], marker, color="C1" if status == "saturated" else "C3", ls="none",
+                    label=label)
     if surface is not None and surface.success:
         frame = surface.optima_frame()
         frame = frame[frame["bracketed"]]

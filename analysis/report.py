@@ -16,7 +16,7 @@ import pandas as pd
 from ctxscale.store import load_results, sweep_folders
 
 from . import _validate
-from .bayes import is_synthetic, synthetic_gap, synthetic_risk_curve
+from .bayes import gap_summary, is_synthetic, synthetic_gap, synthetic_risk_curve
 from .entropy import entropy_report
 from .history import plateau_lines, plateau_stops, progress_column, with_coordinates
 from .optimum import fit_optimal_context_law, optimal_context_length
@@ -126,7 +126,7 @@ def summary_lines(sweep: SweepAnalysis) -> list[str]:
     lines.append(sweep.law.summary())
     lines += _surface_lines(sweep.surface, sweep.comparison)
     if sweep.gap is not None and len(sweep.gap):
-        lines.append(_gap_line(sweep.gap))
+        lines.append(gap_summary(sweep.gap))
     if len(sweep.plateau):
         lines += plateau_lines(sweep.plateau, progress_column(sweep.history))
     return lines
@@ -142,20 +142,6 @@ def _surface_lines(surface: SurfaceFit, comparison: pd.DataFrame) -> list[str]:
              f"  parameters: {parameter_text(surface)} (surface_fit.json)"]
     disagreement = disagreement_text(surface, comparison)
     return lines + ([disagreement] if disagreement else [])
-
-
-def _gap_line(gap: pd.DataFrame) -> str:
-    """The gap to the exact Bayes risk at the largest data size; a negative one is named as noise."""
-    largest = gap[gap["data_size"] == gap["data_size"].max()]
-    low = largest.loc[largest["gap"].idxmin()]
-    line = (f"synthetic: at D = {data_size(low['data_size'])} best loss − exact Bayes risk ranges "
-            f"{number(low['gap'], 3)} .. {number(largest['gap'].max(), 3)} nats (synthetic_gap.csv)")
-    if low["gap"] < 0:
-        share = number(-100 * low["gap"] / low["bayes_risk"], 2)
-        line += (f"; {number(low['gap'], 3)} at l = {low['context_length']:g} is {share} % of the Bayes risk there: "
-                 "validation noise (a stored loss is the lowest of a trial's evaluations on one validation set, so a "
-                 "model at the Bayes risk dips under it by chance), not a model beating it")
-    return line
 
 
 def _page_sections(sweep: SweepAnalysis, out: Path) -> list[tuple[str, str]]:

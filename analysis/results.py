@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from . import forms
+from .answers import Status, optimum_text
 from .present import data_size, json_safe, number, percent
 
 PARAMETER_COLUMNS = ["parameter", "estimate", "low", "high", "se"]
@@ -64,12 +65,19 @@ class OptimalLawFit(_Result):
     data_size: tuple = ()
     l_star: tuple = ()
     cov_log: tuple = (math.nan, math.nan, math.nan)  # var(log k), cov(log k, β), var(β)
+    # per one-sided answer: data_size, status, side ('<=' / '>='), bound, the law's prediction there
+    # (predicted, with its band predicted_low / predicted_high) and whether the band reaches the bound
+    checks: tuple = ()
 
     @property
     def table(self) -> pd.DataFrame:
         """coefficient and exponent with their interval (and the exponent's standard error)."""
         return _parameters([("coefficient", self.coefficient, self.coefficient_low, self.coefficient_high, math.nan),
                             ("exponent", self.exponent, self.exponent_low, self.exponent_high, self.exponent_se)])
+
+    def replace(self, **changes) -> "OptimalLawFit":
+        """A copy with `changes` (the fit is frozen)."""
+        return dataclasses.replace(self, **changes)
 
     def predict(self, data_size):
         """l* = coefficient · D ** exponent."""
@@ -83,13 +91,39 @@ class OptimalLawFit(_Result):
         centre = np.log(self.predict(data_size))
         return np.exp(centre - z * sd), np.exp(centre + z * sd)
 
+    def points_table(self) -> pd.DataFrame:
+        """Every point the law saw: the fitted optima and the checked one-sided answers, by D."""
+        fitted = [{"data_size": d, "role": "fitted", "status": Status.BRACKETED, "side": "=", "bound": l,
+                   "predicted": float(self.predict(d)) if self.success else math.nan, "respected": None}
+                  for d, l in zip(self.data_size, self.l_star)]
+        checked = [{**check, "role": "checked"} for check in self.checks]
+        columns = ["data_size", "role", "status", "side", "bound", "predicted", "predicted_low", "predicted_high",
+                   "respected"]
+        return pd.DataFrame(fitted + checked, columns=columns).sort_values("data_size", ignore_index=True)
+
+    def _point_lines(self) -> list[str]:
+        """One line per point: fitted (a bracketed l*) or checked (a one-sided answer and the law's verdict)."""
+        lines = []
+        for _, p in self.points_table().iterrows():
+            text = f"  {p['role']:<8} D = {data_size(p['data_size']):>12}: l* {p['side']} {number(p['bound'])}"
+            if p["role"] == "checked":
+                text += f" ({p['status'].replace('_', ' ')})"
+                if np.isfinite(p["predicted"]):
+                    verdict = {True: "respects it", False: "CONTRADICTS it", None: "no verdict"}[p["respected"]]
+                    text += (f"; the law gives {number(p['predicted'], 3)} [{number(p['predicted_low'], 3)}, "
+                             f"{number(p['predicted_high'], 3)}]: {verdict}")
+            lines.append(text)
+        return lines
+
     def summary(self) -> str:
         if not self.success:
-            return f"law l* = k·D^β: not fitted ({self.message})"
-        return _with_message(
-            f"law l* = k·D^β: k = {number(self.coefficient)}, β = {number(self.exponent, 3)} "
-            f"[{number(self.exponent_low, 3)}, {number(self.exponent_high, 3)}] ({percent(self.confidence)} interval), "
-            f"R² = {number(self.r2, 3)}, {self.n} points", self.message)
+            head = f"law l* = k·D^β: not fitted ({self.message})"
+        else:
+            head = _with_message(
+                f"law l* = k·D^β: k = {number(self.coefficient)}, β = {number(self.exponent, 3)} "
+                f"[{number(self.exponent_low, 3)}, {number(self.exponent_high, 3)}] ({percent(self.confidence)} interval), "
+                f"R² = {number(self.r2, 3)}, {self.n} points", self.message)
+        return "\n".join([head] + (self._point_lines() if self.checks else []))
 
 
 @dataclass(frozen=True)
@@ -251,6 +285,9 @@ class OptimumResult(_Result):
     def _method(self) -> str:
         raise NotImplementedError
 
+    def _interval_words(self) -> str:
+        raise NotImplementedError
+
     def _extra_lines(self) -> list[str]:
         """P(l* does not fall) and P(l* rises) per pair of consecutive data sizes (`.increase`)."""
         increase = getattr(self, "increase", None)
@@ -261,8 +298,10 @@ class OptimumResult(_Result):
 
     def summary(self) -> str:
         """A line per data size: l* with its interval, or why there is none."""
-        lines = [f"optimal context length per data size ({percent(self.confidence)} interval; {self._method()})"]
-        lines += [f"  D = {data_size(r['data_size']):>12}: {_optimum_text(r)}" for _, r in self.table.iterrows()]
+        lines = [f"optimal context length per data size ({percent(self.confidence)} interval; {self._method()})",
+                 f"  [low, high]: the {percent(self.confidence)} interval of l* ({self._interval_words()}); "
+                 "'or below' / 'or above': an end of the lengths searched, l* may lie beyond"]
+        lines += [f"  D = {data_size(r['data_size']):>12}: {optimum_text(r)}" for _, r in self.table.iterrows()]
         lines += self._extra_lines()
         if self.message:
             lines.append("  " + self.message)
@@ -270,29 +309,6 @@ class OptimumResult(_Result):
 
     def to_dict(self) -> dict:
         return {"estimator": self.estimator, **super().to_dict()}
-
-
-def _optimum_text(r) -> str:
-    """One row of either estimator's table as text."""
-    placed = r["bracketed"] or r["outside"] in ("below", "above")
-    if r["n_trials"] == 0 or not r.get("learnt", True) or not placed:
-        text, note = r["note"], ""  # the note says why there is no optimum
-    else:
-        if r["bracketed"]:
-            low, high = r["l_star_low"], r["l_star_high"]
-            interval = f"[{number(low)}, {number(high)}]" if np.isfinite(low) else "(no interval)"
-            text = f"l* = {number(r['l_star'])} {interval}"
-        else:
-            below = r["outside"] == "below"
-            bound = r["l_star_low"] if below else r["l_star_high"]
-            text = f"optimum outside the grid: {r['outside']}" + (
-                f" (l* {'<=' if below else '>='} {number(bound)})" if np.isfinite(bound) else "")
-        text += f"  grid best {number(r['grid_l_best'])}, {r['n_seeds']} seed(s)"
-        top = r.get("top_candidates")  # the step estimator's bootstrap shares
-        if isinstance(top, str) and top:
-            text += f"; top candidates {top}"
-        note = r["note"]
-    return text + (f"  ({note})" if note else "") + (f"  [{r['n_excluded']} excluded]" if r["n_excluded"] else "")
 
 
 @dataclass(frozen=True)
@@ -313,6 +329,9 @@ class OptimalContextLength(OptimumResult):
 
     def _method(self) -> str:
         return f"smooth estimator: a polynomial in log l through at most {self.window} grid points around the grid minimum"
+
+    def _interval_words(self) -> str:
+        return "the minimum of bootstrap curves"
 
 
 @dataclass(frozen=True)
@@ -337,5 +356,13 @@ class StepOptimum(OptimumResult):
 
     def _method(self) -> str:
         values = [int(v) for v in self.candidates]
-        shown = ", ".join(map(str, values)) if len(values) <= 12 else f"{values[0]}, {values[1]}, ..., {values[-1]} ({len(values)})"
-        return f"step estimator: exact Bayes risk + a smooth excess; candidates {shown}"
+        if not values:
+            return "step estimator: no candidate lengths"
+        if len(values) == values[-1] - values[0] + 1 and len(values) > 12:  # R known on the grid only
+            where = f"any length from {values[0]} to {values[-1]} (the Bayes risk is known at the grid lengths only)"
+        else:
+            where = f"one of the {len(values)} lengths from {values[0]} to {values[-1]} where the Bayes risk steps"
+        return f"step estimator: the exact Bayes risk plus a smooth excess; l* is {where}"
+
+    def _interval_words(self) -> str:
+        return "bootstrap refits, widened where the smooth excess fails to every length the data allow"

@@ -51,6 +51,9 @@ def test_optimum_beyond_the_grid_is_not_bracketed(family):
     assert (below["bracketed"], below["outside"], below["grid_l_best"]) == (False, "below", GRID[0])
     assert (above["bracketed"], above["outside"], above["grid_l_best"]) == (False, "above", GRID[-1])
     assert math.isnan(below["l_star"]) and math.isnan(above["l_star_high"])
+    assert (below["status"], above["status"]) == ("at_or_below", "above")
+    # one-sided bounds: at least the neighbour of the end where the grid minimum sits
+    assert below["l_star_high"] >= GRID[1] and above["l_star_low"] <= GRID[-2]
 
 
 def test_the_result_reads_as_text_and_json(family):
@@ -59,8 +62,9 @@ def test_the_result_reads_as_text_and_json(family):
     assert isinstance(result, OptimalContextLength) and result.table.equals(table)
     lines = result.summary().splitlines()
     assert lines[0].startswith("optimal context length per data size (95 % interval; smooth estimator")
-    assert lines[1] == f"  D = {'1,000':>12}: optimum outside the grid: below  grid best 8, 3 seed(s)  " \
-                       "(grid minimum at the smallest context length)"
+    # the grid minimum at the smallest length: one-sided, below that length's neighbour (11)
+    assert lines[1].startswith("  [low, high]: the 95 % interval of l* (the minimum of bootstrap curves)")
+    assert lines[2] == f"  D = {'1,000':>12}: l* <= 11: at or below the smallest length tried  grid best 8, 3 seed(s)"
     assert sum("l* = " in line for line in lines) == len(INSIDE)
     as_json = json.loads(json.dumps(result.to_dict()))
     assert as_json["estimator"] == "smooth" and len(as_json["table"]) == len(table)
