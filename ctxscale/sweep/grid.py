@@ -36,8 +36,8 @@ def hash_of(payload: dict) -> str:
 
 
 def science_hash(spec) -> str:
-    """Hash of the sections that change what a trial computes (not its name, resources or tracking)."""
-    return hash_of(spec.model_dump(mode="json", exclude={"name", "resources", "grid", "tracking"}))
+    """Hash of the sections that change what a trial computes (not its name, resources, tracking or search)."""
+    return hash_of(spec.model_dump(mode="json", exclude={"name", "resources", "grid", "tracking", "search"}))
 
 
 def expand_grid(spec) -> list[dict]:
