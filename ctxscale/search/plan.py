@@ -183,7 +183,9 @@ class Planner:
             lowest = s.candidates[0]
             if lowest not in tried and fresh([lowest]):
                 return Decision(size, "extend", fresh([lowest]), "not learnt so far: tries the shortest length", est)
-            return Decision(size, "stop", [], "not_learnt", est)
+            if len(tried) >= 3 or not fresh(window_around(s, tried[-1])):
+                return Decision(size, "stop", [], "not_learnt", est)
+            return Decision(size, "extend", fresh(window_around(s, tried[-1])), "not learnt so far: more lengths", est)
         if est["status"] == "saturated":
             return Decision(size, "stop", [], "saturated", est)
         if len(tried) < 3:
