@@ -183,9 +183,10 @@ class Planner:
             lowest = s.candidates[0]
             if lowest not in tried and fresh([lowest]):
                 return Decision(size, "extend", fresh([lowest]), "not learnt so far: tries the shortest length", est)
-            if len(tried) >= 3 or not fresh(window_around(s, tried[-1])):
+            more = fresh([l for l in s.start if l not in tried]) or fresh(window_around(s, tried[-1]))
+            if len(tried) >= 3 or not more:
                 return Decision(size, "stop", [], "not_learnt", est)
-            return Decision(size, "extend", fresh(window_around(s, tried[-1])), "not learnt so far: more lengths", est)
+            return Decision(size, "extend", more, "not learnt so far: the grid's other lengths", est)
         if est["status"] == "saturated":
             return Decision(size, "stop", [], "saturated", est)
         if len(tried) < 3:
