@@ -43,7 +43,7 @@ def hash_of(payload: dict) -> str:
 def science_hash(spec) -> str:
     """A training spec's hash (synthetic, gpt): the sections that change what a trial computes, not
     its name, resources, grid or tracking."""
-    return hash_of(spec.model_dump(mode="json", exclude={"name", "resources", "grid", "tracking"}))
+    return hash_of(spec.model_dump(mode="json", exclude={"name", "resources", "grid", "tracking", "search"}))
 
 
 def parity_hash(spec) -> str:

@@ -3,7 +3,7 @@ a function, goes to a module of its own layer or one below, never up, and no mod
 each other in a ring. Read from the source with `ast`, so a lazy import cannot hide a cycle.
 
     cli            the command line (and the spec reference it documents)
-    sweep          Ray Tune: runner, adapters, progress, leases
+    sweep, search  Ray Tune: runner, adapters, progress, leases; the adaptive search (its Searcher)
     experiments    what each experiment lists, runs and stores (Ray-free)
     train, measure the loops and measurements (Ray-free)
     data, models   data sets, corpora; torch models
@@ -25,7 +25,7 @@ LAYERS = [
     {"data", "models"},
     {"train", "measure"},
     {"experiments"},
-    {"sweep"},
+    {"sweep", "search"},
     {"cli", "spec_reference", "__init__"},
 ]
 RANK = {part: rank for rank, parts in enumerate(LAYERS) for part in parts}

@@ -15,6 +15,7 @@ from typing import Literal, Optional
 from pydantic import Field, model_validator
 
 from .common import LOCAL_CORPUS, Grid, Resources, Section, SpecError, Tracking
+from .search import Search
 
 MAX_STEP_DEVIATION = 0.01  # tokens per step may differ from the target by at most 1 %
 
@@ -251,6 +252,7 @@ class GPTSpec(Section):
     training: GPTTraining = Field(default_factory=GPTTraining)
     resources: Resources = Resources()
     tracking: Tracking = Tracking()
+    search: Search = Search()  # which points run; not in the config hash
 
     @model_validator(mode="after")
     def _grid_fits_training(self):

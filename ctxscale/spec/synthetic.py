@@ -9,6 +9,7 @@ from typing import Literal, Optional, Union
 from pydantic import Field, field_validator, model_validator
 
 from .common import Grid, Resources, Section, Tracking
+from .search import Search
 
 STUDY_TASKS = "study50"  # the 50 (l, a) tasks of the reference study, shipped as package data
 
@@ -135,6 +136,7 @@ class SyntheticSpec(Section):
     training: SyntheticTraining = SyntheticTraining()
     resources: Resources = Resources()
     tracking: Tracking = Tracking()
+    search: Search = Search()  # which points run; not in the config hash
 
     @model_validator(mode="after")
     def _grid_fits_data(self):

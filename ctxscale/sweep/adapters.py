@@ -20,6 +20,7 @@ from ray.train.torch import TorchConfig, TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from ..provenance import provenance
+from ..spec.point import Point
 
 
 def _with_provenance(metrics: dict) -> dict:
@@ -88,11 +89,18 @@ def _reporter(send: Callable, resume_dir: Optional[str], keeps_history: bool = T
     return report
 
 
+def group_of(config: dict, groups: dict) -> list[Point]:
+    """A trial's points: an adaptive search's trial names them (`trial.points`, each a group of its
+    own in `groups`), a grid's trial its group."""
+    trial = config["trial"]
+    return [groups[point_id][0] for point_id in trial["points"]] if "points" in trial else groups[trial["id"]]
+
+
 def plain_trial(config: dict, groups: dict, run: Callable, data: Any = None,
                 earlier_launches: Optional[dict] = None) -> None:
     """One trial as a plain Ray Tune function trainable (cheap; can share a GPU). `earlier_launches`
     names the folders (by group) where a stopped launch may have left a checkpoint to go on from."""
-    group = groups[config["trial"]["id"]]
+    group = group_of(config, groups)
     resume_dir = _restored_dir(ray.tune.get_checkpoint())  # a retry within this run
     if resume_dir is None:
         resume_dir = _earlier_checkpoint((earlier_launches or {}).get(config["trial"]["id"]))
@@ -129,7 +137,7 @@ def _ddp_worker(loop_config: dict) -> None:
 
 def ddp_trial(config: dict, groups: dict, run: Callable, storage_path: str, data: Any = None) -> None:
     """One trial whose training runs as a Ray Train TorchTrainer with N DDP workers."""
-    group = groups[config["trial"]["id"]]
+    group = group_of(config, groups)
     resources = group[0].spec.resources
     use_gpu = resources.gpus_per_trial > 0
     per_worker = {"CPU": resources.cpus_per_trial} | ({"GPU": 1} if use_gpu else {})

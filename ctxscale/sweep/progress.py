@@ -48,6 +48,13 @@ def point_reports(group: list[Point], result: dict) -> list[tuple[str, dict]]:
     return [(only.trial_id, dict(result))]
 
 
+def trial_label(name: str, group: list[Point]) -> dict:
+    """The group's name, then its coordinates (one value, or the list of its points' values): Tune
+    shows the end of it where the column is narrow."""
+    values = {k: [point.coordinates()[k] for point in group] for k in group[0].coordinates()}
+    return {"id": name, **{k: v[0] if len(set(map(str, v))) == 1 else v for k, v in values.items()}}
+
+
 def _clock(seconds: float) -> str:
     minutes, seconds = divmod(int(seconds), 60)
     hours, minutes = divmod(minutes, 60)

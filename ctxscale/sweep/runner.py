@@ -47,7 +47,7 @@ from ..provenance import versions
 from ..spec.point import Point
 from .adapters import EARLIER_REPORTS, ddp_trial, plain_trial
 from .lease import Launch
-from .progress import point_reports
+from .progress import point_reports, trial_label
 
 FINISHED = ("ok", "diverged")  # stored points in these states are not run again
 _TUNE_KEYS = set(AUTO_RESULT_KEYS) | {"trial_id", "done", "should_checkpoint", "experiment_tag",
@@ -153,13 +153,6 @@ def _one_row_per_evaluation(history: list[dict]) -> list[dict]:
     key = "step" if any("step" in h for h in history) else "epoch"
     latest = {h.get(key, i): h for i, h in enumerate(history)}
     return [latest[k] for k in sorted(latest)]
-
-
-def _label(name: str, group: list[Point]) -> dict:
-    """The group's name, then its coordinates (one value, or the list of its points' values): Tune
-    shows the end of it where the column is narrow."""
-    values = {k: [point.coordinates()[k] for point in group] for k in group[0].coordinates()}
-    return {"id": name, **{k: v[0] if len(set(map(str, v))) == 1 else v for k, v in values.items()}}
 
 
 def _publish_files(checkpoint, sweep_dir: Path) -> None:
@@ -294,6 +287,7 @@ class SweepPlan:
     held: list[Point] = field(default_factory=list)  # pending, but another live launch runs them
     launch: Optional[Launch] = None
     store_callback: Optional[StoreCallback] = None
+    search: Any = None  # an adaptive search (ctxscale.search) decides which of `points` run; None: all
 
     @contextlib.contextmanager
     def leased(self):
@@ -330,10 +324,13 @@ class SweepPlan:
             self.experiment.refresh(self.spec, self.results_dir, stored)
         if tuner is not None:
             self._fit(tuner)
+        if self.search is not None:  # adaptive search: l* per data size, and why it stopped
+            self.search.finish(verbose)
         self._compact()
+        ran = self.pending if self.search is None else [p for p in self.pending if p.trial_id in self.search.ran]
         return SweepOutcome(self.spec.name, self.results_dir, [point.trial_id for point in self.points],
                             skipped=[point.trial_id for point in stored],
-                            ran=[point.trial_id for point in self.pending], wall_s=time.perf_counter() - started,
+                            ran=[point.trial_id for point in ran], wall_s=time.perf_counter() - started,
                             held=[point.trial_id for point in self.held])
 
     def _fit(self, tuner: tune.Tuner) -> None:
@@ -382,35 +379,45 @@ class SweepPlan:
             storage = str(Path(storage).absolute())
         check_fits(resources, node_types())  # what never fits is refused; the rest waits for the autoscaler
         groups = {self.experiment.group_name(group): group for group in self.experiment.group(self.pending)}
+        trial_groups = groups  # where a trial finds its points (adapters.group_of)
+        if self.search is not None:  # adaptive search: it registers each group in `groups` as it hands it out
+            groups, trial_groups = self.search.groups, self.search.universe
         run = self.experiment.run
         max_concurrent = resources.max_concurrent_trials
         if resources.use_ddp:
             if max_concurrent is None:  # the cluster as it is now; a spec for an autoscaling cluster sets it
                 max_concurrent = ddp_trials_that_fit(resources, ray.cluster_resources())
-            trainable = tune.with_parameters(ddp_trial, groups=groups, run=run, storage_path=storage, data=self.data)
+            trainable = tune.with_parameters(ddp_trial, groups=trial_groups, run=run, storage_path=storage, data=self.data)
             # the trial itself only drives the TorchTrainer; its workers hold the CPUs and GPUs.
             # (Tune refuses an empty request, and a CPU share would starve the workers on small machines)
             trainable = tune.with_resources(trainable, {"CPU": 0, "memory": 256 * 1024**2})
         else:
-            trainable = tune.with_parameters(plain_trial, groups=groups, run=run, data=self.data,
-                                             earlier_launches=_earlier_launches(storage, spec.name, groups))
+            trainable = tune.with_parameters(plain_trial, groups=trial_groups, run=run, data=self.data,
+                                             earlier_launches=_earlier_launches(storage, spec.name, trial_groups))
             trainable = tune.with_resources(
                 trainable, {"CPU": resources.cpus_per_trial, "GPU": resources.gpus_per_trial})
         tensorboard = self.results_dir / spec.name / "tensorboard"
         callbacks = [self._new_store_callback(groups),
                      TensorBoardCurves(tensorboard, groups), JsonLoggerCallback(), CSVLoggerCallback(),
                      *tracking_callbacks(spec, groups, self.results_dir / spec.name)]
+        search_alg = {}
+        if self.search is not None:  # adaptive search (ctxscale.search): Tune asks it for each trial
+            from ..search.searcher import AdaptiveSearcher, SearchProgress
+
+            self.store_callback.points.update({pid: group[0] for pid, group in trial_groups.items()})
+            search_alg = {"search_alg": AdaptiveSearcher(self.search), "num_samples": -1}
         if verbose:
-            callbacks.append(SweepProgress(groups))
-            print(f"ctxscale: {len(self.pending)} points in {len(groups)} Ray Tune trials; live curves: "
-                  f"tensorboard --logdir {tensorboard}", flush=True)
+            callbacks.append(SweepProgress(groups) if self.search is None else SearchProgress(groups))
+            trials = f"in {len(groups)} Ray Tune trials" if self.search is None else "the adaptive search may run"
+            print(f"ctxscale: {len(self.pending)} points {trials}; live curves: tensorboard --logdir {tensorboard}",
+                  flush=True)
         # Tune's console: its new output prints an experiment box even when told to be silent, its
         # legacy output is silent at verbosity 0; with --verbose, the new output in full
         os.environ["RAY_AIR_NEW_OUTPUT"] = "1" if verbose >= 2 else "0"
         return tune.Tuner(
             trainable,
-            param_space=_param_space(groups),
-            tune_config=tune.TuneConfig(
+            param_space=_param_space(groups) if self.search is None else None,
+            tune_config=tune.TuneConfig(**search_alg,
                 # the spec caps concurrency (DDP trials: the worker groups the cluster holds); Tune and
                 # the autoscaler schedule the rest
                 max_concurrent_trials=max_concurrent,
@@ -446,7 +453,7 @@ def _tune_logs_without_tensorboard():
 def _param_space(groups: dict[str, list[Point]]) -> dict:
     """One Tune trial per group, found by `trial.id`, with its grid coordinates as flat config keys
     (one value, or the list of its points' values) for Tune's table and the tracking callbacks."""
-    labels = {name: _label(name, group) for name, group in groups.items()}
+    labels = {name: trial_label(name, group) for name, group in groups.items()}
     keys = [k for k in next(iter(labels.values())) if k != "id"]
 
     def coordinate(key):
@@ -464,9 +471,15 @@ def plan_sweep(spec, results_dir: str | Path, *, data: Any = None, source: Optio
     if data is None:
         data = experiment.prepare(spec, source)
     points = experiment.points(spec, data)
+    search = None
+    if getattr(getattr(spec, "search", None), "method", "grid") == "adaptive":  # the points it may run
+        from ..search.searcher import build_search
+
+        search = build_search(spec, experiment, results_dir)
+        points = search.points
     stored = store.stored_trials(results_dir, spec.name)
     pending = [point for point in points if stored.get(point.trial_id) not in FINISHED]
-    return SweepPlan(spec, experiment, results_dir, data, points, pending)
+    return SweepPlan(spec, experiment, results_dir, data, points, pending, search=search)
 
 
 def run_sweep(spec, results_dir: str | Path, *, data: Any = None, verbose: int = 1) -> SweepOutcome:

@@ -1,0 +1,142 @@
+"""The adaptive search for l*: its decisions on simulated sweeps with a known optimum (no training),
+its settings from a spec, and one real small CPU sweep on Ray that stops on its budget and resumes."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis.calibration import simulate_smooth_sweep, simulate_step_sweep, study_tasks
+from ctxscale import store
+from ctxscale.search.plan import Planner, SearchSettings, ladder, step_candidates
+from ctxscale.search.searcher import DECISIONS_FILE, search_settings
+from ctxscale.spec import SpecError, load_spec, parse_spec
+from ctxscale.identity import TRIAL_ID, science_hash
+
+from conftest import TINY_SPEC
+
+PAPER_GRID = [27, 32, 36, 40, 43, 47, 52, 58, 63, 71, 84, 94]
+PAPER_SIZES = [50_000, 75_000, 85_000, 100_000, 150_000, 200_000, 400_000, 2_000_000]
+
+
+def run_simulated(settings: SearchSettings, frame: pd.DataFrame, rounds: int = 60):
+    """Run the planner round by round, each round's points 'trained' by looking their loss up."""
+    lookup = frame.set_index(["context_length", "data_size", "seed"])
+    planner, rows, launched = Planner(settings), [], set()
+    for _ in range(rounds):
+        results = pd.DataFrame(rows, columns=list(frame.columns))
+        new = [(l, d.data_size, s) for d in planner.decide(results, set(), launched) for l, s in d.points]
+        if not new:
+            break
+        for point in new:
+            launched.add(point)
+            rows.append({**lookup.loc[point].to_dict(), "context_length": point[0], "data_size": point[1],
+                         "seed": point[2]})
+    results = pd.DataFrame(rows, columns=list(frame.columns))
+    return planner, planner.table(results), launched
+
+
+def covers(table: pd.DataFrame, truth: dict) -> dict:
+    return {float(r.data_size): bool(r.l_star_low - 1e-9 <= truth[float(r.data_size)] <= r.l_star_high + 1e-9)
+            for r in table.itertuples()}
+
+
+def test_step_search_brackets_the_true_optimum_with_a_fifth_of_the_grid():
+    candidates, saturation = step_candidates(study_tasks(), 100, 27, 94)
+    assert candidates[:3] == [27, 28, 29] and candidates[-2:] == [84, 93] and saturation == 93
+    frame, truth = simulate_step_sweep("own", sorted(set(candidates) | set(PAPER_GRID)), PAPER_SIZES, 3, 0.003,
+                                       np.random.default_rng(1))
+    settings = SearchSettings(tuple(candidates), tuple(PAPER_GRID), tuple(PAPER_SIZES), (0, 1, 2),
+                              spacing=2 ** 0.25, saturation=saturation, max_points=288)
+    planner, table, launched = run_simulated(settings, frame)
+    assert set(planner.stopped) == set(PAPER_SIZES)  # every data size ended, none on the budget
+    assert "budget" not in planner.stopped.values()
+    assert all(covers(table, truth).values()), (table, truth)
+    assert planner.stopped[2_000_000] == "saturated" and truth[2_000_000.0] == 93.0
+    widths = (table["l_star_high"] / table["l_star_low"]).dropna()
+    assert (widths <= 1.25).all()
+    assert len(launched) < len(PAPER_GRID) * len(PAPER_SIZES) * 3 / 4  # the grid's 288 points
+
+
+def test_smooth_search_brackets_the_true_optimum_with_fewer_points_than_the_ladder():
+    grid, sizes = [32, 64, 128, 256, 512, 1024], [625_000, 1_250_000, 2_500_000, 5_000_000]
+    candidates = ladder(grid, 16, 4096)
+    assert candidates[:3] == [16, 19, 23] and 1024 in candidates and candidates[-1] == 4096
+    frame, truth = simulate_smooth_sweep(candidates, sizes, 3, 0.003, np.random.default_rng(0))
+    settings = SearchSettings(tuple(candidates), tuple(grid), tuple(sizes), (0, 1, 2), max_points=200)
+    planner, table, launched = run_simulated(settings, frame)
+    assert set(planner.stopped) == set(sizes) and "budget" not in planner.stopped.values()
+    assert all(covers(table, truth).values()), (table, truth)
+    assert len(launched) < len(candidates) * len(sizes) * 3 / 4
+    assert len(launched) < 100
+
+
+def test_the_budget_stops_every_data_size():
+    candidates, saturation = step_candidates(study_tasks(), 100, 27, 94)
+    frame, _ = simulate_step_sweep("own", sorted(set(candidates) | set(PAPER_GRID)), PAPER_SIZES, 1, 0.003,
+                                   np.random.default_rng(2))
+    settings = SearchSettings(tuple(candidates), tuple(PAPER_GRID), tuple(PAPER_SIZES), (0,), spacing=2 ** 0.25,
+                              saturation=saturation, max_points=30)
+    planner, _, launched = run_simulated(settings, frame)
+    assert len(launched) == 30
+    assert "budget" in planner.stopped.values()
+
+
+def test_settings_from_specs(tmp_path):
+    paper = load_spec("sweeps/synthetic-paper.yaml", ["search.method=adaptive"])
+    settings = search_settings(paper)
+    assert settings.start == tuple(PAPER_GRID) and settings.seeds == (0, 1, 2) and settings.saturation == 93
+    assert settings.candidates[0] == 27 and max(settings.candidates) == 93
+    # GPT: the ladder, each length one whose whole sequences fill a step (within 1 %)
+    gpt = load_spec("sweeps/gpt2-gpu.yaml", ["search.method=adaptive", "search.context_length=[16, 4096]"])
+    settings = search_settings(gpt)
+    assert settings.candidates[0] == 16 and settings.candidates[-1] == 4096 and 1024 in settings.candidates
+    from ctxscale.train.gpt import plan_batches
+
+    t = gpt.training
+    steps = [plan_batches(t.tokens_per_step, l, t.micro_batch_tokens, 1).tokens_per_step for l in settings.candidates]
+    assert all(abs(step - t.tokens_per_step) <= 0.01 * t.tokens_per_step for step in steps)
+    assert len(settings.candidates) >= 25 and settings.seeds == (0, 1, 2)
+    # the section changes which points run, not what they compute
+    assert science_hash(paper) == science_hash(load_spec("sweeps/synthetic-paper.yaml"))
+
+
+def test_bad_search_sections_are_refused_naming_the_field():
+    with pytest.raises(SpecError, match=r"search.context_length: .*lo < hi"):
+        parse_spec(TINY_SPEC | {"search": {"method": "adaptive", "context_length": [32, 8]}})
+    with pytest.raises(SpecError, match=r"search.target_ratio"):
+        parse_spec(TINY_SPEC | {"search": {"target_ratio": 1.0}})
+    spec = parse_spec(TINY_SPEC | {"search": {"method": "adaptive", "context_length": [8, 64]}})
+    with pytest.raises(SpecError, match=r"search.context_length: 64 exceeds data.string_length = 32"):
+        search_settings(spec)
+
+
+@pytest.mark.slow
+def test_an_adaptive_sweep_stores_grid_ids_and_resumes(tmp_path, ray_cluster):
+    from ctxscale.sweep.prepare import prepare_data
+    from ctxscale.sweep.runner import run_sweep
+
+    raw = TINY_SPEC | {"name": "adaptive", "search": {"method": "adaptive", "context_length": [8, 32], "max_points": 4}}
+    spec = parse_spec(raw)
+    first = run_sweep(spec, tmp_path, data=prepare_data(spec), verbose=0)
+    stored = store.load_results(tmp_path, sweep="adaptive")
+    digest = science_hash(spec)
+    assert len(first.ran) == 4 and sorted(stored["trial_id"]) == sorted(first.ran)
+    assert all(TRIAL_ID.fullmatch(i) and i.endswith(f"_{digest}") for i in stored["trial_id"])
+    assert set(stored["status"]) == {"ok"}
+    # the seeding data sizes start at the grid's lengths, the first seed only
+    assert set(stored["seed"]) == {0} and set(stored.query("data_size == 2000")["context_length"]) == {8, 16, 24}
+    finished_before = stored.set_index("trial_id")["finished_at"]
+
+    more = parse_spec(raw | {"search": raw["search"] | {"max_points": 7}})
+    second = run_sweep(more, tmp_path, data=prepare_data(more), verbose=0)
+    assert not set(second.ran) & set(first.ran) and set(first.ran) <= set(second.skipped)
+    assert 1 <= len(second.ran) <= 3
+    after = store.load_results(tmp_path, sweep="adaptive").set_index("trial_id")
+    assert len(after) == 4 + len(second.ran)
+    assert after.loc[finished_before.index, "finished_at"].equals(finished_before)  # stored points not rerun
+    decisions = [json.loads(line) for line in (tmp_path / "adaptive" / DECISIONS_FILE).read_text().splitlines()]
+    assert decisions[0]["action"] == "start" and decisions[-1]["action"] == "end"
+    assert any(d.get("reason") == "budget" for d in decisions)
