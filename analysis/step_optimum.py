@@ -101,20 +101,22 @@ def _empty_row(size, cells: _SizeCells, n_excluded: int) -> dict:
     return row
 
 
-def _one_seed_noise(per_size: dict, trivial: float) -> float:
+def _one_seed_noise(per_size: dict, trivial: float, within: float = math.inf) -> float:
     """The relative seed-to-seed spread of a sweep with one seed per cell, read off the cells whose
-    loss lies above that of a model that sees no bit: a trained model is no worse than that but
-    for noise, so their deviations are noise alone (half of it: the RMS of a half-normal is its σ).
-    Widened by Student's t for the few cells it rests on, at the three-sigma tail the margins use;
-    never below the default spread, which is all there is with fewer than two such cells."""
-    above = np.array([(mean - trivial) / mean for cells in per_size.values() for mean in cells.means if mean > trivial])
+    loss lies above that of a model that sees no bit (by less than the share `within`): a trained
+    model is no worse than that but for noise, so their deviations are noise alone (half of it: the
+    RMS of a half-normal is its σ). Widened by Student's t for the few cells it rests on, at the
+    three-sigma tail the margins use; never below the default spread, which is all there is with
+    fewer than two such cells."""
+    above = np.array([(mean - trivial) / mean for cells in per_size.values() for mean in cells.means
+                      if 0 < (mean - trivial) / mean < within])
     if len(above) < 2:
         return SEED_NOISE_DEFAULT
     widened = float(np.sqrt(np.mean(above**2))) * stats.t_widening(len(above), THREE_SIGMA_TAIL)
     return max(widened, SEED_NOISE_DEFAULT)
 
 
-def _screen(row: dict, cells: _SizeCells, candidates: Candidates, seed_sd: float) -> str:
+def _screen(row: dict, cells: _SizeCells, candidates: Candidates, seed_sd: float, null_sd: float) -> str:
     """Fill what can be said without the fit; say how the data size goes on to be estimated.
 
     Returns '' (not estimated: no usable trials, not learnt, too few lengths), 'smooth' (some
@@ -127,10 +129,14 @@ def _screen(row: dict, cells: _SizeCells, candidates: Candidates, seed_sd: float
     means, margins = cells.means, cells.margins(seed_sd)
     best = int(np.argmin(means))
     row.update(best_loss=means[best], grid_l_best=cells.lengths[best])
-    row["learnt"] = bool(np.any(means < candidates.trivial - margins))
+    # learnt: some trial clearly below a model that sees no bit, by the noise of such models'
+    # losses; not by the seed-to-seed spread, which is wide where training is chaotic (one seed
+    # learns, another stays at ln 2): that is learning something, not noise around nothing
+    lowest = min(float(losses.min()) for losses in cells.seed_losses)
+    row["learnt"] = bool(lowest < candidates.trivial - max(3 * null_sd * candidates.trivial, 1e-3))
     if not row["learnt"]:
         row["status"] = Status.NOT_LEARNT
-        row["note"] = (f"not learnt: the loss ({means.min():.4f} at best) is within noise of a model that "
+        row["note"] = (f"not learnt: the loss ({lowest:.4f} at best) is within noise of a model that "
                        f"sees no bit ({candidates.trivial:.4f}) at every length")
         return ""
     if len(cells.lengths) < 3:
@@ -296,7 +302,9 @@ def step_optimum(trials: pd.DataFrame, n_boot: int = 1000, seed: int = 0, confid
     seed_sd = (float(np.sqrt(np.mean(seed_pool**2))) if seed_pool.size
                else _one_seed_noise(per_size, candidates.trivial if candidates else LN2))
     rows = {size: _empty_row(size, per_size[size], int((excluded["data_size"] == size).sum())) for size in sizes}
-    how = {size: _screen(rows[size], per_size[size], candidates, seed_sd) for size in sizes}
+    # the spread of models that learnt nothing: cells just above ln 2 (further above is overfit, not noise)
+    null_sd = _one_seed_noise(per_size, candidates.trivial if candidates else LN2, within=0.05)
+    how = {size: _screen(rows[size], per_size[size], candidates, seed_sd, null_sd) for size in sizes}
     estimated = [size for size in sizes if how[size]]
     shown = tuple(candidates.lengths.astype(int).tolist()) if candidates is not None else ()
     if not estimated:
