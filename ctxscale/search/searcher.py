@@ -190,18 +190,31 @@ class AdaptiveSearch:
             tried = sorted({int(l) for l in here["context_length"]})
             row = rows.get(size)
             why = self.planner.stopped.get(size, "budget" if len(self.launched) >= self.settings.max_points else "running")
-            answer = "not learnt" if why == "not_learnt" else "no estimate"
-            if row is not None and pd.notna(row.get("l_star_low")):
-                point = f"{row['l_star']:.4g}" if pd.notna(row.get("l_star")) else "-"
-                answer = f"l* = {point} [{row['l_star_low']:.4g}, {row['l_star_high']:.4g}]"
+            answer = _answer(row) if row is not None else "no estimate"
             lines.append(f"  D = {size:>12,}: {answer}; tried {tried} ({len(here)} points); stopped: {why}")
         return "\n".join(lines)
 
     def finish(self, verbose: int) -> None:
+        """Log and print the summary: it is the search's result, so `--quiet` prints it too."""
         text = self.summary()
         self._log({"action": "end", "summary": text})
-        if verbose:
-            print(text, flush=True)
+        print(text, flush=True)
+
+
+def _answer(row) -> str:
+    """A data size's answer in words, by the estimator's status."""
+    status, low, high = row.get("status"), row.get("l_star_low"), row.get("l_star_high")
+    if status == "not_learnt":
+        return "not learnt"
+    if status == "at_or_below" and pd.notna(high):
+        return f"l* <= {high:.4g} (at or below the smallest length)"
+    if status == "saturated" and pd.notna(low):
+        return f"saturated: l* >= {low:.4g} (no task reaches further)"
+    if status == "above" and pd.notna(low):
+        return f"l* >= {low:.4g} (above the lengths tried)"
+    if pd.notna(row.get("l_star")) and pd.notna(low):
+        return f"l* = {row['l_star']:.4g} [{low:.4g}, {high:.4g}]"
+    return "no estimate" + (f" ({row.get('note')})" if isinstance(row.get("note"), str) and row.get("note") else "")
 
 
 class AdaptiveSearcher(Searcher):
