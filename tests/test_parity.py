@@ -174,7 +174,7 @@ def test_a_curriculum_trains_the_nearest_tasks_first_then_every_sample():
     run = train(spec, parity.make_tasks(6, 4, 0.33, 0), Point("t", "", spec, data_size=600, seed=0),
                 torch.device("cpu"), trace_every=1)
     assert run.status == "ok" and run.step == 5 + 2 * 6 and len(run.trace) == 17
-    point = {"trial_id": "t", "data_size": 600, "seed": 0}
+    point = Point("t", "", spec, data_size=600, seed=0)
     constant = setup_parity(spec, tasks, point, torch.device("cpu"))
     assert constant.total_steps == 17 and [constant.lr(step) for step in (0, 1, 2, 16)] == [0.0005, 0.001, 0.001, 0.001]
     cosine = setup_parity(parse_spec(TINY), tasks, point, torch.device("cpu"))
