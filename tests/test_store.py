@@ -70,7 +70,7 @@ def test_missing_results_folder(tmp_path):
 
 
 def test_a_retried_trial_keeps_one_row_per_evaluation():
-    from ctxscale.sweep.runner import _one_row_per_evaluation
+    from ctxscale.sweep.storing import _one_row_per_evaluation
 
     first_try = [{"step": 10, "val_loss": 5.0}, {"step": 20, "val_loss": 4.0}, {"step": 30, "val_loss": 3.9}]
     resumed_from_step_20 = [{"step": 30, "val_loss": 3.5}, {"step": 40, "val_loss": 3.2}]
