@@ -149,6 +149,15 @@ class Tracking(Section):
     mlflow: Optional[MLflowTracking] = Field(default=None, description="Log every trial to MLflow.")
 
 
+class SweepSpec(Section):
+    """What every experiment's spec has: its name, what it runs on, and optional tracking. Each
+    experiment's spec adds its `experiment` tag, its grid and the sections that change its numbers."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Sweep name; its results folder.")
+    resources: Resources = Resources()
+    tracking: Tracking = Tracking()
+
+
 def results_root(resources: Resources, override: Optional[str]) -> Path:
     return Path(override if override is not None else resources.results_dir)
 

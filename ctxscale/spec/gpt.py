@@ -14,7 +14,7 @@ from typing import Literal, Optional
 
 from pydantic import Field, model_validator
 
-from .common import LOCAL_CORPUS, Grid, Resources, Section, SpecError, Tracking
+from .common import Grid, LOCAL_CORPUS, Section, SpecError, SweepSpec
 from .search import Search
 
 MAX_STEP_DEVIATION = 0.01  # tokens per step may differ from the target by at most 1 %
@@ -243,15 +243,12 @@ class GPTTraining(Section):
         return self
 
 
-class GPTSpec(Section):
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Sweep name; its results folder.")
+class GPTSpec(SweepSpec):
     experiment: Literal["gpt"]
     grid: Grid
     data: GPTData = Field(default_factory=GPTData)
     model: GPTModel = Field(default_factory=GPTModel)  # built on use: its checks import torch
     training: GPTTraining = Field(default_factory=GPTTraining)
-    resources: Resources = Resources()
-    tracking: Tracking = Tracking()
     search: Search = Search()  # which points run; not in the config hash
 
     @model_validator(mode="after")

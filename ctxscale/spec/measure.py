@@ -11,7 +11,7 @@ from typing import Literal, Optional, Union
 
 from pydantic import Field, field_validator, model_validator
 
-from .common import LOCAL_CORPUS, Resources, Section, Tracking, _check_values
+from .common import LOCAL_CORPUS, Section, SweepSpec, _check_values
 
 _THRESHOLDS = [0.002, 0.0035, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25]  # = measure.spectra.DEFAULT_THRESHOLDS
 _N_EIGENVALUES = [3, 5, 10, 20, 50, 100, 200, 500, 1000, 2000]
@@ -105,8 +105,7 @@ class MeasureInference(Section):
                                     "architectures transformers ships).")
 
 
-class MeasureSpec(Section):
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Sweep name; its results folder.")
+class MeasureSpec(SweepSpec):
     experiment: Literal["measure"]
     model: Union[str, list[str]] = Field(
         description="A Hugging Face model id, a local transformers folder (e.g. a ctxscale GPT exported with "
@@ -118,8 +117,6 @@ class MeasureSpec(Section):
     protocol: MeasureProtocol = MeasureProtocol()
     spectra: MeasureSpectra = MeasureSpectra()
     inference: MeasureInference = MeasureInference()
-    resources: Resources = Resources()
-    tracking: Tracking = Tracking()
 
     @field_validator("model")
     @classmethod

@@ -13,7 +13,7 @@ from typing import Literal, Optional
 
 from pydantic import Field, field_validator, model_validator
 
-from .common import Grid, Resources, Section, Tracking, _check_values
+from .common import Grid, Section, SweepSpec, _check_values
 from .measure import SpectraSettings
 
 
@@ -113,16 +113,13 @@ class ParitySpectra(SpectraSettings):
                                      "relative eigenvalues (N beyond the width: NaN).")
 
 
-class ParitySpec(Section):
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Sweep name; its results folder.")
+class ParitySpec(SweepSpec):
     experiment: Literal["parity"]
     grid: ParityGrid
     data: ParityData = ParityData()
     model: ParityModel = ParityModel()
     training: ParityTraining = ParityTraining()
     spectra: ParitySpectra = ParitySpectra()
-    resources: Resources = Resources()
-    tracking: Tracking = Tracking()
 
     @model_validator(mode="after")
     def _fits(self):

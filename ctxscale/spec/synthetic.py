@@ -8,7 +8,7 @@ from typing import Literal, Optional, Union
 
 from pydantic import Field, field_validator, model_validator
 
-from .common import Grid, Resources, Section, Tracking
+from .common import Grid, Section, SweepSpec
 from .search import Search
 
 STUDY_TASKS = "study50"  # the 50 (l, a) tasks of the reference study, shipped as package data
@@ -127,15 +127,12 @@ def load_task_list(tasks: str) -> list[tuple[int, int]]:
     return out
 
 
-class SyntheticSpec(Section):
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Sweep name; its results folder.")
+class SyntheticSpec(SweepSpec):
     experiment: Literal["synthetic"]
     grid: Grid
     data: SyntheticData = SyntheticData()
     model: SyntheticModel = SyntheticModel()
     training: SyntheticTraining = SyntheticTraining()
-    resources: Resources = Resources()
-    tracking: Tracking = Tracking()
     search: Search = Search()  # which points run; not in the config hash
 
     @model_validator(mode="after")
