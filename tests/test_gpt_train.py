@@ -18,7 +18,6 @@ from ctxscale.spec import SpecError, parse_spec
 from ctxscale.spec.gpt import GPTSpec, check_against_corpus, plan_batches
 from ctxscale.spec.point import Point
 from ctxscale.train import gpt as loop
-from ctxscale.spec.gpt import plan_batches
 from ctxscale.train.gpt import run_gpt_trial, train_gpt
 from ctxscale.train.schedule import lr_at
 
