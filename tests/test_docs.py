@@ -129,12 +129,12 @@ def test_every_relative_link_leads_to_a_file_in_the_repository(page):
     assert not broken, f"{page.relative_to(ROOT)}: " + "; ".join(broken)
 
 
-@pytest.mark.parametrize("page", PAGES, ids=lambda page: page.relative_to(ROOT).as_posix())
 # folders outside a user's clone that a page must not cite, spelled in pieces so that this file
 # does not itself cite them
 OUTSIDE = ("/".join(("..", "shared")), "/" + "work" + "/", "." + "devcarry")
 
 
+@pytest.mark.parametrize("page", PAGES, ids=lambda page: page.relative_to(ROOT).as_posix())
 def test_pages_name_no_path_outside_the_repository(page):
     text = page.read_text()
     assert not [path for path in OUTSIDE if path in text], f"{page.relative_to(ROOT)} cites a folder outside the repository"
