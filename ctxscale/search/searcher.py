@@ -249,7 +249,7 @@ class AdaptiveSearcher(Searcher):
 
     def save(self, checkpoint_path: str) -> None:
         state = {key: getattr(self.search, key) for key in self._STATE}
-        state.update(trials=self.trials, stopped=self.planner_stopped)
+        state.update(trials=self.trials, stopped=self.search.planner.stopped)
         files.write_bytes(Path(checkpoint_path), pickle.dumps(state))
 
     def restore(self, checkpoint_path: str) -> None:
@@ -259,10 +259,6 @@ class AdaptiveSearcher(Searcher):
         for key, value in state.items():
             setattr(self.search, key, value)
         self.search.dirty = True
-
-    @property
-    def planner_stopped(self) -> dict:
-        return self.search.planner.stopped
 
 
 class SearchProgress(SweepProgress):
