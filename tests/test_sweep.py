@@ -80,6 +80,23 @@ def test_failed_trial_is_stored_with_its_error_and_rerun(tmp_path, ray_cluster):
     assert len(store.load_results(tmp_path, sweep="broken")) == 1  # ... and replace their row
 
 
+def test_a_trial_given_no_gpu_sees_none(ray_cluster):
+    # on a GPU machine Ray leaves CUDA_VISIBLE_DEVICES alone for a 0-GPU task: `device: auto` would
+    # otherwise train a CPU trial on the GPU that other trials hold
+    from ctxscale.sweep import adapters
+
+    @ray_cluster.remote(num_gpus=0)
+    def what_the_trial_sees():
+        import os
+
+        import torch
+
+        adapters._only_the_gpus_given()
+        return os.environ.get("CUDA_VISIBLE_DEVICES"), torch.cuda.is_available()
+
+    assert ray_cluster.get(what_the_trial_sees.remote()) == ("", False)
+
+
 def test_ddp_trials_with_two_gloo_workers(tmp_path, ray_cluster):
     # two trials of two 1-CPU workers on a 2-CPU cluster: one worker group at a time
     raw = TINY_SPEC | {"name": "ddp", "grid": {"context_length": [16], "data_size": [2000], "seed": [0, 1]},

@@ -8,6 +8,7 @@ driver builds the TorchTrainer; `runner.SweepPlan` builds the Tuner. Ray calls s
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -96,10 +97,20 @@ def group_of(config: dict, groups: dict) -> list[Point]:
     return [groups[point_id][0] for point_id in trial["points"]] if "points" in trial else groups[trial["id"]]
 
 
+def _only_the_gpus_given() -> None:
+    """Hide every GPU from a trial that Ray gave none. Ray 2.60 leaves CUDA_VISIBLE_DEVICES as it
+    was for a task that asks for 0 GPUs, so `device: auto` would put a CPU trial on a GPU the
+    scheduler never handed it, beside the trials that hold it. Effective before this process first
+    touches CUDA, which a trial's fresh worker has not."""
+    if not ray.get_gpu_ids():
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+
+
 def plain_trial(config: dict, groups: dict, run: Callable, data: Any = None,
                 earlier_launches: Optional[dict] = None) -> None:
     """One trial as a plain Ray Tune function trainable (cheap; can share a GPU). `earlier_launches`
     names the folders (by group) where a stopped launch may have left a checkpoint to go on from."""
+    _only_the_gpus_given()
     group = group_of(config, groups)
     resume_dir = _restored_dir(ray.tune.get_checkpoint())  # a retry within this run
     if resume_dir is None:
@@ -119,6 +130,7 @@ def _ddp_worker(loop_config: dict) -> None:
     """What every Ray Train worker runs: the same run function, with the process group already set up.
     Ray Train restores the run's newest checkpoint, within a run and in a later launch alike (the
     TorchTrainer is named after the trial)."""
+    _only_the_gpus_given()
     data = ray.get(loop_config["data"]) if loop_config["data"] is not None else None
     rank = ray.train.get_context().get_world_rank()
 
