@@ -1,4 +1,4 @@
-"""Fits of the optimal context length from stored sweep results (Parquet / pandas only; no Ray, no
+r"""Fits of the optimal context length from stored sweep results (Parquet / pandas only; no Ray, no
 torch, and no matplotlib until something is drawn).
 
 Every fit returns a frozen result object with `.table` (a DataFrame), `summary()` and `to_dict()`.
