@@ -2,16 +2,19 @@
 its settings from a spec, and one real small CPU sweep on Ray that stops on its budget and resumes."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from analysis import optimal_context_length
 from analysis.calibration import simulate_smooth_sweep, simulate_step_sweep, study_tasks
 from ctxscale import store
 from ctxscale.search.plan import Planner, SearchSettings, ladder, step_candidates
-from ctxscale.search.searcher import DECISIONS_FILE, search_settings
+from ctxscale.experiments import experiment_of
+from ctxscale.search.searcher import DECISIONS_FILE, AdaptiveSearcher, build_search, search_settings
 from ctxscale.spec import SpecError, load_spec, parse_spec
 from ctxscale.identity import TRIAL_ID, science_hash
 
@@ -58,6 +61,114 @@ def test_step_search_brackets_the_true_optimum_with_a_fifth_of_the_grid():
     widths = (table["l_star_high"] / table["l_star_low"]).dropna()
     assert (widths <= 1.25).all()
     assert len(launched) < len(PAPER_GRID) * len(PAPER_SIZES) * 3 / 4  # the grid's 288 points
+
+
+def coordinates(frame: pd.DataFrame) -> set:
+    return {(int(l), int(d), int(s)) for l, d, s in frame[["context_length", "data_size", "seed"]].to_numpy()}
+
+
+def test_a_stop_on_the_interval_reopens_when_a_later_size_widens_it():
+    """The step estimator fits the excess jointly over data sizes: a later size whose losses follow
+    another excess widens the intervals of sizes that had stopped at the target ratio."""
+    candidates, saturation = step_candidates(study_tasks(), 100, 27, 94)
+    early, _ = simulate_step_sweep("own", candidates, [100_000, 200_000], 1, 0.003, np.random.default_rng(1))
+    late, _ = simulate_step_sweep("power", candidates, [400_000], 1, 0.003, np.random.default_rng(2))
+    both = pd.concat([early, late], ignore_index=True)
+    settings = SearchSettings(tuple(candidates), tuple(PAPER_GRID), (100_000, 200_000, 400_000), (0, 1, 2),
+                              spacing=2 ** 0.25, saturation=saturation)
+    launched = coordinates(both)
+    planner = Planner(settings)
+    planner.decide(early, {400_000}, launched)  # 400k's round is still running
+    assert planner.stopped == {100_000: "target_ratio", 200_000: "target_ratio"}
+    reopened = {d.data_size: d for d in planner.decide(both, set(), launched)}
+    for size in (100_000, 200_000):
+        decision, est = reopened[size], reopened[size].estimate
+        assert est["l_star_high"] / est["l_star_low"] > settings.target_ratio
+        assert decision.reason.startswith(f"reopened: interval now [{est['l_star_low']:g}, {est['l_star_high']:g}]; ")
+        assert decision.action != "stop" and decision.points and size not in planner.stopped
+    # with the budget spent a size that no longer meets its stop ends on the budget, and says why
+    spent = Planner(dataclasses.replace(settings, max_points=len(launched)))
+    spent.decide(early, {400_000}, launched)
+    ended = {d.data_size: d for d in spent.decide(both, set(), launched)}
+    assert spent.stopped[200_000] == "budget" and ended[200_000].action == "stop"
+    assert ended[200_000].reason.startswith("reopened: interval now [") and ended[200_000].reason.endswith("; budget")
+    # a stop that still holds is not repeated
+    assert not [d for d in spent.decide(both, set(), launched) if d.data_size != 400_000]
+
+
+def test_the_stops_read_the_estimate_that_analyze_prints():
+    """The planner's table is `optimal_context_length` with analyze's bootstrap, on the rows in the
+    store's order (by trial id): what the search stopped on is what `analyze` shows."""
+    candidates, saturation = step_candidates(study_tasks(), 100, 27, 94)
+    frame, _ = simulate_step_sweep("collapse", sorted(set(candidates) | set(PAPER_GRID)), PAPER_SIZES, 3, 0.03,
+                                   np.random.default_rng(3))
+    settings = SearchSettings(tuple(candidates), tuple(PAPER_GRID), tuple(PAPER_SIZES), (0, 1, 2), spacing=2 ** 0.25,
+                              saturation=saturation)
+    planner, table, launched = run_simulated(settings, frame)
+    results = frame[frame.set_index(["context_length", "data_size", "seed"]).index.isin(list(launched))]
+    pd.testing.assert_frame_equal(table, optimal_context_length(results).table)
+    ratio = table.set_index("data_size").eval("l_star_high / l_star_low")
+    assert all(ratio[size] <= settings.target_ratio for size, why in planner.stopped.items() if why == "target_ratio")
+    # rows that carry trial ids are read in their order, whatever order they came in
+    named = results.assign(trial_id=[f"l{l}_d{d}_s{s}_0a1b2c3d" for l, d, s in results[
+        ["context_length", "data_size", "seed"]].to_numpy()])
+    shuffled = named.sample(frac=1.0, random_state=0)
+    in_store_order = named.sort_values("trial_id").reset_index(drop=True)
+    pd.testing.assert_frame_equal(planner.table(shuffled), optimal_context_length(in_store_order).table)
+
+
+class SimulatedTune:
+    """Tune's side of a search, without Ray: asks the searcher for trials and completes each with the
+    simulated losses of its points, storing their rows as the sweep's storage callback would."""
+
+    def __init__(self, spec, frame: pd.DataFrame, results_dir):
+        self.spec, self.results_dir, self.count = spec, results_dir, 0
+        self.lookup = frame.set_index(["context_length", "data_size", "seed"])["best_val_loss"]
+        self.tasks = frame["tasks"].iloc[0]
+
+    def step(self, searcher: AdaptiveSearcher):
+        """One trial: suggested, 'trained', stored and completed; the suggestion (None / FINISHED as given)."""
+        trial_id = f"trial{self.count}"
+        self.count += 1
+        config = searcher.suggest(trial_id)
+        if not isinstance(config, dict):
+            return config
+        reports = []
+        for point_id in config["trial"]["points"]:
+            point = searcher.search.universe[point_id][0]
+            loss = float(self.lookup[(point.context_length, point.data_size, point.seed)])
+            reports.append({"point": point_id, "status": "ok", "best_val_loss": loss, "tasks": self.tasks,
+                            "string_length": 100})
+            row = {**point.coordinates(), **reports[-1], "config_hash": point.config_hash, "experiment": "synthetic",
+                   "finished_at": pd.Timestamp.now(tz="UTC")}
+            store.write_trial(self.results_dir, self.spec.name, point_id, row, [])
+        searcher.on_trial_complete(trial_id, {"points": reports})
+        return config
+
+
+def paper_search(results_dir, max_points: int):
+    """An adaptive search of the study's grid (a real spec and store), and simulated losses for it."""
+    spec = load_spec("sweeps/synthetic-paper.yaml", ["search.method=adaptive", f"search.max_points={max_points}"])
+    settings = search_settings(spec)
+    frame, _ = simulate_step_sweep("collapse", sorted(set(settings.candidates) | set(PAPER_GRID)), PAPER_SIZES, 3,
+                                   0.03, np.random.default_rng(4))
+    return spec, SimulatedTune(spec, frame, results_dir)
+
+
+def test_the_search_summary_agrees_with_analyze(tmp_path):
+    spec, tune = paper_search(tmp_path, max_points=40)
+    searcher = AdaptiveSearcher(build_search(spec, experiment_of(spec), tmp_path))
+    while isinstance(tune.step(searcher), dict):
+        pass
+    search = searcher.search
+    assert len(search.launched) == 40 and "budget" in search.planner.stopped.values()
+    stored = store.load_results(tmp_path, sweep=spec.name)
+    expected = optimal_context_length(stored).table  # what `ctxscale analyze` fits (its defaults)
+    pd.testing.assert_frame_equal(search.final_table()[1], expected)
+    summary = search.summary()
+    for row in expected.itertuples():
+        if row.status == "bracketed":
+            assert f"D = {row.data_size:>12,}: l* = {row.l_star:.4g} [{row.l_star_low:.4g}, {row.l_star_high:.4g}]" in summary
 
 
 def test_smooth_search_brackets_the_true_optimum_with_fewer_points_than_the_ladder():
