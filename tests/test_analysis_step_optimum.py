@@ -151,7 +151,7 @@ def test_every_data_size_that_learnt_something_gets_an_answer():
         assert (row["status"], row["l_star"], row["outside"]) == ("saturated", 93, "")
         assert row["l_star_low"] <= 93
     text = fit.summary()
-    assert "l* = 93, saturated" in text and "at or below the smallest length" in text and "not learnt" in text
+    assert "l* = 93, saturated" in text and "is the shortest length searched; l* may lie below" in text and "not learnt" in text
     assert ": 0%" not in text  # only candidates with a share
     # the law: the bracketed points fitted, the one-sided ones checked against it
     law = analysis.fit_optimal_context_law(fit)

@@ -11,11 +11,13 @@ import pandas as pd
 import pytest
 
 from analysis import optimal_context_length
+from analysis.answers import answer_text
 from analysis.calibration import simulate_smooth_sweep, simulate_step_sweep, study_tasks
 from ctxscale import store
 from ctxscale.search.plan import Planner, SearchSettings, ladder, step_candidates
 from ctxscale.experiments import experiment_of
 from ctxscale.search.searcher import DECISIONS_FILE, AdaptiveSearcher, build_search, search_settings
+from ctxscale.search.searcher import summary_answer
 from ctxscale.spec import SpecError, load_spec, parse_spec
 from ctxscale.identity import TRIAL_ID, science_hash
 
@@ -167,9 +169,25 @@ def test_the_search_summary_agrees_with_analyze(tmp_path):
     expected = optimal_context_length(stored).table  # what `ctxscale analyze` fits (its defaults)
     pd.testing.assert_frame_equal(search.final_table()[1], expected)
     summary = search.summary()
-    for row in expected.itertuples():
-        if row.status == "bracketed":
-            assert f"D = {row.data_size:>12,}: l* = {row.l_star:.4g} [{row.l_star_low:.4g}, {row.l_star_high:.4g}]" in summary
+    bracketed = [row for _, row in expected.iterrows() if row["status"] == "bracketed"]
+    assert bracketed and all(f"D = {row['data_size']:>12,}: {answer_text(row)};" in summary for row in bracketed)
+
+
+def test_a_one_sided_answer_never_contradicts_the_lengths_tried():
+    """D = 200k tried lengths up to 55 while the others tried up to 80: the joint fit puts its l* at the
+    sweep's longest candidate, 77 (status 'above'), with the interval's low end at 45. It once read
+    'l* >= 45 (above the lengths tried)', with 47 and 55 tried."""
+    grid, short = [20, 24, 32, 48, 64, 80], [20, 24, 29, 34, 40, 47, 55]
+    candidates, _ = step_candidates(study_tasks(), 100, 20, 80)
+    frame, _ = simulate_step_sweep("power", sorted(set(candidates) | set(grid)), [50_000, 100_000, 200_000], 1, 0.03,
+                                   np.random.default_rng(5))
+    here = frame["data_size"] == 200_000
+    rows = frame[(~here & frame["context_length"].isin(grid)) | (here & frame["context_length"].isin(short))]
+    row = optimal_context_length(rows, n_boot=200).table.set_index("data_size").loc[200_000]
+    assert row["status"] == "above" and row["l_star_low"] < max(short) < row["l_star_high"] == 77
+    words = summary_answer(row)
+    assert words == f"l* >= {row['l_star_low']:g}: its estimate, 77, is the longest length searched; l* may lie above"
+    assert words == answer_text(row)  # the summary words it as analyze does
 
 
 def gpu_like_sweep(family: str, lengths, sizes, rng: np.random.Generator, noise: float = 0.03, chaos: float = 0.3):

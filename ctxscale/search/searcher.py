@@ -201,7 +201,7 @@ class AdaptiveSearch:
             tried = sorted({int(l) for l in here["context_length"]})
             row = rows.get(size)
             why = self.planner.stopped.get(size, "budget" if len(self.launched) >= self.settings.max_points else "running")
-            answer = _answer(row) if row is not None else "no estimate"
+            answer = summary_answer(row) if row is not None else "no estimate"
             lines.append(f"  D = {size:>12,}: {answer}; tried {tried} ({len(here)} points); stopped: {why}")
         return "\n".join(lines)
 
@@ -212,20 +212,14 @@ class AdaptiveSearch:
         print(text, flush=True)
 
 
-def _answer(row) -> str:
-    """A data size's answer in words, by the estimator's status."""
-    status, low, high = row.get("status"), row.get("l_star_low"), row.get("l_star_high")
-    if status == "not_learnt":
+def summary_answer(row) -> str:
+    """A data size's answer in the words `ctxscale analyze` prints it (`analysis.answers`)."""
+    from analysis.answers import Status, answer_text, row_status
+
+    if row_status(row) == Status.NOT_LEARNT:
         return "not learnt"
-    if status == "at_or_below" and pd.notna(high):
-        return f"l* <= {high:.4g} (at or below the smallest length)"
-    if status == "saturated" and pd.notna(low):
-        return f"saturated: l* >= {low:.4g} (no task reaches further)"
-    if status == "above" and pd.notna(low):
-        return f"l* >= {low:.4g} (above the lengths tried)"
-    if pd.notna(row.get("l_star")) and pd.notna(low):
-        return f"l* = {row['l_star']:.4g} [{low:.4g}, {high:.4g}]"
-    return "no estimate" + (f" ({row.get('note')})" if isinstance(row.get("note"), str) and row.get("note") else "")
+    note = row.get("note")
+    return answer_text(row) or "no estimate" + (f" ({note})" if isinstance(note, str) and note else "")
 
 
 class AdaptiveSearcher(Searcher):
