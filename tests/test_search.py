@@ -134,8 +134,11 @@ class SimulatedTune:
         trial_id = f"trial{self.count}"
         self.count += 1
         config = searcher.suggest(trial_id)
-        if not isinstance(config, dict):
-            return config
+        if isinstance(config, dict):
+            self.complete(searcher, trial_id, config)
+        return config
+
+    def complete(self, searcher: AdaptiveSearcher, trial_id: str, config: dict) -> None:
         reports = []
         for point_id in config["trial"]["points"]:
             point = searcher.search.universe[point_id][0]
@@ -146,7 +149,6 @@ class SimulatedTune:
                    "finished_at": pd.Timestamp.now(tz="UTC")}
             store.write_trial(self.results_dir, self.spec.name, point_id, row, [])
         searcher.on_trial_complete(trial_id, {"points": reports})
-        return config
 
 
 def paper_search(results_dir, max_points: int):
@@ -171,6 +173,40 @@ def test_the_search_summary_agrees_with_analyze(tmp_path):
     summary = search.summary()
     bracketed = [row for _, row in expected.iterrows() if row["status"] == "bracketed"]
     assert bracketed and all(f"D = {row['data_size']:>12,}: {answer_text(row)};" in summary for row in bracketed)
+
+
+def searcher_state(searcher: AdaptiveSearcher) -> dict:
+    """What a searcher holds, with points as their ids (a restored one has copies of the points)."""
+    search = searcher.search
+    return {"results": search.results, "launched": search.launched, "open": search.open, "ran": search.ran,
+            "rounds": search.rounds, "trials": searcher.trials, "stopped": search.planner.stopped,
+            "groups": {name: [p.trial_id for p in group] for name, group in search.groups.items()},
+            "queue": [(size, [p.trial_id for p in group]) for size, group in search.queue]}
+
+
+def test_a_restored_searcher_goes_on_as_the_original(tmp_path):
+    """Tune saves a searcher with the experiment and restores it into a fresh one when a stopped
+    launch resumes: the state comes back, and the search goes on with the same rounds."""
+    spec, tune = paper_search(tmp_path, max_points=60)
+    original = AdaptiveSearcher(build_search(spec, experiment_of(spec), tmp_path))
+    while not original.search.planner.stopped:  # some data sizes stopped, the others mid-search
+        assert isinstance(tune.step(original), dict)
+    running = original.suggest("running")  # a trial under way when Tune saves
+    assert isinstance(running, dict) and original.search.queue and original.search.rounds
+    original.save(str(tmp_path / "searcher.pkl"))
+    restored = AdaptiveSearcher(build_search(spec, experiment_of(spec), tmp_path))
+    assert searcher_state(restored) != searcher_state(original)
+    restored.restore(str(tmp_path / "searcher.pkl"))
+    assert searcher_state(restored) == searcher_state(original)
+    for searcher in (original, restored):  # the running trial ends; then each goes on to its end
+        tune.complete(searcher, "running", running)
+    suggested = {id(searcher): [] for searcher in (original, restored)}
+    for searcher in (original, restored):
+        while isinstance(config := tune.step(searcher), dict):
+            suggested[id(searcher)].append((config["trial"]["id"], config["trial"]["points"]))
+    assert suggested[id(original)] and suggested[id(original)] == suggested[id(restored)]
+    assert searcher_state(restored) | {"trials": {}} == searcher_state(original) | {"trials": {}}
+    assert len(original.search.launched) == 60
 
 
 def test_a_one_sided_answer_never_contradicts_the_lengths_tried():
