@@ -44,8 +44,20 @@ def _bound(value: float, open_end: bool, side: str) -> str:
     return number(value) + (f" or {side}" if open_end else "")
 
 
-def _answer_text(r) -> str:
-    """What a row answers, in words: l* with its interval, a one-sided bound, or why there is none."""
+def _edge_text(r, bound: float, side: str) -> str:
+    """A one-sided answer: the bound, then the estimate at an end of the lengths searched. The
+    estimate is the step estimator's end candidate (the row's other end), else the grid's best
+    length; the bound is the interval's, which may lie well inside the lengths a data size tried."""
+    other = r["l_star_low" if side == "below" else "l_star_high"]
+    edge = other if np.isfinite(other) else r["grid_l_best"]
+    words = f"l* {'<=' if side == 'below' else '>='} {number(bound)}: " if np.isfinite(bound) else ""
+    end = "shortest" if side == "below" else "longest"
+    return words + f"its estimate, {number(edge)}, is the {end} length searched; l* may lie {side}"
+
+
+def answer_text(r) -> str:
+    """What a row answers, in words: l* with its interval, a one-sided bound, or '' where there is
+    none (the row's note says why)."""
     status = row_status(r)
     low, high = r["l_star_low"], r["l_star_high"]
     if status == Status.BRACKETED:
@@ -54,9 +66,9 @@ def _answer_text(r) -> str:
         return (f"l* = {number(r['l_star'])} [{_bound(low, bool(r.get('open_below', False)), 'below')}, "
                 f"{_bound(high, bool(r.get('open_above', False)), 'above')}]")
     if status == Status.AT_OR_BELOW:
-        return (f"l* <= {number(high)}: " if np.isfinite(high) else "") + "at or below the smallest length tried"
+        return _edge_text(r, high, "below")
     if status == Status.ABOVE:
-        return (f"l* >= {number(low)}: " if np.isfinite(low) else "") + "at or above the largest length tried"
+        return _edge_text(r, low, "above")
     if status == Status.SATURATED:
         bound = number(low) if np.isfinite(low) else number(r["l_star"])
         return f"l* = {number(r['l_star'])}, saturated: no task enters a longer context, so a lower bound (l* >= {bound})"
@@ -66,7 +78,7 @@ def _answer_text(r) -> str:
 def optimum_text(r) -> str:
     """One row of either estimator's table as text: the answer its status gives, then the details."""
     excluded = f"  [{r['n_excluded']} excluded]" if r["n_excluded"] else ""
-    answer = _answer_text(r)
+    answer = answer_text(r)
     if not answer:
         return r["note"] + excluded  # the note says why there is no answer
     text = f"{answer}  grid best {number(r['grid_l_best'])}, {r['n_seeds']} seed(s)"

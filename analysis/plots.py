@@ -140,8 +140,8 @@ def plot_optimal_law(optimal: pd.DataFrame, law, path, surface=None) -> Path:
         ax.errorbar(inside["data_size"], inside["l_star"], yerr=[low, high], fmt="o", color="C0", capsize=3,
                     label="l* per data size (95 %)")
     # one-sided answers at their bound: an upper bound points down, a lower bound up
-    for status, bound, marker, label in (("at_or_below", "l_star_high", "v", "l* at or below (upper bound)"),
-                                         ("above", "l_star_low", "^", "l* above the lengths tried (lower bound)"),
+    for status, bound, marker, label in (("at_or_below", "l_star_high", "v", "l* at the shortest length searched (upper bound)"),
+                                         ("above", "l_star_low", "^", "l* at the longest length searched (lower bound)"),
                                          ("saturated", "l_star_low", "^", "saturated: no task reaches further (lower bound)")):
         out = optimal[optimal["status"] == status] if "status" in optimal else optimal.iloc[:0]
         if len(out):

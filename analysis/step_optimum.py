@@ -116,6 +116,23 @@ def _one_seed_noise(per_size: dict, trivial: float, within: float = math.inf) ->
     return max(widened, SEED_NOISE_DEFAULT)
 
 
+def learnt_below(trivial: float, null_sd: float) -> float:
+    """The loss under which a trial learnt something: clearly below a model that sees no bit, by the
+    noise of such models' losses (three of their standard deviations, and at least 0.001 nats)."""
+    return trivial - max(3 * null_sd * trivial, 1e-3)
+
+
+def noise_cells(per_size: dict, trivial: float, null_sd: float) -> list:
+    """The cells whose seeds the seed-to-seed noise is pooled from: every cell but those where some
+    seeds learnt and others learnt nothing. Such a cell is chaotic training (a seed that never left
+    the plateau at ln 2), not noise about its mean; pooled as noise, one such cell sets the spread of
+    every cell, and an adaptive search, which adds seeds near l* where training is chaotic, meets it
+    often. The cell's mean keeps its failed seeds: they are part of what training at that length gives."""
+    level = learnt_below(trivial, null_sd)
+    return [losses for cells in per_size.values() for losses in cells.seed_losses
+            if not ((losses < level).any() and (losses >= level).any())]
+
+
 def _screen(row: dict, cells: _SizeCells, candidates: Candidates, seed_sd: float, null_sd: float) -> str:
     """Fill what can be said without the fit; say how the data size goes on to be estimated.
 
@@ -133,7 +150,7 @@ def _screen(row: dict, cells: _SizeCells, candidates: Candidates, seed_sd: float
     # losses; not by the seed-to-seed spread, which is wide where training is chaotic (one seed
     # learns, another stays at ln 2): that is learning something, not noise around nothing
     lowest = min(float(losses.min()) for losses in cells.seed_losses)
-    row["learnt"] = bool(lowest < candidates.trivial - max(3 * null_sd * candidates.trivial, 1e-3))
+    row["learnt"] = bool(lowest < learnt_below(candidates.trivial, null_sd))
     if not row["learnt"]:
         row["status"] = Status.NOT_LEARNT
         row["note"] = (f"not learnt: the loss ({lowest:.4f} at best) is within noise of a model that "
@@ -298,12 +315,12 @@ def step_optimum(trials: pd.DataFrame, n_boot: int = 1000, seed: int = 0, confid
     per_size = _cells_per_size(ok, sizes)
     grid = np.sort(ok["context_length"].unique())
     candidates = step_candidates(ok, float(grid.min()), float(grid.max())) if len(grid) else None
-    seed_pool, seed_dof = stats.seed_deviations([losses for cells in per_size.values() for losses in cells.seed_losses])
-    seed_sd = (float(np.sqrt(np.mean(seed_pool**2))) if seed_pool.size
-               else _one_seed_noise(per_size, candidates.trivial if candidates else LN2))
-    rows = {size: _empty_row(size, per_size[size], int((excluded["data_size"] == size).sum())) for size in sizes}
+    trivial = candidates.trivial if candidates else LN2
     # the spread of models that learnt nothing: cells just above ln 2 (further above is overfit, not noise)
-    null_sd = _one_seed_noise(per_size, candidates.trivial if candidates else LN2, within=0.05)
+    null_sd = _one_seed_noise(per_size, trivial, within=0.05)
+    seed_pool, seed_dof = stats.seed_deviations(noise_cells(per_size, trivial, null_sd))
+    seed_sd = float(np.sqrt(np.mean(seed_pool**2))) if seed_pool.size else _one_seed_noise(per_size, trivial)
+    rows = {size: _empty_row(size, per_size[size], int((excluded["data_size"] == size).sum())) for size in sizes}
     how = {size: _screen(rows[size], per_size[size], candidates, seed_sd, null_sd) for size in sizes}
     estimated = [size for size in sizes if how[size]]
     shown = tuple(candidates.lengths.astype(int).tolist()) if candidates is not None else ()

@@ -64,7 +64,7 @@ def test_the_result_reads_as_text_and_json(family):
     assert lines[0].startswith("optimal context length per data size (95 % interval; smooth estimator")
     # the grid minimum at the smallest length: one-sided, below that length's neighbour (11)
     assert lines[1].startswith("  [low, high]: the 95 % interval of l* (the minimum of bootstrap curves)")
-    assert lines[2] == f"  D = {'1,000':>12}: l* <= 11: at or below the smallest length tried  grid best 8, 3 seed(s)"
+    assert lines[2] == f"  D = {'1,000':>12}: l* <= 11: its estimate, 8, is the shortest length searched; l* may lie below  grid best 8, 3 seed(s)"
     assert sum("l* = " in line for line in lines) == len(INSIDE)
     as_json = json.loads(json.dumps(result.to_dict()))
     assert as_json["estimator"] == "smooth" and len(as_json["table"]) == len(table)

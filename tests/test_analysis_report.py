@@ -43,7 +43,7 @@ def test_report_files_and_text(tmp_path):
         assert (out / name).stat().st_size > 0, name
     lines = text.splitlines()
     assert lines[0] == "sweep gen: 72 trials, 70 used, 2 excluded (diverged 1, failed 1)"
-    assert "at or below the smallest length" in text  # D = 1e3: l* = 6.4 < 8
+    assert "is the shortest length searched; l* may lie below" in text  # D = 1e3: l* = 6.4 < 8
     assert sum(line.startswith("  D =") and "l* = " in line for line in lines) == 3
     assert "β = " in text and "(95 % interval)" in text
     assert lines[-1] == f"report: {out / 'report.html'}"

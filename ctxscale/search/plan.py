@@ -15,9 +15,14 @@ Per data size, one round at a time (the next round once the last one's points ar
   'at_or_below' / 'range_edge' (l* at the range's lower / upper limit: a one-sided answer),
   'resolution' (the interval spans adjacent candidates only), 'noise' (every seed the search may add
   has run), 'failed' (every point of the data size failed; they run again next launch), 'budget'.
+- reopen: the synthetic step estimator fits the excess jointly over data sizes, so a later size's
+  results move an earlier size's interval. A stop that reads the interval ('target_ratio',
+  'resolution') is re-examined at every estimate; where it no longer holds, the size reopens
+  (budget permitting) and its decision says 'reopened: interval now [a, b]'.
 
 l* and its interval come from the project's estimator, `analysis.optimal_context_length`, run on all
-results at once (the synthetic step estimator fits the excess jointly over data sizes).
+results at once, with `ctxscale analyze`'s bootstrap (n_boot, seed) and its row order (by trial id
+where the rows carry one): the stops read the estimate that `analyze` prints for the same rows.
 """
 from __future__ import annotations
 
@@ -29,6 +34,8 @@ import numpy as np
 import pandas as pd
 
 LADDER_RATIO = 2 ** 0.25  # candidate spacing of a smooth (GPT) search
+ANALYZE_N_BOOT, ANALYZE_SEED = 1000, 0  # `ctxscale analyze`'s bootstrap (analysis.run_report's defaults)
+INTERVAL_STOPS = ("target_ratio", "resolution")  # stops that read the interval: re-examined at each estimate
 
 
 @dataclass(frozen=True)
@@ -43,7 +50,7 @@ class SearchSettings:
     window: int = 5              # lengths of a fresh window
     refine: int = 3              # new lengths at most per refinement round
     saturation: Optional[int] = None  # synthetic: the last length where a task can still enter
-    n_boot: int = 200
+    n_boot: int = ANALYZE_N_BOOT
 
     @property
     def seeding(self) -> tuple[int, ...]:
@@ -101,6 +108,12 @@ def estimate_of(row: Optional[pd.Series], tried: list[int]) -> dict:
             "status": status, "not_learnt": bool(not_learnt), "tried": list(tried)}
 
 
+def interval_words(est: dict) -> str:
+    """'[a, b]', the estimate's interval ('?' for an end the estimator left open)."""
+    ends = [f"{v:g}" if math.isfinite(v) else "?" for v in (est["l_star_low"], est["l_star_high"])]
+    return f"[{ends[0]}, {ends[1]}]"
+
+
 def predict(table: pd.DataFrame, size: int, settings: SearchSettings, stopped: dict) -> Optional[float]:
     """l* at `size` from a log-log line through the seeding sizes' estimates (None until each has one
     or has stopped without one)."""
@@ -131,10 +144,14 @@ class Planner:
         self.stopped: dict[int, str] = {}  # data size -> why it stopped
 
     def table(self, results: pd.DataFrame) -> pd.DataFrame:
+        """The estimator's table for `results`, as `ctxscale analyze` computes it: its bootstrap, and
+        the rows in the store's order (by trial id), since the bootstrap draws seed deviations in row order."""
         ok = results[results["status"] == "ok"] if len(results) else results
         if ok.empty:
             return pd.DataFrame(columns=["data_size"])
-        return self.estimator(results, n_boot=self.settings.n_boot, seed=0).table
+        if "trial_id" in results.columns:
+            results = results.sort_values("trial_id", kind="stable").reset_index(drop=True)
+        return self.estimator(results, n_boot=self.settings.n_boot, seed=ANALYZE_SEED).table
 
     def decide(self, results: pd.DataFrame, busy: set, launched: set) -> list[Decision]:
         """Decisions for every data size that is neither running a round nor stopped.
@@ -147,18 +164,24 @@ class Planner:
         left = self.settings.max_points - len(launched)
         decisions = []
         for size in self.settings.data_sizes:
-            if size in busy or size in self.stopped:
+            held = self.stopped.get(size)
+            if size in busy or (held is not None and held not in INTERVAL_STOPS):
                 continue
             here = results[(results["data_size"] == size) & (results["status"] == "ok")] if len(results) else results
             tried = sorted(int(l) for l in set(here["context_length"])) if len(here) else []
             mine = {(l, s) for l, d, s in launched if d == size}
             decision = self._one(size, rows.get(size), tried, mine, table)
+            if held is not None and decision.action == "stop" and decision.reason == held:
+                continue  # the stop still holds: nothing new to say
             if decision.points and left <= 0:
                 decision = Decision(size, "stop", [], "budget", decision.estimate)
             decision.points = decision.points[:max(left, 0)]
             left -= len(decision.points)
+            self.stopped.pop(size, None)
             if decision.action == "stop":
                 self.stopped[size] = decision.reason
+            if held is not None:  # a stop on the interval that no longer holds
+                decision.reason = f"reopened: interval now {interval_words(decision.estimate)}; {decision.reason}"
             decisions.append(decision)
         return decisions
 

@@ -30,8 +30,9 @@ from ..spec.point import Point
 from ..sweep.progress import SweepProgress, point_reports, trial_label, trial_name
 from .plan import LADDER_RATIO, Planner, SearchSettings, ladder, step_candidates
 
-RESULT_COLUMNS = ("context_length", "data_size", "seed", "best_val_loss", "status", "tasks", "string_length",
-                  "bayes_risk")
+RESULT_COLUMNS = ("trial_id", "context_length", "data_size", "seed", "best_val_loss", "status", "tasks",
+                  "string_length", "bayes_risk")
+METRIC_COLUMNS = RESULT_COLUMNS[4:]  # what a point's report adds to its coordinates
 DECISIONS_FILE = Path("report") / "search.jsonl"  # in the sweep's folder: one line per decision
 MAX_SEEDS = 3  # seeds per point the search may reach, or the grid's count when it lists more
 
@@ -96,13 +97,18 @@ def universe(spec, settings: SearchSettings) -> list[Point]:
     return [dataclasses.replace(point, spec=spec) for point in expand_grid(wide)]
 
 
-def stored_results(results_dir: Path, spec) -> pd.DataFrame:
-    """The finished rows stored under the spec's configuration (a grid run's and earlier launches')."""
+def analysed_trials(results_dir: Path, spec) -> pd.DataFrame:
+    """Every stored row of the spec's configuration, as `ctxscale analyze` reads them (by trial id)."""
     if not store.stored_trials(results_dir, spec.name):
         return pd.DataFrame(columns=list(RESULT_COLUMNS))
     rows = store.load_results(results_dir, sweep=spec.name)
-    rows = rows[(rows["config_hash"] == science_hash(spec)) & rows["status"].isin(("ok", "diverged"))
-                & rows["data_size"].isin(spec.grid.data_size)]
+    return rows[rows["config_hash"] == science_hash(spec)].reset_index(drop=True)
+
+
+def stored_results(results_dir: Path, spec) -> pd.DataFrame:
+    """The finished rows stored under the spec's configuration (a grid run's and earlier launches')."""
+    rows = analysed_trials(results_dir, spec)
+    rows = rows[rows["status"].isin(("ok", "diverged")) & rows["data_size"].isin(spec.grid.data_size)]
     return rows[[c for c in RESULT_COLUMNS if c in rows.columns]].reset_index(drop=True)
 
 
@@ -168,8 +174,8 @@ class AdaptiveSearch:
         for point_id, metrics in point_reports(self.groups[name], result):
             if metrics.get("status") in ("ok", "diverged"):
                 point = self.universe[point_id][0]
-                row = {k: getattr(point, k) for k in ("context_length", "data_size", "seed")}
-                row.update({k: metrics[k] for k in RESULT_COLUMNS[3:] if k in metrics})
+                row = {k: getattr(point, k) for k in ("trial_id", "context_length", "data_size", "seed")}
+                row.update({k: metrics[k] for k in METRIC_COLUMNS if k in metrics})
                 self.results = [r for r in self.results if (r["context_length"], r["data_size"], r["seed"]) !=
                                 (row["context_length"], row["data_size"], row["seed"])] + [row]
 
@@ -178,19 +184,24 @@ class AdaptiveSearch:
         self.dirty = True
 
     # ---------------------------------------------------------------- the end
+    def final_table(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """(trials, l* table): the rows `ctxscale analyze` reads for this sweep's configuration, in its
+        order, and the estimator's table for them with analyze's bootstrap: the summary and analyze agree."""
+        trials = analysed_trials(self.results_dir, self.spec)
+        return trials, self.planner.table(trials)
+
     def summary(self) -> str:
         """Per data size: l* with its interval, the lengths tried, and why it stopped."""
-        frame = pd.DataFrame(self.results) if self.results else pd.DataFrame(columns=list(RESULT_COLUMNS))
-        table = self.planner.table(frame)
+        frame, table = self.final_table()
         rows = {int(r["data_size"]): r for _, r in table.iterrows()}
         lines = [f"adaptive search of {self.spec.name!r}: {len(self.launched)} points of {self.settings.max_points} "
                  "(stored ones included)"]
         for size in self.settings.data_sizes:
-            here = frame[frame["data_size"] == size]
+            here = frame[(frame["data_size"] == size) & (frame["status"] == "ok")]
             tried = sorted({int(l) for l in here["context_length"]})
             row = rows.get(size)
             why = self.planner.stopped.get(size, "budget" if len(self.launched) >= self.settings.max_points else "running")
-            answer = _answer(row) if row is not None else "no estimate"
+            answer = summary_answer(row) if row is not None else "no estimate"
             lines.append(f"  D = {size:>12,}: {answer}; tried {tried} ({len(here)} points); stopped: {why}")
         return "\n".join(lines)
 
@@ -201,20 +212,14 @@ class AdaptiveSearch:
         print(text, flush=True)
 
 
-def _answer(row) -> str:
-    """A data size's answer in words, by the estimator's status."""
-    status, low, high = row.get("status"), row.get("l_star_low"), row.get("l_star_high")
-    if status == "not_learnt":
+def summary_answer(row) -> str:
+    """A data size's answer in the words `ctxscale analyze` prints it (`analysis.answers`)."""
+    from analysis.answers import Status, answer_text, row_status
+
+    if row_status(row) == Status.NOT_LEARNT:
         return "not learnt"
-    if status == "at_or_below" and pd.notna(high):
-        return f"l* <= {high:.4g} (at or below the smallest length)"
-    if status == "saturated" and pd.notna(low):
-        return f"saturated: l* >= {low:.4g} (no task reaches further)"
-    if status == "above" and pd.notna(low):
-        return f"l* >= {low:.4g} (above the lengths tried)"
-    if pd.notna(row.get("l_star")) and pd.notna(low):
-        return f"l* = {row['l_star']:.4g} [{low:.4g}, {high:.4g}]"
-    return "no estimate" + (f" ({row.get('note')})" if isinstance(row.get("note"), str) and row.get("note") else "")
+    note = row.get("note")
+    return answer_text(row) or "no estimate" + (f" ({note})" if isinstance(note, str) and note else "")
 
 
 class AdaptiveSearcher(Searcher):
