@@ -36,14 +36,14 @@ def test_remote_model_code_is_off_unless_the_spec_turns_it_on():
     assert parse_spec(base | {"inference": {"trust_remote_code": True}}).inference.trust_remote_code is True
 
 
-def _train(resume_dir=None):
+def _train(keep_in, resume_dir=None):
     tokens = np.random.default_rng(0).integers(0, 50257, size=20_000).astype(np.uint16)
     reports, kept = [], []
 
     def report(metrics, checkpoint_dir=None):
         reports.append(metrics)
         if checkpoint_dir and metrics["step"] == 3:
-            kept.append(shutil.copytree(checkpoint_dir, checkpoint_dir + "-kept"))
+            kept.append(shutil.copytree(checkpoint_dir, keep_in / f"step{metrics['step']}"))  # the loop deletes its own
 
     train_gpt(parse_spec(GPT), 16, 0, tokens[:16_000], tokens[16_000:], report, resume_dir=resume_dir)
     return reports, kept
@@ -55,9 +55,9 @@ class Hostile:
 
 
 def test_a_gpt_trial_resumes_from_its_checkpoint_and_a_damaged_one_starts_fresh(tmp_path, capfd):
-    first, kept = _train()
+    first, kept = _train(tmp_path)
     assert [r["step"] for r in first] == [3, 6]
-    resumed, _ = _train(str(kept[0]))
+    resumed, _ = _train(tmp_path / "again", str(kept[0]))
     assert [r["step"] for r in resumed] == [6]  # the step count continues from the checkpoint
     assert resumed[-1]["tokens_seen"] == first[-1]["tokens_seen"]
 
@@ -68,7 +68,7 @@ def test_a_gpt_trial_resumes_from_its_checkpoint_and_a_damaged_one_starts_fresh(
         torch.save({"model": Hostile()}, handle)
     for folder in ("damaged", "hostile"):
         capfd.readouterr()
-        fresh, _ = _train(str(tmp_path / folder))
+        fresh, _ = _train(tmp_path / f"{folder}-kept", str(tmp_path / folder))
         assert [r["step"] for r in fresh] == [3, 6]  # started from step 0
         err = capfd.readouterr()
         lines = [line for line in err.err.splitlines() if "damaged checkpoint" in line]
