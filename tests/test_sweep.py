@@ -107,6 +107,7 @@ def test_ddp_trials_with_two_gloo_workers(tmp_path, ray_cluster):
     assert sorted(trials["seed"]) == [0, 1] and len(outcome.ran) == 2
     assert list(trials["status"]) == ["ok", "ok"], trials["error"].tolist()
     assert list(trials["world_size"]) == [2, 2]
+    assert list(trials["gpu_count"]) == [0, 0]  # workers given no GPU see none, on a GPU machine too
     history = store.load_results(tmp_path, "history", sweep="ddp")
     assert len(history) == trials["epoch"].sum()
 

@@ -97,13 +97,18 @@ def group_of(config: dict, groups: dict) -> list[Point]:
     return [groups[point_id][0] for point_id in trial["points"]] if "points" in trial else groups[trial["id"]]
 
 
+NO_GPU_ENV = {"CUDA_VISIBLE_DEVICES": ""}
+
+
 def _only_the_gpus_given() -> None:
-    """Hide every GPU from a trial that Ray gave none. Ray 2.60 leaves CUDA_VISIBLE_DEVICES as it
-    was for a task that asks for 0 GPUs, so `device: auto` would put a CPU trial on a GPU the
-    scheduler never handed it, beside the trials that hold it. Effective before this process first
-    touches CUDA, which a trial's fresh worker has not."""
+    """Hide every GPU from a plain trial that Ray gave none. Ray 2.60 leaves CUDA_VISIBLE_DEVICES as
+    it was for a task that asks for 0 GPUs, so `device: auto` would put a CPU trial on a GPU the
+    scheduler never handed it, beside the trials that hold it. A trial's actor is a fresh process
+    that has not touched CUDA yet. A Ray Train worker that changed it this late failed on an H100
+    machine inside torch.compile (an IndexError from the device list), so DDP workers get the same
+    setting in their runtime environment, as they start (`ddp_trial`)."""
     if not ray.get_gpu_ids():
-        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+        os.environ.update(NO_GPU_ENV)
 
 
 def plain_trial(config: dict, groups: dict, run: Callable, data: Any = None,
@@ -130,7 +135,6 @@ def _ddp_worker(loop_config: dict) -> None:
     """What every Ray Train worker runs: the same run function, with the process group already set up.
     Ray Train restores the run's newest checkpoint, within a run and in a later launch alike (the
     TorchTrainer is named after the trial)."""
-    _only_the_gpus_given()
     data = ray.get(loop_config["data"]) if loop_config["data"] is not None else None
     rank = ray.train.get_context().get_world_rank()
 
@@ -163,6 +167,7 @@ def ddp_trial(config: dict, groups: dict, run: Callable, storage_path: str, data
         run_config=ray.train.RunConfig(
             name=config["trial"]["id"], storage_path=storage_path, callbacks=[TuneReportCallback()],
             # resuming needs only the latest checkpoint (the study model's is ~1 GB)
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1)),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
+            worker_runtime_env={} if use_gpu else {"env_vars": NO_GPU_ENV}),
     )
     trainer.fit()
