@@ -219,7 +219,7 @@ class GPTTraining(Section):
         "and gradients up to rounding. Evaluation always takes the plain path. Left out of config_hash at 0, "
         "so specs written before it keep their hash.",
     )
-    device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="'auto' takes CUDA when there is one.")
+    device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="'auto' takes CUDA when the trial was given a GPU (resources.gpus_per_trial > 0); a trial given none sees no GPU.")
     peak_flops: float = Field(
         default=989e12, gt=0, description="Peak FLOP/s of one accelerator for MFU (H100/H200 dense bf16: 989e12)."
     )

@@ -93,7 +93,7 @@ class ParityTraining(Section):
                                       "launch stopped mid-trial goes on from there when run again. Not in config_hash.")
     weight_decay: float = Field(default=0.01, ge=0, description="AdamW weight decay.")
     grad_clip: Optional[float] = Field(default=1.0, gt=0, description="Clip the gradient norm (null: no clipping).")
-    device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="'auto' takes CUDA when there is one.")
+    device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="'auto' takes CUDA when the trial was given a GPU (resources.gpus_per_trial > 0); a trial given none sees no GPU.")
     precision: Literal["float32", "bfloat16"] = Field(default="float32", description="bfloat16: autocast on CUDA "
                                                      "(the loss and the evaluation stay float32).")
     compile: bool = Field(default=False, description="torch.compile the model (CUDA; ignored on CPUs), static "

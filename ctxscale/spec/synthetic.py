@@ -80,7 +80,7 @@ class SyntheticTraining(Section):
     batch_size: int = Field(default=10_000, gt=0, description="Rows per optimizer step.")
     max_epochs: int = Field(default=200, gt=0, description="Upper bound on passes over the training rows.")
     patience: int = Field(default=25, gt=0, description="Stop after this many epochs without a better val loss.")
-    device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="'auto' takes CUDA when there is one.")
+    device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="'auto' takes CUDA when the trial was given a GPU (resources.gpus_per_trial > 0); a trial given none sees no GPU.")
     tf32: bool = Field(
         default=False,
         description="On CUDA, multiply float32 matrices on TF32 tensor cores (inputs rounded to a 10-bit "
