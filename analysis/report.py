@@ -27,6 +27,10 @@ from .surface import (disagreement_text, fit_loss_surface, optima_beside_l_star,
 from .tasks import has_task_losses, task_loss_table
 
 
+# `ctxscale analyze`'s bootstrap of the per-data-size optima; the adaptive search reads l* the same way
+ANALYZE_N_BOOT, ANALYZE_SEED = 1000, 0
+
+
 def write_entropy_report(out_dir, name: str, text: str, fragment: str) -> str:
     """The report of a sweep that has measurements only (e.g. `ctxscale measure`)."""
     report_path = Path(out_dir) / "report.html"
@@ -53,8 +57,8 @@ class SweepAnalysis:
     plateau: pd.DataFrame  # history.plateau_stops: trials that look stopped on a plateau
 
 
-def analyse_sweep(trials: pd.DataFrame, name: str = "sweep", n_boot: int = 1000, surface_boot: int = 100,
-                  seed: int = 0, history: Optional[pd.DataFrame] = None) -> SweepAnalysis:
+def analyse_sweep(trials: pd.DataFrame, name: str = "sweep", n_boot: int = ANALYZE_N_BOOT, surface_boot: int = 100,
+                  seed: int = ANALYZE_SEED, history: Optional[pd.DataFrame] = None) -> SweepAnalysis:
     """Fit l* per data size (synthetic sweeps: the step estimator, from the exact Bayes risk;
     others the smooth one), the law, the surface, and read the history. Raises ValueError when no
     trial is usable."""
@@ -82,8 +86,8 @@ def _placed_history(history: Optional[pd.DataFrame], trials: pd.DataFrame) -> pd
     return placed if placed[progress_column(placed)].notna().any() else pd.DataFrame()
 
 
-def write_report(trials: pd.DataFrame, out_dir, name: str = "sweep", n_boot: int = 1000,
-                 surface_boot: int = 100, seed: int = 0, extra: tuple[str, str] = ("", ""),
+def write_report(trials: pd.DataFrame, out_dir, name: str = "sweep", n_boot: int = ANALYZE_N_BOOT,
+                 surface_boot: int = 100, seed: int = ANALYZE_SEED, extra: tuple[str, str] = ("", ""),
                  history: Optional[pd.DataFrame] = None) -> str:
     """Analyse one sweep's trials table, write its report into `out_dir`, return the summary text.
 
@@ -193,8 +197,8 @@ def _has_usable(rows: pd.DataFrame) -> bool:
     return "best_val_loss" in rows.columns and not _validate.split_trials(rows)[0].empty
 
 
-def run_report(results_dir, sweep: Optional[str] = None, out_dir=None, n_boot: int = 1000,
-               surface_boot: int = 100, seed: int = 0, config_hash: Optional[str] = None) -> str:
+def run_report(results_dir, sweep: Optional[str] = None, out_dir=None, n_boot: int = ANALYZE_N_BOOT,
+               surface_boot: int = 100, seed: int = ANALYZE_SEED, config_hash: Optional[str] = None) -> str:
     """Analyse the sweep(s) stored under `results_dir` and write a report for each.
 
     Parameters

@@ -33,8 +33,9 @@ from typing import Callable, Optional
 import numpy as np
 import pandas as pd
 
+from analysis.report import ANALYZE_N_BOOT, ANALYZE_SEED  # the stops read the l* that `analyze` prints
+
 LADDER_RATIO = 2 ** 0.25  # candidate spacing of a smooth (GPT) search
-ANALYZE_N_BOOT, ANALYZE_SEED = 1000, 0  # `ctxscale analyze`'s bootstrap (analysis.run_report's defaults)
 INTERVAL_STOPS = ("target_ratio", "resolution")  # stops that read the interval: re-examined at each estimate
 
 
