@@ -2,6 +2,7 @@
 its settings from a spec, and one real small CPU sweep on Ray that stops on its budget and resumes."""
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import math
@@ -189,7 +190,7 @@ def test_a_restored_searcher_goes_on_as_the_original(tmp_path):
     launch resumes: the state comes back, and the search goes on with the same rounds."""
     spec, tune = paper_search(tmp_path, max_points=60)
     original = AdaptiveSearcher(build_search(spec, experiment_of(spec), tmp_path))
-    while not original.search.planner.stopped:  # some data sizes stopped, the others mid-search
+    while not (original.search.planner.stopped and len(original.search.queue) >= 2):  # some stopped, some mid-search
         assert isinstance(tune.step(original), dict)
     running = original.suggest("running")  # a trial under way when Tune saves
     assert isinstance(running, dict) and original.search.queue and original.search.rounds
@@ -257,6 +258,35 @@ def test_the_study_grid_search_meets_a_median_width_of_six(rng_seed):
     assert len(launched) <= 120 and "budget" not in planner.stopped.values()
 
 
+def test_no_data_size_takes_more_than_its_share_of_the_budget():
+    """Where every data size's interval stays wide (seeds that learn or not by chance), each asks for
+    point after point: past the grid's start, each gets an even share of the budget, whatever the
+    order in which the sizes ask, and the whole budget is spent."""
+    settings = search_settings(load_spec("sweeps/synthetic-paper.yaml", ["search.method=adaptive",
+                                                                          "search.max_points=150"]))
+    frame, _ = gpu_like_sweep("collapse", sorted(set(settings.candidates) | set(PAPER_GRID)), PAPER_SIZES,
+                              np.random.default_rng(0))
+
+    def always_wide(results, n_boot, seed):  # the estimator's table: l* = 40 in [22, 84] everywhere
+        sizes = sorted(set(results["data_size"]))
+        table = pd.DataFrame({"data_size": sizes, "status": "bracketed", "l_star": 40.0, "l_star_low": 22.0,
+                              "l_star_high": 84.0, "outside": ""})
+        return type("Fit", (), {"table": table})()
+
+    lookup = frame.set_index(["context_length", "data_size", "seed"])
+    planner, rows, launched = Planner(settings, always_wide), [], set()
+    for _ in range(100):
+        results = pd.DataFrame(rows, columns=list(frame.columns))
+        new = [(l, d.data_size, s) for d in planner.decide(results, set(), launched) for l, s in d.points]
+        launched.update(new)
+        rows += [{**lookup.loc[point].to_dict(), "context_length": point[0], "data_size": point[1],
+                  "seed": point[2]} for point in new]
+    used = collections.Counter(size for _, size, _ in launched)
+    assert len(launched) == 150 and max(used.values()) <= math.ceil(150 / len(PAPER_SIZES))
+    assert min(used.values()) >= 150 // len(PAPER_SIZES) - 2, used
+    assert set(planner.stopped.values()) <= {"share", "budget"}
+
+
 def test_smooth_search_brackets_the_true_optimum_with_fewer_points_than_the_ladder():
     grid, sizes = [32, 64, 128, 256, 512, 1024], [625_000, 1_250_000, 2_500_000, 5_000_000]
     candidates = ladder(grid, 16, 4096)
@@ -285,7 +315,7 @@ def test_settings_from_specs(tmp_path):
     paper = load_spec("sweeps/synthetic-paper.yaml", ["search.method=adaptive"])
     settings = search_settings(paper)
     assert settings.start == tuple(PAPER_GRID) and settings.seeds == (0, 1, 2) and settings.saturation == 93
-    assert settings.candidates[0] == 27 and max(settings.candidates) == 93
+    assert settings.candidates[0] == 21 and max(settings.candidates) == 93  # the spec's range: [21, 100]
     # GPT: the ladder, each length one whose whole sequences fill a step (within 1 %)
     gpt = load_spec("sweeps/gpt2-gpu.yaml", ["search.method=adaptive", "search.context_length=[16, 4096]"])
     settings = search_settings(gpt)

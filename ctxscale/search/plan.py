@@ -9,12 +9,18 @@ Per data size, one round at a time (the next round once the last one's points ar
   the next length out (one window spacing away) runs, past the grid's ends up to the range's limits;
 - refine: untried candidates inside the interval run, at most `refine` a round, nearest l* first;
 - seed: when no candidate is left inside a too-wide interval, noise keeps it wide: the next seed
-  runs at the interval's lengths and one neighbour on each side;
+  runs at the `window` lengths tried nearest l*, within the interval and one neighbour on each side
+  (a wide interval's far lengths rarely hold the minimum, and seeding all of them drains the budget);
+- share: no data size takes more than its share of the budget: what the sizes that ended (not
+  learnt, saturated, a one-sided answer) left, divided evenly over the others. A size at its
+  share stops with 'share', and goes on when a stop elsewhere frees points. Without it the
+  first sizes to ask take everything: marginal sizes, where seeds learn or not by chance, ask most;
 - stop: 'target_ratio' (l_high / l_low <= target), 'not_learnt' (nothing learnt, the shortest
   length tried too), 'saturated' (synthetic: l* at the last length where a task can still enter),
   'at_or_below' / 'range_edge' (l* at the range's lower / upper limit: a one-sided answer),
   'resolution' (the interval spans adjacent candidates only), 'noise' (every seed the search may add
-  has run), 'failed' (every point of the data size failed; they run again next launch), 'budget'.
+  has run), 'failed' (every point of the data size failed; they run again next launch), 'share'
+  (see above), 'budget'.
 - reopen: the synthetic step estimator fits the excess jointly over data sizes, so a later size's
   results move an earlier size's interval. A stop that reads the interval ('target_ratio',
   'resolution') is re-examined at every estimate; where it no longer holds, the size reopens
@@ -162,26 +168,42 @@ class Planner:
         ones included (the budget counts them, and none runs twice)."""
         table = self.table(results)
         rows = {int(r["data_size"]): r for _, r in table.iterrows()}
-        left = self.settings.max_points - len(launched)
-        decisions = []
+        wanted = []  # (size, decision, the stop it held): first every size's wish, then the budget
         for size in self.settings.data_sizes:
             held = self.stopped.get(size)
-            if size in busy or (held is not None and held not in INTERVAL_STOPS):
+            if size in busy or (held is not None and held not in INTERVAL_STOPS + ("share",)):
                 continue
             here = results[(results["data_size"] == size) & (results["status"] == "ok")] if len(results) else results
             tried = sorted(int(l) for l in set(here["context_length"])) if len(here) else []
             mine = {(l, s) for l, d, s in launched if d == size}
             decision = self._one(size, rows.get(size), tried, mine, table)
-            if held is not None and decision.action == "stop" and decision.reason == held:
-                continue  # the stop still holds: nothing new to say
+            if decision.action == "stop":
+                self.stopped[size] = decision.reason
+            if not (held is not None and decision.action == "stop" and decision.reason == held):
+                wanted.append((size, decision, held))  # else the stop still holds: nothing new to say
+        # the share: what the sizes that stopped left, evenly over the others (at least one point)
+        used = {size: sum(1 for _, d, _ in launched if d == size) for size in self.settings.data_sizes}
+        done = [size for size, why in self.stopped.items() if why != "share"]
+        share = math.ceil((self.settings.max_points - sum(used[size] for size in done))
+                          / max(len(used) - len(done), 1))
+        left = self.settings.max_points - len(launched)
+        decisions = []
+        for size, decision, held in wanted:
             if decision.points and left <= 0:
                 decision = Decision(size, "stop", [], "budget", decision.estimate)
-            decision.points = decision.points[:max(left, 0)]
+            mine_left = len(decision.points) if decision.action == "start" else share - used[size]  # the grid's, whole
+            if decision.points and left > 0 and mine_left <= 0:
+                if held == "share":
+                    continue  # still at its share: nothing new to say
+                decision = Decision(size, "stop", [], "share", decision.estimate)
+            decision.points = decision.points[:max(min(left, mine_left), 0)]
             left -= len(decision.points)
             self.stopped.pop(size, None)
             if decision.action == "stop":
                 self.stopped[size] = decision.reason
-            if held is not None:  # a stop on the interval that no longer holds
+            if held == "share" and decision.points:
+                decision.reason = f"resumed: a stop elsewhere freed budget; {decision.reason}"
+            elif held is not None and held != "share":  # a stop on the interval that no longer holds
                 decision.reason = f"reopened: interval now {interval_words(decision.estimate)}; {decision.reason}"
             decisions.append(decision)
         return decisions
@@ -254,10 +276,11 @@ class Planner:
         span += [l for l in (max([l for l in tried if l < low], default=None),
                              min([l for l in tried if l > high], default=None)) if l is not None]
         points = []
-        for length in sorted(set(span)):
+        for length in sorted(set(span), key=lambda l: abs(math.log(l / point)) if math.isfinite(point) else 0.0):
             seed = next((sd for sd in s.seeds if (length, sd) not in mine), None)
             if seed is not None:
                 points.append((length, seed))
+        points = sorted(points[:s.window])
         if points:
             return Decision(size, "seed", points, "noise keeps the interval wide: one more seed", est)
         return Decision(size, "stop", [], "noise", est)

@@ -201,6 +201,7 @@ class AdaptiveSearch:
             tried = sorted({int(l) for l in here["context_length"]})
             row = rows.get(size)
             why = self.planner.stopped.get(size, "budget" if len(self.launched) >= self.settings.max_points else "running")
+            why = "budget (its even share of it)" if why == "share" else why
             answer = summary_answer(row) if row is not None else "no estimate"
             lines.append(f"  D = {size:>12,}: {answer}; tried {tried} ({len(here)} points); stopped: {why}")
         return "\n".join(lines)
