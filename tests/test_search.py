@@ -181,6 +181,7 @@ def searcher_state(searcher: AdaptiveSearcher) -> dict:
     search = searcher.search
     return {"results": search.results, "launched": search.launched, "open": search.open, "ran": search.ran,
             "rounds": search.rounds, "trials": searcher.trials, "stopped": search.planner.stopped,
+            "seeded": search.planner.seeded,
             "groups": {name: [p.trial_id for p in group] for name, group in search.groups.items()},
             "queue": [(size, [p.trial_id for p in group]) for size, group in search.queue]}
 
@@ -248,7 +249,7 @@ def test_the_study_grid_search_meets_a_median_width_of_six(rng_seed):
     """Issue 22's target for synthetic-paper: a median interval of at most 6 lengths, far fewer
     points than the grid's 288, with the spec's own search settings and the GPU runs' noise."""
     settings = search_settings(load_spec("sweeps/synthetic-paper.yaml", ["search.method=adaptive"]))
-    assert settings.target_ratio == 1.15
+    assert settings.target_ratio == 1.25
     frame, truth = gpu_like_sweep("collapse", sorted(set(settings.candidates) | set(PAPER_GRID)), PAPER_SIZES,
                                   np.random.default_rng(rng_seed))
     planner, table, launched = run_simulated(settings, frame)

@@ -18,8 +18,8 @@ Per data size, one round at a time (the next round once the last one's points ar
 - stop: 'target_ratio' (l_high / l_low <= target), 'not_learnt' (nothing learnt, the shortest
   length tried too), 'saturated' (synthetic: l* at the last length where a task can still enter),
   'at_or_below' / 'range_edge' (l* at the range's lower / upper limit: a one-sided answer),
-  'resolution' (the interval spans adjacent candidates only), 'noise' (every seed the search may add
-  has run), 'failed' (every point of the data size failed; they run again next launch), 'share'
+  'resolution' (the interval spans adjacent candidates only), 'noise' (the last seed round did not
+  narrow the interval, or every seed the search may add has run), 'failed' (every point of the data size failed; they run again next launch), 'share'
   (see above), 'budget'.
 - reopen: the synthetic step estimator fits the excess jointly over data sizes, so a later size's
   results move an earlier size's interval. A stop that reads the interval ('target_ratio',
@@ -149,6 +149,7 @@ class Planner:
             from analysis import optimal_context_length as estimator
         self.estimator = estimator
         self.stopped: dict[int, str] = {}  # data size -> why it stopped
+        self.seeded: dict[int, float] = {}  # data size -> l_high / l_low when its last seed round was asked
 
     def table(self, results: pd.DataFrame) -> pd.DataFrame:
         """The estimator's table for `results`, as `ctxscale analyze` computes it: its bootstrap, and
@@ -281,7 +282,11 @@ class Planner:
             if seed is not None:
                 points.append((length, seed))
         points = sorted(points[:s.window])
+        # a seed round that did not narrow the interval: seeds draw chance failures, not a sharper U
+        if points and high / low >= self.seeded.get(size, math.inf):
+            return Decision(size, "stop", [], "noise", est)
         if points:
+            self.seeded[size] = high / low
             return Decision(size, "seed", points, "noise keeps the interval wide: one more seed", est)
         return Decision(size, "stop", [], "noise", est)
 

@@ -255,13 +255,14 @@ class AdaptiveSearcher(Searcher):
 
     def save(self, checkpoint_path: str) -> None:
         state = {key: getattr(self.search, key) for key in self._STATE}
-        state.update(trials=self.trials, stopped=self.search.planner.stopped)
+        state.update(trials=self.trials, stopped=self.search.planner.stopped, seeded=self.search.planner.seeded)
         files.write_bytes(Path(checkpoint_path), pickle.dumps(state))
 
     def restore(self, checkpoint_path: str) -> None:
         state = pickle.loads(Path(checkpoint_path).read_bytes())
         self.trials = state.pop("trials")
         self.search.planner.stopped = state.pop("stopped")
+        self.search.planner.seeded = state.pop("seeded", {})
         for key, value in state.items():
             setattr(self.search, key, value)
         self.search.dirty = True
