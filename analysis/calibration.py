@@ -11,6 +11,8 @@ known loss curve, so the true l*(D) is known exactly:
   with D; 'collapse' is a power law until a length l_c(D) from which the model learns nothing
   (loss back to ln 2), as small data sizes do in real sweeps.
 - 'smooth' (GPT-like): c0 + c·l^-γ + a·l^κ·D^-α, a continuous U in l.
+- `simulate_gpu_like_sweep`: a step family with the seed noise and the chance failures of the
+  study's GPU runs, for the adaptive search's tests and `bench/search_offline.py`.
 
 `coverage` runs an estimator over many draws and tabulates coverage, interval width and how
 often the point estimate is exact. `bench/calibrate_optimum.py` prints that table; the tests run
@@ -126,6 +128,22 @@ def simulate_step_sweep(family: str, grid, sizes, n_seeds: int, noise: float, rn
         risk = forms.synthetic_bayes_risk(tasks, trials["context_length"].to_numpy(float), string_length)
         trials = trials.drop(columns=["tasks", "string_length"]).assign(bayes_risk=risk)
     return trials, truth
+
+
+def simulate_gpu_like_sweep(family: str, lengths, sizes, rng: np.random.Generator, noise: float = 0.03, chaos: float = 0.3):
+    """(trials, truth): a simulated study grid with the noise of the study's GPU runs (one H100,
+    synthetic-paper, 3 seeds): a seed's loss is the true loss x (1 + 3 % N(0, 1)) where the model
+    learns (the RMS seed spread of those runs' learnt cells), ln 2 within 0.02 % where it learns
+    nothing, and past l* within a quarter of the length where training collapses, a seed stays at
+    ln 2 with probability `chaos` (those runs: 1 or 2 of 3 seeds there)."""
+    exact, truth = simulate_step_sweep(family, lengths, sizes, 3, 0.0, rng)
+    dead = exact["best_val_loss"] >= math.log(2) - 1e-3
+    first_dead = exact["data_size"].map(exact[dead].groupby("data_size")["context_length"].min()).fillna(np.inf)
+    past = exact["context_length"] > exact["data_size"].map(lambda size: truth[float(size)])
+    fails = ~dead & past & (exact["context_length"] * 1.25 >= first_dead) & (rng.random(len(exact)) < chaos)
+    learnt = exact["best_val_loss"] * (1 + noise * rng.standard_normal(len(exact)))
+    flat = math.log(2) * (1 + 0.0002 * rng.standard_normal(len(exact)))
+    return exact.assign(best_val_loss=np.where(dead | fails, flat, learnt)), truth
 
 
 def simulate_smooth_sweep(grid, sizes, n_seeds: int, noise: float, rng: np.random.Generator):

@@ -13,9 +13,9 @@ import pytest
 
 from analysis import optimal_context_length
 from analysis.answers import answer_text
-from analysis.calibration import simulate_smooth_sweep, simulate_step_sweep, study_tasks
+from analysis.calibration import simulate_gpu_like_sweep, simulate_smooth_sweep, simulate_step_sweep, study_tasks
 from ctxscale import store
-from ctxscale.search.plan import Planner, SearchSettings, ladder, step_candidates
+from ctxscale.search.plan import Planner, SearchSettings, ladder, replay, step_candidates
 from ctxscale.experiments import experiment_of
 from ctxscale.search.searcher import DECISIONS_FILE, AdaptiveSearcher, build_search, search_settings
 from ctxscale.search.searcher import summary_answer
@@ -26,23 +26,6 @@ from conftest import TINY_SPEC
 
 PAPER_GRID = [27, 32, 36, 40, 43, 47, 52, 58, 63, 71, 84, 94]
 PAPER_SIZES = [50_000, 75_000, 85_000, 100_000, 150_000, 200_000, 400_000, 2_000_000]
-
-
-def run_simulated(settings: SearchSettings, frame: pd.DataFrame, rounds: int = 60):
-    """Run the planner round by round, each round's points 'trained' by looking their loss up."""
-    lookup = frame.set_index(["context_length", "data_size", "seed"])
-    planner, rows, launched = Planner(settings), [], set()
-    for _ in range(rounds):
-        results = pd.DataFrame(rows, columns=list(frame.columns))
-        new = [(l, d.data_size, s) for d in planner.decide(results, set(), launched) for l, s in d.points]
-        if not new:
-            break
-        for point in new:
-            launched.add(point)
-            rows.append({**lookup.loc[point].to_dict(), "context_length": point[0], "data_size": point[1],
-                         "seed": point[2]})
-    results = pd.DataFrame(rows, columns=list(frame.columns))
-    return planner, planner.table(results), launched
 
 
 def covers(table: pd.DataFrame, truth: dict) -> dict:
@@ -57,7 +40,7 @@ def test_step_search_brackets_the_true_optimum_with_a_fifth_of_the_grid():
                                        np.random.default_rng(1))
     settings = SearchSettings(tuple(candidates), tuple(PAPER_GRID), tuple(PAPER_SIZES), (0, 1, 2),
                               spacing=2 ** 0.25, saturation=saturation, max_points=288)
-    planner, table, launched = run_simulated(settings, frame)
+    planner, table, launched = replay(settings, frame)
     assert set(planner.stopped) == set(PAPER_SIZES)  # every data size ended, none on the budget
     assert "budget" not in planner.stopped.values()
     assert all(covers(table, truth).values()), (table, truth)
@@ -108,7 +91,7 @@ def test_the_stops_read_the_estimate_that_analyze_prints():
                                    np.random.default_rng(3))
     settings = SearchSettings(tuple(candidates), tuple(PAPER_GRID), tuple(PAPER_SIZES), (0, 1, 2), spacing=2 ** 0.25,
                               saturation=saturation)
-    planner, table, launched = run_simulated(settings, frame)
+    planner, table, launched = replay(settings, frame)
     results = frame[frame.set_index(["context_length", "data_size", "seed"]).index.isin(list(launched))]
     pd.testing.assert_frame_equal(table, optimal_context_length(results).table)
     ratio = table.set_index("data_size").eval("l_star_high / l_star_low")
@@ -228,31 +211,15 @@ def test_a_one_sided_answer_never_contradicts_the_lengths_tried():
     assert words == answer_text(row)  # the summary words it as analyze does
 
 
-def gpu_like_sweep(family: str, lengths, sizes, rng: np.random.Generator, noise: float = 0.03, chaos: float = 0.3):
-    """(trials, truth): a simulated study grid with the noise of the study's GPU runs (one H100,
-    synthetic-paper, 3 seeds): a seed's loss is the true loss x (1 + 3 % N(0, 1)) where the model
-    learns (the RMS seed spread of those runs' learnt cells), ln 2 within 0.02 % where it learns
-    nothing, and past l* within a quarter of the length where training collapses, a seed stays at
-    ln 2 with probability `chaos` (those runs: 1 or 2 of 3 seeds there)."""
-    exact, truth = simulate_step_sweep(family, lengths, sizes, 3, 0.0, rng)
-    dead = exact["best_val_loss"] >= math.log(2) - 1e-3
-    first_dead = exact["data_size"].map(exact[dead].groupby("data_size")["context_length"].min()).fillna(np.inf)
-    past = exact["context_length"] > exact["data_size"].map(lambda size: truth[float(size)])
-    fails = ~dead & past & (exact["context_length"] * 1.25 >= first_dead) & (rng.random(len(exact)) < chaos)
-    learnt = exact["best_val_loss"] * (1 + noise * rng.standard_normal(len(exact)))
-    flat = math.log(2) * (1 + 0.0002 * rng.standard_normal(len(exact)))
-    return exact.assign(best_val_loss=np.where(dead | fails, flat, learnt)), truth
-
-
 @pytest.mark.parametrize("rng_seed", [0, 6])
 def test_the_study_grid_search_meets_a_median_width_of_six(rng_seed):
     """Issue 22's target for synthetic-paper: a median interval of at most 6 lengths, far fewer
     points than the grid's 288, with the spec's own search settings and the GPU runs' noise."""
     settings = search_settings(load_spec("sweeps/synthetic-paper.yaml", ["search.method=adaptive"]))
     assert settings.target_ratio == 1.25
-    frame, truth = gpu_like_sweep("collapse", sorted(set(settings.candidates) | set(PAPER_GRID)), PAPER_SIZES,
+    frame, truth = simulate_gpu_like_sweep("collapse", sorted(set(settings.candidates) | set(PAPER_GRID)), PAPER_SIZES,
                                   np.random.default_rng(rng_seed))
-    planner, table, launched = run_simulated(settings, frame)
+    planner, table, launched = replay(settings, frame)
     assert all(covers(table, truth).values()), (table, truth)
     bracketed = table[table["status"] == "bracketed"]
     assert len(bracketed) >= 6 and (bracketed["l_star_high"] - bracketed["l_star_low"]).median() <= 6
@@ -265,7 +232,7 @@ def test_no_data_size_takes_more_than_its_share_of_the_budget():
     order in which the sizes ask, and the whole budget is spent."""
     settings = search_settings(load_spec("sweeps/synthetic-paper.yaml", ["search.method=adaptive",
                                                                           "search.max_points=150"]))
-    frame, _ = gpu_like_sweep("collapse", sorted(set(settings.candidates) | set(PAPER_GRID)), PAPER_SIZES,
+    frame, _ = simulate_gpu_like_sweep("collapse", sorted(set(settings.candidates) | set(PAPER_GRID)), PAPER_SIZES,
                               np.random.default_rng(0))
 
     def always_wide(results, n_boot, seed):  # the estimator's table: l* = 40 in [22, 84] everywhere
@@ -294,7 +261,7 @@ def test_smooth_search_brackets_the_true_optimum_with_fewer_points_than_the_ladd
     assert candidates[:3] == [16, 19, 23] and 1024 in candidates and candidates[-1] == 4096
     frame, truth = simulate_smooth_sweep(candidates, sizes, 3, 0.003, np.random.default_rng(0))
     settings = SearchSettings(tuple(candidates), tuple(grid), tuple(sizes), (0, 1, 2), max_points=200)
-    planner, table, launched = run_simulated(settings, frame)
+    planner, table, launched = replay(settings, frame)
     assert set(planner.stopped) == set(sizes) and "budget" not in planner.stopped.values()
     assert all(covers(table, truth).values()), (table, truth)
     assert len(launched) < len(candidates) * len(sizes) * 3 / 4
@@ -307,7 +274,7 @@ def test_the_budget_stops_every_data_size():
                                    np.random.default_rng(2))
     settings = SearchSettings(tuple(candidates), tuple(PAPER_GRID), tuple(PAPER_SIZES), (0,), spacing=2 ** 0.25,
                               saturation=saturation, max_points=30)
-    planner, _, launched = run_simulated(settings, frame)
+    planner, _, launched = replay(settings, frame)
     assert len(launched) == 30
     assert "budget" in planner.stopped.values()
 

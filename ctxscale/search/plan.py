@@ -291,6 +291,28 @@ class Planner:
         return Decision(size, "stop", [], "noise", est)
 
 
+def replay(settings: SearchSettings, frame: pd.DataFrame, rounds: int = 300):
+    """Run a search offline on known losses: (planner, its final table, the points launched).
+
+    `frame` holds a row for every point the search may ask for (context_length, data_size, seed,
+    best_val_loss, status and, for synthetic, the Bayes-risk columns); each round's points are
+    'trained' by looking their row up. For simulated sweeps with a known l*, and for replaying a
+    stored run (bench/search_offline.py)."""
+    lookup = frame.set_index(["context_length", "data_size", "seed"])
+    planner, rows, launched = Planner(settings), [], set()
+    for _ in range(rounds):
+        results = pd.DataFrame(rows, columns=list(frame.columns))
+        new = [(l, d.data_size, s) for d in planner.decide(results, set(), launched) for l, s in d.points]
+        if not new:
+            break
+        for point in new:
+            launched.add(point)
+            rows.append({**lookup.loc[point].to_dict(), "context_length": point[0], "data_size": point[1],
+                         "seed": point[2]})
+    results = pd.DataFrame(rows, columns=list(frame.columns))
+    return planner, planner.table(results), launched
+
+
 def step_candidates(tasks, string_length: int, lo: int, hi: int) -> tuple[list[int], Optional[int]]:
     """(candidates, saturation) of a synthetic search: the range's lower limit and every length in
     (lo, hi] where the Bayes risk steps (a task's farthest bit, max(l, a), enters); saturation is the
