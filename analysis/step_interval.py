@@ -45,14 +45,21 @@ def bootstrap_model(cells: Cells, candidates: Candidates, seed_pool: np.ndarray,
 
 def _own_excess(model: JointModel, order: np.ndarray) -> np.ndarray:
     """(n_boot + 1, candidates) excess of a data size outside the smooth fit, from its own cells:
-    the chord in log l between consecutive lengths, flat beyond its first and last length."""
+    the chord in log l between consecutive lengths; before its first length the excess stays flat,
+    and past its last length the loss does. Either way an untried length never beats the nearest
+    tried one: a flat excess past the last length would credit it with every task that enters
+    there, which a data size that learnt little there has shown it does not learn."""
     lengths, cells = model.candidates.lengths, model.cells
     x = np.log(cells.length[order])
     excess = model.boot_means[:, order] - cells.risk[order]
     right = np.clip(np.searchsorted(x, np.log(lengths), side="left"), 1, max(len(x) - 1, 1))
     left = right - 1
     share = np.clip((np.log(lengths) - x[left]) / np.maximum(x[right] - x[left], 1e-12), 0.0, 1.0)
-    return excess[:, left] + share * (excess[:, right] - excess[:, left])
+    chord = excess[:, left] + share * (excess[:, right] - excess[:, left])
+    past = lengths > cells.length[order[-1]]
+    last_loss = model.boot_means[:, order[-1]][:, None]
+    chord[:, past] = np.maximum(chord[:, past], last_loss - model.candidates.risk_high[past])
+    return chord
 
 
 def size_excess(model: JointModel, size: float, order: np.ndarray) -> np.ndarray:
