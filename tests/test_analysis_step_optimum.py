@@ -225,3 +225,21 @@ def test_a_chaotic_cell_does_not_set_the_noise_of_every_cell():
     for size in (50_000, 200_000):
         answer = table.loc[size, ["l_star", "l_star_low", "l_star_high"]].tolist()
         assert answer == steady.loc[size, ["l_star", "l_star_low", "l_star_high"]].tolist(), (size, answer)
+
+
+def test_an_untried_longer_length_never_beats_the_lengths_that_learnt_nothing():
+    # D = 75,000 as an adaptive search first tried it on one H100: a little learnt at l = 31, nothing
+    # from 37 to 62. Every task entering past 62 must not make the untried 93 its optimum: a model
+    # that learnt nothing at 62 from these rows does not learn those tasks at 93.
+    # Beside it, D = 2M of the same run's grid (its 12 lengths set the candidates, 27 to 93).
+    ln2 = math.log(2)
+    rows = [(l, 75_000, v) for l, v in [(31, 0.6781), (37, 0.6925), (45, ln2), (52, ln2), (62, ln2)]]
+    rows += [(l, 2_000_000, v) for l, v in zip([27, 32, 36, 40, 43, 47, 52, 58, 63, 71, 84, 94],
+                                                [0.4715, 0.3886, 0.3331, 0.2917, 0.2639, 0.2361, 0.2087, 0.1808,
+                                                 0.1671, 0.1392, 0.1115, 0.0976])]
+    tasks = json.dumps(study_tasks())
+    trials = pd.DataFrame([{"context_length": l, "data_size": d, "seed": 0, "best_val_loss": v, "status": "ok",
+                            "tasks": tasks, "string_length": 100} for l, d, v in rows])
+    row = step_optimum(trials, n_boot=200).table.set_index("data_size").loc[75_000]
+    assert row["status"] in ("bracketed", "at_or_below"), row
+    assert not row["l_star"] > 31 and row["loss_at_l_star"] >= 0.6781 - 0.02, row
