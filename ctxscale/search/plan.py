@@ -11,16 +11,16 @@ Per data size, one round at a time (the next round once the last one's points ar
 - seed: when no candidate is left inside a too-wide interval, noise keeps it wide: the next seed
   runs at the `window` lengths tried nearest l*, within the interval and one neighbour on each side
   (a wide interval's far lengths rarely hold the minimum, and seeding all of them drains the budget);
-- share: no data size takes more than its share of the budget: what the sizes that ended (not
-  learnt, saturated, a one-sided answer) left, divided evenly over the others. A size at its
-  share stops with 'share', and goes on when a stop elsewhere frees points. Without it the
-  first sizes to ask take everything: marginal sizes, where seeds learn or not by chance, ask most;
+- share: past its first round, no data size takes more than an even share of the budget: what the
+  stopped sizes left, divided over the others. A size at its share stops with 'share', and goes on
+  when a stop elsewhere frees points. Without it the first sizes to ask take everything, and
+  marginal sizes, where seeds learn or not by chance, ask most;
 - stop: 'target_ratio' (l_high / l_low <= target), 'not_learnt' (nothing learnt, the shortest
   length tried too), 'saturated' (synthetic: l* at the last length where a task can still enter),
   'at_or_below' / 'range_edge' (l* at the range's lower / upper limit: a one-sided answer),
   'resolution' (the interval spans adjacent candidates only), 'noise' (the last seed round did not
-  narrow the interval, or every seed the search may add has run), 'failed' (every point of the data size failed; they run again next launch), 'share'
-  (see above), 'budget'.
+  narrow the interval, or every seed the search may add has run), 'failed' (every point of the data
+  size failed; they run again next launch), 'share' (see above), 'budget'.
 - reopen: the synthetic step estimator fits the excess jointly over data sizes, so a later size's
   results move an earlier size's interval. A stop that reads the interval ('target_ratio',
   'resolution') is re-examined at every estimate; where it no longer holds, the size reopens
@@ -149,7 +149,8 @@ class Planner:
             from analysis import optimal_context_length as estimator
         self.estimator = estimator
         self.stopped: dict[int, str] = {}  # data size -> why it stopped
-        self.seeded: dict[int, float] = {}  # data size -> l_high / l_low when its last seed round was asked
+        self.seeded: dict[int, float] = {}  # data size -> l_high / l_low when its last seed round ran
+        self._asked: dict[int, float] = {}  # the same for a seed round asked in this decide, if it runs
 
     def table(self, results: pd.DataFrame) -> pd.DataFrame:
         """The estimator's table for `results`, as `ctxscale analyze` computes it: its bootstrap, and
@@ -199,6 +200,8 @@ class Planner:
                 decision = Decision(size, "stop", [], "share", decision.estimate)
             decision.points = decision.points[:max(min(left, mine_left), 0)]
             left -= len(decision.points)
+            if decision.action == "seed" and decision.points:
+                self.seeded[size] = self._asked[size]
             self.stopped.pop(size, None)
             if decision.action == "stop":
                 self.stopped[size] = decision.reason
@@ -286,7 +289,7 @@ class Planner:
         if points and high / low >= self.seeded.get(size, math.inf):
             return Decision(size, "stop", [], "noise", est)
         if points:
-            self.seeded[size] = high / low
+            self._asked[size] = high / low
             return Decision(size, "seed", points, "noise keeps the interval wide: one more seed", est)
         return Decision(size, "stop", [], "noise", est)
 
