@@ -1,5 +1,6 @@
 """The history table (one row per evaluation of a trial) read trial by trial: where each trial sits
-on the grid, where its best evaluation was, and which trials look stopped on a plateau.
+on the grid, where its best evaluation was, which trials look stopped on a plateau, and which ran
+into their step or epoch cap.
 
 Early stopping ends a trial once its validation loss has not improved for `patience`
 evaluations. A language model often sits on a plateau and then falls again, so a trial stopped
@@ -102,6 +103,51 @@ def plateau_stops(history: pd.DataFrame, metric: str = "val_loss", far: float = 
     columns = COORDINATES + ["best_at", "best", "last_at", "neighbour", "neighbour_length", "neighbour_best_at",
                              "neighbour_best"]
     return pairs.sort_values(["data_size", "context_length", "seed"])[["trial_id"] + columns].reset_index(drop=True)
+
+
+CAPS = {"step": "config.training.max_steps", "epoch": "config.training.max_epochs"}
+
+
+def cap_stops(history: pd.DataFrame, trials: pd.DataFrame, metric: str = "val_loss") -> pd.DataFrame:
+    """The trials that ran into their step (or epoch) cap before early stopping ended them, one row
+    each: their patience had not run out, so more training may lower their loss.
+
+    `history` carries the coordinates (`with_coordinates`); `trials` the flat spec columns
+    (`config.training.max_steps` or `max_epochs`). Returns trial_id, the coordinates, best_at,
+    best, last_at and cap (empty where the trials carry no cap).
+
+    Examples
+    --------
+    >>> history = pd.DataFrame({"trial_id": ["a"] * 3 + ["b"] * 3, "context_length": [1024] * 3 + [4096] * 3,
+    ...     "data_size": 5_000_000, "seed": 0, "step": [3000, 3500, 4000] * 2,
+    ...     "val_loss": [3.6, 3.55, 3.56, 3.5, 3.42, 3.38]})
+    >>> trials = pd.DataFrame({"trial_id": ["a", "b"], "config.training.max_steps": [4000, 4000]})
+    >>> cap_stops(history, trials)[["trial_id", "best_at", "last_at", "cap"]]
+      trial_id  best_at  last_at  cap
+    0        a     3500     4000  4000
+    1        b     4000     4000  4000
+    """
+    key = CAPS[progress_column(history)]
+    columns = ["trial_id"] + COORDINATES + ["best_at", "best", "last_at", "cap"]
+    if key not in trials or "trial_id" not in trials:
+        return pd.DataFrame(columns=columns)
+    best = best_evaluations(history, metric)
+    best["cap"] = best["trial_id"].map(trials.drop_duplicates("trial_id").set_index("trial_id")[key])
+    capped = best[best["last_at"] >= best["cap"]]
+    return capped.sort_values(["data_size", "context_length", "seed"])[columns].reset_index(drop=True)
+
+
+def cap_lines(capped: pd.DataFrame, unit: str = "step") -> list[str]:
+    """`cap_stops`' rows as the lines `analyze` prints, one per trial, under a heading."""
+    if capped.empty:
+        return []
+    name = "max_steps" if unit == "step" else "max_epochs"
+    lines = [f"ran into the cap: {len(capped)} trial(s) reached training.{name} before early stopping ended them "
+             "(more training may lower their loss):"]
+    for _, r in capped.iterrows():
+        lines.append(f"  {r['trial_id']}: best {number(r['best'])} at {unit} {r['best_at']:,.0f} of "
+                     f"{r['cap']:,.0f}")
+    return lines
 
 
 def plateau_lines(stops: pd.DataFrame, unit: str = "step") -> list[str]:

@@ -18,7 +18,7 @@ from ctxscale.store import load_results, sweep_folders
 from . import _validate
 from .bayes import gap_summary, is_synthetic, synthetic_gap, synthetic_risk_curve
 from .entropy import entropy_report
-from .history import plateau_lines, plateau_stops, progress_column, with_coordinates
+from .history import cap_lines, cap_stops, plateau_lines, plateau_stops, progress_column, with_coordinates
 from .optimum import fit_optimal_context_law, optimal_context_length
 from .present import data_size, html_figure, html_sections, html_table, number, write_html_page
 from .results import OptimalLawFit, OptimumResult, SurfaceFit
@@ -55,6 +55,7 @@ class SweepAnalysis:
     tasks: Optional[pd.DataFrame]  # synthetic sweeps with per-task losses: tasks.task_loss_table
     history: pd.DataFrame  # evaluations placed on the grid (empty where none are stored)
     plateau: pd.DataFrame  # history.plateau_stops: trials that look stopped on a plateau
+    capped: pd.DataFrame  # history.cap_stops: trials that ran into max_steps / max_epochs
 
 
 def analyse_sweep(trials: pd.DataFrame, name: str = "sweep", n_boot: int = ANALYZE_N_BOOT, surface_boot: int = 100,
@@ -75,7 +76,8 @@ def analyse_sweep(trials: pd.DataFrame, name: str = "sweep", n_boot: int = ANALY
         gap=synthetic_gap(trials) if synthetic else None,
         risk_curve=synthetic_risk_curve(trials) if synthetic else None,
         tasks=task_loss_table(trials) if synthetic and has_task_losses(trials) else None,
-        history=placed, plateau=plateau_stops(placed) if len(placed) else pd.DataFrame())
+        history=placed, plateau=plateau_stops(placed) if len(placed) else pd.DataFrame(),
+        capped=cap_stops(placed, trials) if len(placed) else pd.DataFrame())
 
 
 def _placed_history(history: Optional[pd.DataFrame], trials: pd.DataFrame) -> pd.DataFrame:
@@ -133,6 +135,8 @@ def summary_lines(sweep: SweepAnalysis) -> list[str]:
         lines.append(gap_summary(sweep.gap))
     if len(sweep.plateau):
         lines += plateau_lines(sweep.plateau, progress_column(sweep.history))
+    if len(sweep.capped):
+        lines += cap_lines(sweep.capped, progress_column(sweep.history))
     return lines
 
 
