@@ -10,9 +10,11 @@
 # - At SECONDS the sweep gets SIGINT: Tune stops its trials and the store keeps what they reported
 #   (README, "Stopping and resuming"). The next job skips the finished points and starts each
 #   stopped one from its last checkpoint (GPT and parity trials save them: `training.checkpoint_every_s`).
-# - The archive ($ARCHIVE, default <sweep name>.tgz here) holds the sweep's results folder: its rows,
-#   its history and Ray's checkpoints under _ray/ (not the TensorBoard files). Keep it on storage
-#   that outlives the job. A results folder already in place (a job on the same machine and disk)
+# - The archive ($ARCHIVE, default <sweep name>.tar here) holds the sweep's results folder: its rows,
+#   its history and Ray's checkpoints under _ray/ (not the TensorBoard files), uncompressed: model
+#   weights do not compress, and gzip of gpt2-gpu's 25 trial checkpoints (~150 MB each) ran
+#   past 75 s on one H100 machine. Keep it on storage that outlives the job; an older .tgz
+#   archive restores as well. A results folder already in place (a job on the same machine and disk)
 #   is used as it is. $RESULTS is the results root (default: results); $PYTHON the interpreter.
 # - Changing a training field changes config_hash, and a new hash starts afresh.
 # - A parity-paper checkpoint is ~20 MB; one of the study's GPT models ~1 GB.
@@ -23,15 +25,15 @@ set -u
 spec=$1; limit=${2:-540}; shift $(( $# < 2 ? $# : 2 ))
 python=${PYTHON:-python3}; results=${RESULTS:-results}
 name=$("$python" -c "import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))['name'])" "$spec") || exit 2
-archive=$(realpath -m "${ARCHIVE:-$name.tgz}")
+archive=$(realpath -m "${ARCHIVE:-$name.tar}")
 export PYTHONUNBUFFERED=1
 mkdir -p "$results"
 if [ -d "$results/$name" ]; then
   echo "$results/$name is in place: nothing restored"
 elif [ -f "$archive" ]; then
-  tar -C "$results" -xzf "$archive" || exit 2
-  echo "restored $results/$name from $archive: $(tar tzf "$archive" | grep -c '/trials/.*parquet') trials files," \
-    "$(tar tzf "$archive" | grep -c '/checkpoint_[0-9]*/$') checkpoints"
+  tar -C "$results" -xf "$archive" || exit 2  # GNU tar reads a gzipped (older) archive as well
+  echo "restored $results/$name from $archive: $(tar tf "$archive" | grep -c '/trials/.*parquet') trials files," \
+    "$(tar tf "$archive" | grep -c '/checkpoint_[0-9]*/$') checkpoints"
 fi
 started=$(date +%s)
 # SIGINT first, as Ctrl-C: the trials stop and what they reported is stored; SIGKILL 60 s later
@@ -39,6 +41,6 @@ timeout -s INT -k 60 "$limit" "$python" -m ctxscale.cli sweep "$spec" "$@" --res
 rc=$?
 echo "exit $rc after $(( $(date +%s) - started )) s"
 # written aside and then moved: a job killed while archiving leaves the last archive whole
-tar -C "$results" -czf "$archive.part" --exclude=tensorboard "$name" && mv "$archive.part" "$archive" || exit 2
+tar -C "$results" -cf "$archive.part" --exclude=tensorboard "$name" && mv "$archive.part" "$archive" || exit 2
 echo "archived $results/$name to $archive ($(du -h "$archive" | cut -f1))"
 exit $rc
