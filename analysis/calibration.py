@@ -130,7 +130,8 @@ def simulate_step_sweep(family: str, grid, sizes, n_seeds: int, noise: float, rn
     return trials, truth
 
 
-def simulate_gpu_like_sweep(family: str, lengths, sizes, rng: np.random.Generator, noise: float = 0.03, chaos: float = 0.3):
+def simulate_gpu_like_sweep(family: str, lengths, sizes, rng: np.random.Generator, noise: float = 0.03,
+                            chaos: float = 0.3):
     """(trials, truth): a simulated study grid with the noise of the study's GPU runs (one H100,
     synthetic-paper, 3 seeds): a seed's loss is the true loss x (1 + 3 % N(0, 1)) where the model
     learns (the RMS seed spread of those runs' learnt cells), ln 2 within 0.02 % where it learns
