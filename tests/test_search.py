@@ -335,3 +335,22 @@ def test_an_adaptive_sweep_stores_grid_ids_and_resumes(tmp_path, ray_cluster):
     decisions = [json.loads(line) for line in (tmp_path / "adaptive" / DECISIONS_FILE).read_text().splitlines()]
     assert decisions[0]["action"] == "start" and decisions[-1]["action"] == "end"
     assert any(d.get("reason") == "budget" for d in decisions)
+
+
+def test_an_estimate_at_the_range_edge_extends_two_lengths_at_once():
+    """gpt2-gpu on one H100: at 2.5M and 5M tokens the best loss was at 4,096, the longest length
+    tried. Each round waits for its trials, so the next round runs the next two lengths out."""
+    settings = search_settings(load_spec("sweeps/gpt2-gpu.yaml", ["search.method=adaptive"]))
+
+    def at_the_top(results, n_boot, seed):  # the estimator's table: l* >= 1,024, estimate 4,096
+        table = pd.DataFrame({"data_size": [5_000_000], "status": "above", "l_star": math.nan,
+                              "l_star_low": 1024.0, "l_star_high": math.nan, "outside": "above",
+                              "grid_l_best": 4096.0})
+        return type("Fit", (), {"table": table})()
+
+    tried = [(l, 5_000_000, 0) for l in (64, 256, 1024, 4096)]
+    results = pd.DataFrame([{"context_length": l, "data_size": d, "seed": s, "best_val_loss": 4.0, "status": "ok"}
+                            for l, d, s in tried])
+    planner = Planner(dataclasses.replace(settings, data_sizes=(5_000_000,)), at_the_top)
+    (decision,) = planner.decide(results, set(), set(tried))
+    assert decision.action == "extend" and decision.points == [(5515, 0), (8192, 0)]

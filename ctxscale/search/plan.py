@@ -7,6 +7,7 @@ Per data size, one round at a time (the next round once the last one's points ar
   line through their estimates predicts (l* rises with D: the line's slope is kept >= 0);
 - extend: while the interval (or the point estimate) reaches the shortest or longest length tried,
   the next length out (one window spacing away) runs, past the grid's ends up to the range's limits;
+  where the point estimate itself sits at that edge, the next two;
 - refine: untried candidates inside the interval run, at most `refine` a round, nearest l* first;
 - seed: when no candidate is left inside a too-wide interval, noise keeps it wide: the next seed
   runs at the `window` lengths tried nearest l*, within the interval and one neighbour on each side
@@ -254,6 +255,13 @@ class Planner:
         at_high = est["outside"] == "above" or point >= hi_t or (math.isfinite(high) and high >= hi_t)
         out = [l for l, edge, hit in ((next_out(s, lo_t, -1), lo_t, at_low), (next_out(s, hi_t, 1), hi_t, at_high))
                if hit and l is not None]
+        # the estimate itself at an edge (not just its interval): two lengths out at once, since
+        # each round waits for its trials and the optimum is likely further out still
+        for edge, direction, beyond in ((lo_t, -1, est["outside"] == "below" or point <= lo_t),
+                                        (hi_t, 1, est["outside"] == "above" or point >= hi_t)):
+            first = next_out(s, edge, direction) if beyond else None
+            second = next_out(s, first, direction) if first is not None else None
+            out += [second] if second is not None else []
         if fresh(out):
             return Decision(size, "extend", fresh(out), "an edge of the lengths tried can still be the optimum", est)
         if (est["outside"] == "below" or point <= lo_t) and next_out(s, lo_t, -1) is None:
