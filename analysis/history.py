@@ -46,26 +46,28 @@ def with_coordinates(history: pd.DataFrame, trials: pd.DataFrame) -> pd.DataFram
 
 def best_evaluations(history: pd.DataFrame, metric: str = "val_loss") -> pd.DataFrame:
     """One row per trial: its coordinates, the step (or epoch) and value of its lowest `metric`
-    (`best_at`, `best`), and its last evaluation (`last_at`); `history` must carry the coordinates
+    (`best_at`, `best`), and its last evaluation (`last_at`, `last`); `history` must carry the coordinates
     (`with_coordinates`). Also `bayes_risk` where the history has it."""
     at = progress_column(history)
     rows = history.dropna(subset=[metric, at])
     best = rows.loc[rows.groupby("trial_id")[metric].idxmin()].set_index("trial_id")
-    table = best[COORDINATES].assign(best_at=best[at], best=best[metric],
-                                     last_at=rows.groupby("trial_id")[at].max())
+    last = rows.loc[rows.groupby("trial_id")[at].idxmax()].set_index("trial_id")
+    table = best[COORDINATES].assign(best_at=best[at], best=best[metric], last_at=last[at], last=last[metric])
     if "bayes_risk" in rows:  # a trial's Bayes risk may sit on one of its rows only
         table["bayes_risk"] = rows.groupby("trial_id")["bayes_risk"].first()
     return table.reset_index()
 
 
 def plateau_stops(history: pd.DataFrame, metric: str = "val_loss", far: float = 1.5,
-                  bayes_margin: float = 0.01) -> pd.DataFrame:
+                  bayes_margin: float = 0.01, flat: float = 0.02) -> pd.DataFrame:
     """The trials that look stopped on a plateau, one row each, with the neighbour that shows it.
 
     A trial is listed when a neighbour at the same data size (the same or the next context length
     of the grid, any seed) found its best evaluation at least `far` times later, after the trial
-    had already stopped, with a lower `metric`. A trial within `bayes_margin` of its Bayes risk
-    (where the history carries `bayes_risk`) had nothing left to learn and is never listed.
+    had already stopped, with a lower `metric`, and the trial ended flat: its last evaluation within
+    `flat` (relative) of its best. One whose loss had turned up was overfitting, which early
+    stopping is for. A trial within `bayes_margin` of its Bayes risk (where the history carries
+    `bayes_risk`) had nothing left to learn and is never listed.
 
     Parameters
     ----------
@@ -94,7 +96,7 @@ def plateau_stops(history: pd.DataFrame, metric: str = "val_loss", far: float = 
     pairs = best.merge(best, on="data_size", suffixes=("", "_n"))
     pairs = pairs[(pairs["trial_id"] != pairs["trial_id_n"]) & ((pairs["rank"] - pairs["rank_n"]).abs() <= 1)
                   & (pairs["best_at_n"] >= far * pairs["best_at"]) & (pairs["last_at"] < pairs["best_at_n"])
-                  & (pairs["best_n"] < pairs["best"])]
+                  & (pairs["best_n"] < pairs["best"]) & (pairs["last"] - pairs["best"] <= flat * pairs["best"].abs())]
     if "bayes_risk" in pairs:  # NaN risk (not known): the trial stays a candidate
         pairs = pairs[~(pairs["best"] - pairs["bayes_risk"] < bayes_margin)]
     pairs = pairs.sort_values("best_n").drop_duplicates("trial_id")  # the clearest neighbour of each

@@ -77,12 +77,13 @@ def plot_learning_curves(history: pd.DataFrame, trials: pd.DataFrame, path, metr
     one panel per data size on shared axes, one colour per context length, one line per seed.
 
     For a loss, a dot marks each trial's best evaluation (the one its stored loss comes from), a
-    dotted line in the length's colour its Bayes risk where the trials know it (synthetic), and a
-    cross the end of a trial that `history.plateau_stops` finds stopped on a plateau. Reads a
+    dotted line in the length's colour its Bayes risk where the trials know it (synthetic), a
+    cross the end of a trial that `history.plateau_stops` finds stopped on a plateau, and a grey
+    dashed line the step (or epoch) cap in a panel where a trial ran into it. Reads a
     history that is still being written: points whose trials row is not stored yet are placed
     by their id.
     """
-    from .history import plateau_stops, progress_column, with_coordinates
+    from .history import CAPS, cap_stops, plateau_stops, progress_column, with_coordinates
 
     if metric not in history:
         raise ValueError(f"history has no column {metric!r} (it has {', '.join(history.columns)})")
@@ -92,6 +93,7 @@ def plot_learning_curves(history: pd.DataFrame, trials: pd.DataFrame, path, metr
     palette = distinct_colours(frame["context_length"].unique())
     is_loss = metric.endswith("loss")
     stopped = set(plateau_stops(frame)["trial_id"]) if metric == "val_loss" else set()
+    capped = cap_stops(frame, trials) if metric == "val_loss" else pd.DataFrame(columns=["data_size", "cap"])
     fig = new_figure(3.6 * len(sizes) + 1.4, 3.8)
     axes = fig.subplots(1, len(sizes), sharex=True, sharey=True, squeeze=False)[0]
     for ax, size in zip(axes, sizes):
@@ -102,6 +104,8 @@ def plot_learning_curves(history: pd.DataFrame, trials: pd.DataFrame, path, metr
         if is_loss and "bayes_risk" in at_size:
             for length, risk in at_size.groupby("context_length")["bayes_risk"].first().dropna().items():
                 ax.axhline(risk, color=palette[float(length)], ls=":", lw=1)
+        for cap in capped.loc[capped["data_size"] == size, "cap"].unique():
+            ax.axvline(cap, color="grey", ls="--", lw=1)
         ax.set_title(f"D = {data_size(size)}", fontsize=10)
         ax.set_xlabel(x)
         ax.xaxis.set_major_locator(MaxNLocator(nbins=5, steps=[1, 2, 5, 10], integer=True))
@@ -114,6 +118,9 @@ def plot_learning_curves(history: pd.DataFrame, trials: pd.DataFrame, path, metr
         handles.append(Line2D([], [], color="black", ls=":", lw=1, label="Bayes risk of l"))
     if stopped:
         handles.append(Line2D([], [], ls="none", marker="x", color="black", label="stopped on a plateau?"))
+    if len(capped):
+        cap_name = CAPS[x].rsplit(".", 1)[-1]
+        handles.append(Line2D([], [], color="grey", ls="--", lw=1, label=f"{cap_name}: ran into it"))
     fig.legend(handles=handles, loc="outside right upper", fontsize=8)
     fig.suptitle(f"Learning curves ({frame['trial_id'].nunique()} points, {len(frame)} evaluations)", fontsize=10)
     return save_png(fig, path)

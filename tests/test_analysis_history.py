@@ -76,3 +76,17 @@ def test_best_evaluations_and_coordinates_from_the_trials_table_or_the_id():
     assert best.loc["l1024_d5000000_s0_abcd0123", ["context_length", "data_size", "best_at", "last_at"]].tolist() == [
         1024, D, 2750, 3000]
     assert len(best) == 5
+
+
+def test_a_trial_that_stopped_overfitting_is_not_on_a_plateau():
+    # gpt2-gpu on one H100, D = 2.5M: l = 1,024 had its best (4.225) at step 1,250 and rose to 4.62
+    # by step 2,500, while l = 4,096 fell to 4.064 by step 3,900: early stopping did its job there
+    steps = np.arange(250, 2501, 250)
+    rising = [5.0, 4.6, 4.4, 4.3, 4.225, 4.3, 4.4, 4.5, 4.56, 4.62]
+    history = pd.concat([_curve("l1024", 1024, steps, rising, size=2_500_000),
+                         _curve("l4096", 4096, np.arange(300, 3901, 300), np.linspace(5.5, 4.064, 13),
+                                size=2_500_000)])
+    assert plateau_stops(history).empty
+    flat = rising[:5] + [4.24, 4.23, 4.25, 4.24, 4.26]  # the same trial ending flat is listed
+    history = pd.concat([history[history["trial_id"] != "l1024"], _curve("l1024", 1024, steps, flat, size=2_500_000)])
+    assert plateau_stops(history)["trial_id"].tolist() == ["l1024"]
