@@ -10,8 +10,8 @@ Two uses, both with a spec's own `search:` section (and KEY=VALUE overrides):
 - a replay of a stored grid run (`--replay RESULTS`): the search asks for points, and each is
   answered from the store: the stored loss where that (length, data size, seed) ran, else the
   same seed's stored losses at that data size interpolated in log l. It shows what the search would
-  have spent and answered on those very losses (interpolation is smoother than training, so it
-  flatters the search):
+  have spent and answered on those very losses (interpolated losses are smoother than trained
+  ones, and their chance failures are those of the lengths that ran):
       python bench/search_offline.py --replay results --targets 1.25
   (several folders pool their rows: a grid run and a search run of the same spec, say).
 """
