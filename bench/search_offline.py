@@ -74,11 +74,14 @@ def main() -> None:
                         help="results folders holding runs of --spec (their rows pooled)")
     parser.add_argument("overrides", nargs="*", help="KEY=VALUE overrides of the spec")
     args = parser.parse_args()
+    stored = None
+    if args.replay:  # read once: the targets differ in their search settings only
+        name = load_spec(args.spec, args.overrides).name
+        stored = pd.concat([load_results(folder, sweep=name) for folder in args.replay])
     for target in args.targets:
         spec = load_spec(args.spec, ["search.method=adaptive", f"search.target_ratio={target}", *args.overrides])
         settings = search_settings(spec)
-        if args.replay:
-            stored = pd.concat([load_results(folder, sweep=spec.name) for folder in args.replay])
+        if stored is not None:
             lo, hi = stored["context_length"].min(), stored["context_length"].max()
             # no loss is made up beyond the lengths that ran
             settings = dataclasses.replace(settings, candidates=tuple(l for l in settings.candidates if lo <= l <= hi),

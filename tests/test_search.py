@@ -241,14 +241,7 @@ def test_no_data_size_takes_more_than_its_share_of_the_budget():
                               "l_star_high": 84.0, "outside": ""})
         return type("Fit", (), {"table": table})()
 
-    lookup = frame.set_index(["context_length", "data_size", "seed"])
-    planner, rows, launched = Planner(settings, always_wide), [], set()
-    for _ in range(100):
-        results = pd.DataFrame(rows, columns=list(frame.columns))
-        new = [(l, d.data_size, s) for d in planner.decide(results, set(), launched) for l, s in d.points]
-        launched.update(new)
-        rows += [{**lookup.loc[point].to_dict(), "context_length": point[0], "data_size": point[1],
-                  "seed": point[2]} for point in new]
+    planner, _, launched = replay(settings, frame, estimator=always_wide)
     used = collections.Counter(size for _, size, _ in launched)
     assert len(launched) == 150 and max(used.values()) <= math.ceil(150 / len(PAPER_SIZES))
     assert min(used.values()) >= 150 // len(PAPER_SIZES) - 2, used

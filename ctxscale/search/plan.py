@@ -73,6 +73,7 @@ class Decision:
     points: list[tuple[int, int]] = field(default_factory=list)  # (context_length, seed)
     reason: str = ""
     estimate: dict = field(default_factory=dict)
+    ratio: float = math.nan  # a seed round's l_high / l_low: the noise stop compares the next one with it
 
     def to_dict(self) -> dict:
         return {"data_size": self.data_size, "action": self.action, "points": [list(p) for p in self.points],
@@ -151,7 +152,6 @@ class Planner:
         self.estimator = estimator
         self.stopped: dict[int, str] = {}  # data size -> why it stopped
         self.seeded: dict[int, float] = {}  # data size -> l_high / l_low when its last seed round ran
-        self._asked: dict[int, float] = {}  # the same for a seed round asked in this decide, if it runs
 
     def table(self, results: pd.DataFrame) -> pd.DataFrame:
         """The estimator's table for `results`, as `ctxscale analyze` computes it: its bootstrap, and
@@ -202,7 +202,7 @@ class Planner:
             decision.points = decision.points[:max(min(left, mine_left), 0)]
             left -= len(decision.points)
             if decision.action == "seed" and decision.points:
-                self.seeded[size] = self._asked[size]
+                self.seeded[size] = decision.ratio
             self.stopped.pop(size, None)
             if decision.action == "stop":
                 self.stopped[size] = decision.reason
@@ -250,26 +250,27 @@ class Planner:
         s = self.settings
         low, high, point = est["l_star_low"], est["l_star_high"], est["point"]
         lo_t, hi_t = tried[0], tried[-1]
-        # an edge of the tried lengths that can still be the optimum: go one length further out
-        at_low = est["outside"] == "below" or point <= lo_t or (math.isfinite(low) and low <= lo_t)
-        at_high = est["outside"] == "above" or point >= hi_t or (math.isfinite(high) and high >= hi_t)
-        out = [l for l, edge, hit in ((next_out(s, lo_t, -1), lo_t, at_low), (next_out(s, hi_t, 1), hi_t, at_high))
-               if hit and l is not None]
-        # the estimate itself at an edge (not just its interval): two lengths out at once, since
-        # each round waits for its trials and the optimum is likely further out still
-        for edge, direction, beyond in ((lo_t, -1, est["outside"] == "below" or point <= lo_t),
-                                        (hi_t, 1, est["outside"] == "above" or point >= hi_t)):
-            first = next_out(s, edge, direction) if beyond else None
-            second = next_out(s, first, direction) if first is not None else None
-            out += [second] if second is not None else []
+        point_low = est["outside"] == "below" or point <= lo_t  # the estimate itself at an edge
+        point_high = est["outside"] == "above" or point >= hi_t
+        below, above = next_out(s, lo_t, -1), next_out(s, hi_t, 1)
+        # an edge of the tried lengths that can still be the optimum: go one length further out, and
+        # where the estimate itself sits there, two (each round waits for its trials, and the
+        # optimum is likely further out still)
+        out = []
+        for first, direction, hit, at_point in (
+                (below, -1, point_low or (math.isfinite(low) and low <= lo_t), point_low),
+                (above, 1, point_high or (math.isfinite(high) and high >= hi_t), point_high)):
+            if hit and first is not None:
+                second = next_out(s, first, direction) if at_point else None
+                out += [first] if second is None else [first, second]
         if fresh(out):
             return Decision(size, "extend", fresh(out), "an edge of the lengths tried can still be the optimum", est)
-        if (est["outside"] == "below" or point <= lo_t) and next_out(s, lo_t, -1) is None:
+        if point_low and below is None:
             return Decision(size, "stop", [], "at_or_below", est)
         # past the last length where a task can enter, the risk is flat and the excess rises
         if s.saturation is not None and point >= s.saturation:
             return Decision(size, "stop", [], "saturated", est)
-        if (est["outside"] == "above" or point >= hi_t) and next_out(s, hi_t, 1) is None:
+        if point_high and above is None:
             return Decision(size, "stop", [], "range_edge", est)
         if not (math.isfinite(low) and math.isfinite(high)):  # no noise estimate: the grid minimum's neighbours
             below, above = [l for l in tried if l < point], [l for l in tried if l > point]
@@ -297,20 +298,19 @@ class Planner:
         if points and high / low >= self.seeded.get(size, math.inf):
             return Decision(size, "stop", [], "noise", est)
         if points:
-            self._asked[size] = high / low
-            return Decision(size, "seed", points, "noise keeps the interval wide: one more seed", est)
+            return Decision(size, "seed", points, "noise keeps the interval wide: one more seed", est, high / low)
         return Decision(size, "stop", [], "noise", est)
 
 
-def replay(settings: SearchSettings, frame: pd.DataFrame, rounds: int = 300):
+def replay(settings: SearchSettings, frame: pd.DataFrame, rounds: int = 300, estimator: Optional[Callable] = None):
     """Run a search offline on known losses: (planner, its final table, the points launched).
 
     `frame` holds a row for every point the search may ask for (context_length, data_size, seed,
     best_val_loss, status and, for synthetic, the Bayes-risk columns); each round's points are
     'trained' by looking their row up. For simulated sweeps with a known l*, and for replaying a
-    stored run (bench/search_offline.py)."""
+    stored run (bench/search_offline.py). `estimator`: the Planner's (default: the project's)."""
     lookup = frame.set_index(["context_length", "data_size", "seed"])
-    planner, rows, launched = Planner(settings), [], set()
+    planner, rows, launched = Planner(settings, estimator), [], set()
     for _ in range(rounds):
         results = pd.DataFrame(rows, columns=list(frame.columns))
         new = [(l, d.data_size, s) for d in planner.decide(results, set(), launched) for l, s in d.points]
