@@ -178,6 +178,45 @@ def test_sequence_longer_than_the_micro_batch_bound_runs_alone():
     assert (plan.micro_batch, plan.accumulation, plan.tokens_per_step) == (1, 4, 65_536)
 
 
+
+def test_a_step_that_does_not_divide_evenly_runs_in_the_fewest_micro_batches():
+    # 16,384 / 181 = 90.5 sequences: the nearest whole count is 91, and a bound of 90 per pass
+    # needs two passes; 7 x 13 (the most even split of 91 into equal parts) took seven
+    plan = plan_batches(16_384, 181, 16_384)
+    assert (plan.sequences, plan.micro_batches, plan.tokens_per_step) == (91, (46, 45), 91 * 181)
+    # 16,384 / 719 = 22.8: 23 sequences in 12 + 11, not 23 passes of one
+    assert plan_batches(16_384, 719, 16_384).micro_batches == (12, 11)
+    # a count that fits one pass takes one, even where the ideal count is a little above the bound
+    assert plan_batches(16_384, 861, 16_384).micro_batches == (19,)
+    for length in range(64, 5000, 37):
+        plan = plan_batches(16_384, length, 16_384)
+        assert max(plan.micro_batches) - min(plan.micro_batches) <= 1 and sum(plan.micro_batches) == plan.sequences
+        assert plan.micro_batch_tokens <= 16_384 and plan.accumulation == -(-plan.sequences // (16_384 // length))
+
+
+def test_one_step_in_unequal_micro_batches_equals_one_pass_over_the_same_sequences():
+    x, y = loop.TokenWindows(TRAIN, T, torch.device("cpu")).batch(np.arange(3) * 100)
+    after = {}
+    for bound, parts in ((3 * T, [(0, 3)]), (2 * T, [(0, 2), (2, 3)])):
+        run = loop.setup_gpt(tiny_spec(tokens_per_step=3 * T, micro_batch_tokens=bound), T, 0, TRAIN, VAL)
+        assert run.plan.micro_batches == tuple(end - start for start, end in parts)
+        run = dataclasses.replace(run, optimizer=torch.optim.SGD(run.model.parameters(), lr=0.1),
+                                  batches=iter([(x[start:end], y[start:end]) for start, end in parts]))
+        after[bound] = run.step(0.1).item(), {k: v.clone() for k, v in run.model.state_dict().items()}
+    # the 2 + 1 step weighs each micro-batch by its sequences: the same loss and update as one pass
+    assert after[2 * T][0] == pytest.approx(after[3 * T][0], rel=1e-6)
+    for name, value in after[3 * T][1].items():
+        torch.testing.assert_close(after[2 * T][1][name], value, rtol=1e-5, atol=1e-7, msg=name)
+
+
+def test_the_training_windows_do_not_depend_on_how_a_step_is_split():
+    windows = loop.TokenWindows(TRAIN, T, torch.device("cpu"))
+    split = windows.random_batches(np.random.default_rng(5), (46, 45))
+    whole = windows.random_batches(np.random.default_rng(5), (91,))
+    for _ in range(2):  # two steps
+        a, b = next(split)[0], next(split)[0]
+        torch.testing.assert_close(torch.cat([a, b]), next(whole)[0])
+
 # --- the loop ---------------------------------------------------------------------------------
 
 

@@ -30,13 +30,24 @@ PRESETS: dict[str, dict] = {
 @dataclass(frozen=True)
 class BatchPlan:
     context_length: int
-    micro_batch: int  # sequences per forward/backward pass on one worker
+    sequences: int  # sequences per optimizer step on one worker
     accumulation: int  # micro-steps per optimizer step
     world_size: int
 
     @property
+    def micro_batches(self) -> tuple[int, ...]:
+        """Sequences in each micro-step of a step: as equal as whole sequences allow, larger first."""
+        whole, extra = divmod(self.sequences, self.accumulation)
+        return (whole + 1,) * extra + (whole,) * (self.accumulation - extra)
+
+    @property
+    def micro_batch(self) -> int:
+        """The largest micro-batch (sequences per forward/backward pass on one worker)."""
+        return self.micro_batches[0]
+
+    @property
     def tokens_per_step(self) -> int:
-        return self.micro_batch * self.accumulation * self.world_size * self.context_length
+        return self.sequences * self.world_size * self.context_length
 
     @property
     def micro_batch_tokens(self) -> int:
@@ -44,26 +55,20 @@ class BatchPlan:
 
 
 def plan_batches(tokens_per_step: int, context_length: int, micro_batch_tokens: int, world_size: int = 1) -> BatchPlan:
-    """Micro-batch and accumulation whose tokens per step are as close to the target as whole
-    sequences allow, with at most `micro_batch_tokens` per pass (one sequence if it is longer).
+    """The whole sequences per step nearest the target, in the fewest micro-steps of at most
+    `micro_batch_tokens` each (one sequence if it is longer), split as evenly as they allow.
 
     Unlike the study's micro-batch int(32 * 384 / l), which truncates (409,600 tokens per step at
-    l = 5,120; a micro-batch of 0 at 15,360), accumulation adapts so the product stays on target.
-    Among equally close plans the one with the fewest micro-steps (largest micro-batch) wins; a
-    context length that divides tokens_per_step / world_size gets the exact target.
+    l = 5,120; a micro-batch of 0 at 15,360), the count per step stays on target. The micro-batches
+    may differ by one sequence (91 sequences of 181 tokens under a bound of 90 run as 46 + 45, not
+    7 x 13): a step is the mean over all its tokens either way, and a compiled model then holds
+    two shapes instead of one, which costs far less than many small passes.
     """
     if min(tokens_per_step, context_length, micro_batch_tokens, world_size) < 1:
         raise ValueError("tokens_per_step, context_length, micro_batch_tokens and world_size must be positive")
     max_micro = max(1, micro_batch_tokens // context_length)
-    per_worker = tokens_per_step / (context_length * world_size)  # sequences, ideally
-    fewest = max(1, math.ceil(per_worker / max_micro))
-    best = None
-    for accumulation in range(fewest, max(fewest, math.ceil(per_worker)) + 1):
-        micro = min(max_micro, max(1, round(per_worker / accumulation)))
-        key = (abs(micro * accumulation - per_worker), accumulation)
-        if best is None or key < best[0]:
-            best = (key, BatchPlan(context_length, micro, accumulation, world_size))
-    return best[1]
+    sequences = max(1, round(tokens_per_step / (context_length * world_size)))
+    return BatchPlan(context_length, sequences, math.ceil(sequences / max_micro), world_size)
 
 
 class GPTData(Section):
@@ -150,7 +155,8 @@ class GPTTraining(Section):
     tokens_per_step: int = Field(
         default=491_520, gt=0,
         description="Tokens per optimizer step, kept (as nearly as whole sequences allow, within 1 %) the "
-        "same at every context length: micro-batch x accumulation x workers is derived from it.",
+        "same at every context length: the sequences per step and worker are derived from it, and run in "
+        "the fewest micro-batches of at most micro_batch_tokens (as equal as whole sequences allow).",
     )
     micro_batch_tokens: int = Field(
         default=32_768, gt=0,

@@ -51,10 +51,12 @@ class TokenWindows:
             return x.pin_memory().to(self.device, non_blocking=True), y.pin_memory().to(self.device, non_blocking=True)
         return x, y
 
-    def random_batches(self, rng: np.random.Generator, micro_batch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def random_batches(self, rng: np.random.Generator, sizes: tuple[int, ...]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Endless micro-batches of random windows, `sizes` sequences each in turn (one step's)."""
         high = len(self.tokens) - self.context_length  # last start whose target still fits, + 1
         while True:
-            yield self.batch(rng.integers(0, high, size=micro_batch))
+            for size in sizes:
+                yield self.batch(rng.integers(0, high, size=size))
 
     def fixed_starts(self, count: int) -> np.ndarray:
         """`count` window starts spread evenly over the array: the same windows at every evaluation."""
@@ -103,26 +105,29 @@ def make_optimizer(model: torch.nn.Module, *, lr: float, weight_decay: float, be
 
 def train_step(net: torch.nn.Module, optimizer: torch.optim.Optimizer, batches: Iterator, plan: BatchPlan,
                lr: float, grad_clip: float, forward_ctx: Callable[[], ContextManager]) -> torch.Tensor:
-    """One optimizer step over `plan.accumulation` micro-batches; returns the mean loss as a device
-    tensor (no host sync, so the next batch is cut while the GPU still works)."""
+    """One optimizer step over the plan's micro-batches; returns the mean loss as a device tensor
+    (no host sync, so the next batch is cut while the GPU still works). Each micro-batch's mean
+    loss counts by its share of the step's sequences, so the step is the mean over all its tokens."""
     for group in optimizer.param_groups:
         group["lr"] = lr
     total = None
-    for micro in range(plan.accumulation):
+    sizes = plan.micro_batches
+    for micro, size in enumerate(sizes):
         x, y = next(batches)
-        last = micro == plan.accumulation - 1
+        last = micro == len(sizes) - 1
         # DDP: all-reduce gradients once per step, on the last micro-batch only
         sync = net.no_sync() if isinstance(net, DDP) and not last else nullcontext()
         with sync:
             with forward_ctx():
                 loss = net(x, y)[1]  # drop the logits at once (memory)
-            (loss / plan.accumulation).backward()
-        total = loss.detach() if total is None else total + loss.detach()
+            (loss * (size / plan.sequences)).backward()
+        share = loss.detach() * (size / plan.sequences)
+        total = share if total is None else total + share
     if grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(net.parameters(), grad_clip)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    return total / plan.accumulation
+    return total
 
 
 @torch.no_grad()
@@ -194,14 +199,15 @@ def setup_gpt(spec, context_length: int, seed: int, train_tokens: np.ndarray, va
     model = GPT(GPTConfig(**spec.model.config_kwargs(), max_seq_len=context_length,
                           loss_chunk_rows=t.loss_chunk_rows)).to(device)
     optimizer = make_optimizer(model, lr=t.lr, weight_decay=t.weight_decay, betas=(t.beta1, t.beta2), device=device)
-    compiled = torch.compile(model, dynamic=False) if t.compile else model  # static shapes: one T per trial
+    # static shapes: one T per trial, and one or two micro-batch sizes (`plan_batches`)
+    compiled = torch.compile(model, dynamic=False) if t.compile else model
     rng = np.random.default_rng([seed, rank])
     val_windows = TokenWindows(val_tokens, context_length, device)
     per_eval = max(1, round(t.eval_tokens / (context_length * plan.micro_batch * world))) * plan.micro_batch * world
     return GPTSetup(
         model=model, compiled=compiled, net=data_parallel(compiled, device), optimizer=optimizer, plan=plan,
         forward_ctx=forward_context(device, t.precision, t.attention), rng=rng,
-        batches=TokenWindows(train_tokens, context_length, device).random_batches(rng, plan.micro_batch),
+        batches=TokenWindows(train_tokens, context_length, device).random_batches(rng, plan.micro_batches),
         val_windows=val_windows,
         val_starts=val_windows.fixed_starts(per_eval)[rank::world],  # whole micro-batches per rank: no recompiles
         grad_clip=t.grad_clip, seed=seed, eval_windows=t.eval_windows, device=device, rank=rank, world=world,
