@@ -526,6 +526,29 @@ def test_one_step_with_the_chunked_loss_equals_the_plain_one():
         torch.testing.assert_close(after[24][1][name], value, rtol=1e-5, atol=1e-7, msg=name)
 
 
+
+def test_a_reused_process_compiles_every_trials_shapes_and_reuses_them():
+    # Ray runs trial after trial in one worker process; at dynamo's default of 8 graphs per function
+    # the ninth shape ran eagerly. Traced with the 'eager' backend: the same graphs, no kernels.
+    from torch._dynamo.utils import counters
+
+    from ctxscale.device import compile_static
+    from ctxscale.models.gpt import GPT, GPTConfig
+
+    def trial(context_length: int, rows: int) -> None:  # a new model, as every trial builds
+        model = compile_static(GPT(GPTConfig(n_layer=1, n_head=1, n_embd=8, vocab_size=16,
+                                             max_seq_len=context_length)), backend="eager")
+        x = torch.randint(0, 16, (rows, context_length))
+        model(x, x)[1].backward()
+
+    torch._dynamo.reset()
+    counters.clear()
+    for context_length in range(4, 16):  # 12 shapes
+        trial(context_length, 2)
+    assert counters["stats"]["unique_graphs"] == 12  # compiled, not sent to eager after the 8th
+    trial(4, 2)  # a later trial of a shape seen before: its graph is reused
+    assert counters["stats"]["unique_graphs"] == 12
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_run_with_bf16_compile_and_mfu():

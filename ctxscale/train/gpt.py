@@ -21,7 +21,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from ..device import pick_device
+from ..device import compile_static, pick_device
 from ..models.gpt import GPT, GPTConfig
 from ..spec.gpt import BatchPlan, plan_batches
 from .checkpoint import load_checkpoint, random_state, report_with_checkpoint, restore_random_state
@@ -200,7 +200,7 @@ def setup_gpt(spec, context_length: int, seed: int, train_tokens: np.ndarray, va
                           loss_chunk_rows=t.loss_chunk_rows)).to(device)
     optimizer = make_optimizer(model, lr=t.lr, weight_decay=t.weight_decay, betas=(t.beta1, t.beta2), device=device)
     # static shapes: one T per trial, and one or two micro-batch sizes (`plan_batches`)
-    compiled = torch.compile(model, dynamic=False) if t.compile else model
+    compiled = compile_static(model) if t.compile else model
     rng = np.random.default_rng([seed, rank])
     val_windows = TokenWindows(val_tokens, context_length, device)
     per_eval = max(1, round(t.eval_tokens / (context_length * plan.micro_batch * world))) * plan.micro_batch * world

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data import parity_tasks as parity
-from ..device import pick_device
+from ..device import compile_static, pick_device
 from ..measure.kde import kde_entropy
 from ..measure.spectra import pca_eigenvalues, spectrum_measures, usable_count
 from ..models.gpt import GPTConfig
@@ -166,7 +166,7 @@ def setup_parity(spec: ParitySpec, tasks: parity.ParityTasks, point: Point, devi
     model = build_model(spec, tasks).to(device)
     # static shapes: one graph for the full batches, one more for a last partial batch (none when
     # data_size is a multiple of batch_size); no dynamic-shape graphs, which are slower
-    forward = torch.compile(model, dynamic=False) if t.compile and device.type == "cuda" else model
+    forward = compile_static(model) if t.compile and device.type == "cuda" else model
     optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay, betas=(0.9, 0.95),
                                   fused=device.type == "cuda")
     return ParitySetup(spec=spec, model=model, forward=forward, optimizer=optimizer, x_all=x_all, y_all=y_all,
