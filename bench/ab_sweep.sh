@@ -24,7 +24,8 @@ if [ -d "$old" ]; then
     old_tree=$(cd "$old" && pwd)
 else
     old_tree=$(mktemp -d)/old
-    git -C "$here" worktree add --detach "$old_tree" "$old" >/dev/null || exit 2
+    git -C "$here" worktree add --detach "$old_tree" "$old" >/dev/null 2>&1 || { echo "cannot check out $old" >&2; exit 2; }
+    trap 'git -C "$here" worktree remove --force "$old_tree"' EXIT
 fi
 if [ -d "$here/data" ] && [ ! -e "$old_tree/data" ]; then ln -s "$here/data" "$old_tree/data"; fi
 wall() { sed -n 's/.* \([0-9.]*\) s wall.*/\1/p' "$1" | head -1; }
