@@ -221,6 +221,28 @@ def collapse_words(lengths: np.ndarray, collapsed: np.ndarray) -> str:
     return f"collapsed {where} (learnt less than half of what the context offers; kept out of the smooth fit)"
 
 
+
+def outside_words(lengths: np.ndarray, means: np.ndarray, low: float, high: float, l_star: float,
+                  candidates: np.ndarray) -> str:
+    """A note where a data size's own best length (the lowest mean loss over its seeds) lies
+    outside the interval, which the smooth excess fitted across data sizes then decides. A tried
+    length counts as its candidate: the step at or below it, whose Bayes risk it shares.
+
+    >>> steps = np.array([50.0, 52.0, 55.0, 58.0, 93.0])
+    >>> outside_words(np.array([52.0, 55.0, 58.0]), np.array([0.2561, 0.2632, 0.2715]), 58, 58, 58, steps)
+    'its own best length, 52 (0.2561 against 0.2715 at l* = 58), lies outside the interval: the excess fitted across data sizes sets it, and the losses near l* do not reject that fit'
+    >>> outside_words(np.array([58.0, 94.0]), np.array([0.2, 0.1]), 93, 93, 93, steps)  # 94 is step 93
+    ''
+    """
+    best = int(np.argmin(means))
+    step = candidates[candidates <= lengths[best]]
+    if len(step) and low <= step.max() <= high:
+        return ""
+    at_l_star = means[lengths == l_star]
+    against = f" against {at_l_star[0]:.4f} at l* = {l_star:g}" if len(at_l_star) else ""
+    return (f"its own best length, {lengths[best]:g} ({means[best]:.4f}{against}), lies outside the interval: "
+            "the excess fitted across data sizes sets it, and the losses near l* do not reject that fit")
+
 def _estimate_size(model: JointModel, size: float, row: dict, tail: float) -> np.ndarray:
     """Fill one data size's row; return its bootstrap l* (row 0: the data's)."""
     candidates, cells = model.candidates, model.cells
@@ -237,11 +259,14 @@ def _estimate_size(model: JointModel, size: float, row: dict, tail: float) -> np
     status = status_of(l_star, candidates)
     in_fit = bool(cells.fitted[order].any())  # a data size outside the fit says it learnt little instead
     collapsed = collapse_words(cells.length[order], cells.collapsed[order]) if in_fit else ""
+    # only where the smooth fit decided (a misfit already says so, and widens the interval)
+    outside = (outside_words(cells.length[order], cells.mean[order], low, high, l_star, candidates.lengths)
+               if in_fit and not note else "")
     ends = [candidates.lengths[0], candidates.lengths[-1]]
     row.update(status=status, l_star_low=low, l_star_high=high, loss_at_l_star=float(total[0, pick[0]]),
                n_fit_points=int(cells.fitted[here].sum()), interval_method=method,
                boot_unbracketed=float(np.mean(np.isin(boot_l[1:], ends))), top_candidates=top_shares(boot_l[1:]),
-               note="; ".join(filter(None, [row["note"], note, collapsed])),
+               note="; ".join(filter(None, [row["note"], note, outside, collapsed])),
                bracketed=status == Status.BRACKETED,
                outside={Status.AT_OR_BELOW: "below", Status.ABOVE: "above"}.get(status, ""), **open_ends(low, high, candidates))
     if status in (Status.BRACKETED, Status.SATURATED):

@@ -296,9 +296,11 @@ def disagreement_text(fit: SurfaceFit, comparison: pd.DataFrame) -> str:
     """Where the surface's optimum falls outside l*'s interval, which of the two to trust and why
     ('' where they agree).
 
-    l* is read from the losses at one data size alone: its interval holds without assuming how
-    the loss depends on l and D. The surface forces one functional form through every data size,
-    so where the two disagree the form does not fit those losses.
+    l* rests on the losses near each data size's optimum: the smooth estimator fits them alone,
+    and the step estimator (synthetic) adds an excess, smooth in l and D, to the exact Bayes risk
+    and widens the interval wherever those losses disagree with it. The surface forces the
+    study's functional form through every data size, so where the two disagree that form does not
+    fit those losses.
     """
     both = comparison[comparison["bracketed"].eq(True) & comparison["surface_bracketed"].eq(True)]
     outside = both[(both["surface_l_star"] < both["l_star_low"]) | (both["surface_l_star"] > both["l_star_high"])]
@@ -307,9 +309,9 @@ def disagreement_text(fit: SurfaceFit, comparison: pd.DataFrame) -> str:
     where = "; ".join(f"D = {data_size(r['data_size'])}: {number(r['surface_l_star'], 3)} against l* = "
                       f"{number(r['l_star'], 3)} [{number(r['l_star_low'], 3)}, {number(r['l_star_high'], 3)}]"
                       for _, r in outside.iterrows())
-    return (f"surface vs l*: the surface's optimum falls outside l*'s interval at {where}. Trust l*: it is read "
-            "from the losses at that data size alone, and its interval assumes no functional form; the surface forces "
-            "one form through all data sizes "
+    return (f"surface vs l*: the surface's optimum falls outside l*'s interval at {where}. Trust l*: it rests on "
+            "the losses near each data size's optimum, and its interval widens where they disagree with its model; "
+            "the surface forces one functional form through all data sizes "
             f"(R²(log loss) = {number(fit.r2, 3)}), which these losses do not follow.")
 
 
