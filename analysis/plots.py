@@ -72,13 +72,17 @@ def plot_loss_curves(trials: pd.DataFrame, optimal: pd.DataFrame, path, surface=
 _METRIC_LABELS = {"val_loss": "validation loss (nats)", "train_loss": "training loss (nats)"}
 
 
+PANELS_PER_ROW = 4
+LEGEND_ROWS_PER_PANEL_ROW = 16  # legend entries a column holds beside one row of panels
+
+
 def plot_learning_curves(history: pd.DataFrame, trials: pd.DataFrame, path, metric: str = "val_loss") -> Path:
     """Each grid point's `metric` per evaluation (x: step where the history has steps, else epoch):
     one panel per data size on shared axes, one colour per context length, one line per seed.
 
     For a loss, a dot marks each trial's best evaluation (the one its stored loss comes from), a
     dotted line in the length's colour its Bayes risk where the trials know it (synthetic), a
-    cross the end of a trial that `history.plateau_stops` finds stopped on a plateau, and a grey
+    cross the end of a finished trial that `history.plateau_stops` finds stopped on a plateau, and a grey
     dashed line the step (or epoch) cap in a panel where a trial ran into it. Reads a
     history that is still being written: points whose trials row is not stored yet are placed
     by their id.
@@ -92,10 +96,18 @@ def plot_learning_curves(history: pd.DataFrame, trials: pd.DataFrame, path, metr
     sizes = sorted(frame["data_size"].unique())
     palette = distinct_colours(frame["context_length"].unique())
     is_loss = metric.endswith("loss")
-    stopped = set(plateau_stops(frame)["trial_id"]) if metric == "val_loss" else set()
+    # only finished trials stopped: one without a stored row is still running, or was interrupted
+    stopped = set(plateau_stops(frame)["trial_id"]) & set(trials.get("trial_id", [])) if metric == "val_loss" else set()
     capped = cap_stops(frame, trials) if metric == "val_loss" else pd.DataFrame(columns=["data_size", "cap"])
-    fig = new_figure(3.6 * len(sizes) + 1.4, 3.8)
-    axes = fig.subplots(1, len(sizes), sharex=True, sharey=True, squeeze=False)[0]
+    # at most four panels a row: eight data sizes in one row drew each panel a thumbnail wide
+    columns = min(len(sizes), PANELS_PER_ROW)
+    rows = -(-len(sizes) // columns)
+    legend_columns = -(-(len(palette) + 4) // (LEGEND_ROWS_PER_PANEL_ROW * rows))
+    fig = new_figure(3.6 * columns + 1.1 * legend_columns + 0.3, 3.2 * rows + 0.6)
+    grid = fig.subplots(rows, columns, sharex=True, sharey=True, squeeze=False)
+    axes = grid.ravel()
+    for ax in axes[len(sizes):]:
+        ax.set_visible(False)
     for ax, size in zip(axes, sizes):
         at_size = frame[frame["data_size"] == size]
         for (trial_id, length), curve in at_size.groupby(["trial_id", "context_length"]):
@@ -107,10 +119,13 @@ def plot_learning_curves(history: pd.DataFrame, trials: pd.DataFrame, path, metr
         for cap in capped.loc[capped["data_size"] == size, "cap"].unique():
             ax.axvline(cap, color="grey", ls="--", lw=1)
         ax.set_title(f"D = {data_size(size)}", fontsize=10)
-        ax.set_xlabel(x)
         ax.xaxis.set_major_locator(MaxNLocator(nbins=5, steps=[1, 2, 5, 10], integer=True))
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))  # 17,884 steps, not 17884
-    axes[0].set_ylabel(_METRIC_LABELS.get(metric, metric))
+        ax.tick_params(labelbottom=True)  # every panel's x axis numbered, also above an empty slot
+    for ax in axes[max(0, len(sizes) - columns):len(sizes)]:
+        ax.set_xlabel(x)
+    for ax in grid[:, 0]:
+        ax.set_ylabel(_METRIC_LABELS.get(metric, metric))
     handles = [Line2D([], [], color=colour, lw=1.5, label=f"l = {length:g}") for length, colour in palette.items()]
     if is_loss:
         handles.append(Line2D([], [], ls="none", marker="o", mfc="white", mec="black", label="best evaluation"))
@@ -121,7 +136,7 @@ def plot_learning_curves(history: pd.DataFrame, trials: pd.DataFrame, path, metr
     if len(capped):
         cap_name = CAPS[x].rsplit(".", 1)[-1]
         handles.append(Line2D([], [], color="grey", ls="--", lw=1, label=f"{cap_name}: ran into it"))
-    fig.legend(handles=handles, loc="outside right upper", fontsize=8)
+    fig.legend(handles=handles, loc="outside right upper", fontsize=8, ncols=legend_columns)
     fig.suptitle(f"Learning curves ({frame['trial_id'].nunique()} points, {len(frame)} evaluations)", fontsize=10)
     return save_png(fig, path)
 

@@ -153,3 +153,20 @@ def test_analyze_names_the_trials_stopped_on_a_plateau(tmp_path):
     at = next(i for i, line in enumerate(lines) if line.startswith("stopped on a plateau? 1 trial(s)"))
     assert lines[at + 1].startswith("  l512_d5000000_s0_abcd0123: best 3.93 at step 1,600, stopped at 1,900; l = 1,024")
     assert (tmp_path / "gpt" / "report" / "learning_curves.png").stat().st_size > 10_000
+
+
+def test_learning_curves_of_many_data_sizes_wrap_into_rows(tmp_path):
+    # eight data sizes in one row drew eight thumbnails (3,322 x 418 pixels for the study's grid)
+    from matplotlib.image import imread
+
+    from analysis.plots import plot_learning_curves
+
+    sizes = [5e4, 7.5e4, 8.5e4, 1e5, 1.5e5, 2e5, 4e5, 2e6]
+    rows, history = [], []
+    for size in sizes:
+        for length in (27, 36, 47):
+            trial_id = f"l{length}_d{int(size)}_s0"
+            rows.append(dict(trial_id=trial_id, context_length=length, data_size=size, seed=0, status="ok"))
+            history += [dict(trial_id=trial_id, epoch=epoch, val_loss=0.7 - 0.01 * epoch) for epoch in range(1, 6)]
+    height, width = imread(plot_learning_curves(pd.DataFrame(history), pd.DataFrame(rows), tmp_path / "lc.png")).shape[:2]
+    assert width / height < 3  # two rows of four
