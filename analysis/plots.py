@@ -241,33 +241,42 @@ def plot_task_excess(table: pd.DataFrame, path) -> Path:
 
     The colour scale runs from 0 (learnt down to its Bayes loss) to ln 2 (no better than a coin);
     a dot marks the cells whose task cannot be predicted at that context length (Bayes loss ln 2),
-    so the boundary the Bayes risk steps along is visible. Cells with no trial are grey.
+    so the boundary the Bayes risk steps along is visible. Each panel has the lengths its data size
+    tried; a cell with no loss (a failed trial) is grey.
     """
     sizes = sorted(table["data_size"].unique())
-    lengths = sorted(table["context_length"].unique())
     tasks = table.drop_duplicates("task").sort_values("task")
     labels = [f"{l},{a}" for l, a in zip(tasks["l"], tasks["a"])]
     n_tasks = len(tasks)
-
-    fig = new_figure(1.2 + 0.25 * len(lengths) * len(sizes) + 0.6 * len(sizes), max(3.0, 1.4 + 0.12 * n_tasks))
-    axes = np.atleast_1d(fig.subplots(1, len(sizes), sharey=True, squeeze=False)[0])
+    # each panel shows the lengths its data size tried (an adaptive search tries different ones),
+    # at most four panels a row
+    tried = {size: sorted(table.loc[table["data_size"] == size, "context_length"].unique()) for size in sizes}
+    columns = min(len(sizes), PANELS_PER_ROW)
+    rows = -(-len(sizes) // columns)
+    panel_width = max(2.2, 0.14 * max(len(lengths) for lengths in tried.values()))
+    fig = new_figure(1.6 + panel_width * columns, rows * max(3.0, 1.4 + 0.12 * n_tasks))
+    grid = fig.subplots(rows, columns, sharey=True, squeeze=False)
+    axes = grid.ravel()
+    for ax in axes[len(sizes):]:
+        ax.set_visible(False)
     cmap = colormaps["magma_r"].with_extremes(bad="0.85")
     image = None
     for ax, size in zip(axes, sizes):
-        sub = table[table["data_size"] == size]
+        sub, lengths = table[table["data_size"] == size], tried[size]
         excess = sub.pivot(index="task", columns="context_length", values="excess").reindex(
             index=tasks["task"], columns=lengths)
         image = ax.imshow(excess.to_numpy(float), aspect="auto", cmap=cmap, vmin=0.0, vmax=math.log(2),
                           interpolation="nearest", origin="upper")
         hidden = sub.pivot(index="task", columns="context_length", values="bayes_loss").reindex(
             index=tasks["task"], columns=lengths).to_numpy(float) > 0
-        rows, cols = np.nonzero(hidden)
-        ax.plot(cols, rows, ".", ms=1.5, color="0.55")
+        hidden_rows, hidden_cols = np.nonzero(hidden)
+        ax.plot(hidden_cols, hidden_rows, ".", ms=1.5, color="0.55")
         ax.set_xticks(range(len(lengths)), [f"{c:g}" for c in lengths], fontsize=6, rotation=90)
         ax.set_title(f"D = {data_size(size)}", fontsize=9)
         ax.set_xlabel("context length l", fontsize=8)
-    axes[0].set_yticks(range(n_tasks), labels, fontsize=max(3.5, min(7.0, 300 / max(n_tasks, 1))))
-    axes[0].set_ylabel("task (l, a), in the task list's order", fontsize=8)
+    for ax in grid[:, 0]:
+        ax.set_yticks(range(n_tasks), labels, fontsize=max(3.5, min(7.0, 300 / max(n_tasks, 1))))
+        ax.set_ylabel("task (l, a), in the task list's order", fontsize=8)
     bar = fig.colorbar(image, ax=list(axes), extend="both", shrink=0.8)
     bar.set_label("task loss − its Bayes loss (nats); dot: task not predictable at l", fontsize=7)
     fig.suptitle("Which tasks each cell learnt", fontsize=10)

@@ -71,6 +71,23 @@ def test_heat_map_is_drawn(tmp_path):
     assert path.stat().st_size > 5000
 
 
+def test_heat_map_of_an_adaptive_store_wraps_and_keeps_each_size_to_its_own_lengths(tmp_path):
+    # an adaptive search tries other lengths at each data size: 8 sizes x 6 lengths of their own
+    # drew every panel over the union of 48 lengths, in one row (8,140 x 814 pixels on the H100 run)
+    from matplotlib.image import imread
+
+    rows = []
+    for i, size in enumerate([100, 150, 200, 300, 400, 600, 800, 1000]):
+        for length in range(2 + 6 * i, 8 + 6 * i):
+            losses = [length / 100 + t for t in range(len(TASKS))]
+            rows.append(dict(context_length=length, data_size=size, seed=0, status="ok",
+                             best_val_loss=float(np.mean(losses)), task_val_loss=json.dumps(losses),
+                             tasks=json.dumps(TASKS), string_length=100))
+    image = imread(plot_task_excess(task_loss_table(pd.DataFrame(rows)), tmp_path / "heat.png"))
+    height, width = image.shape[:2]
+    assert width / height < 3 and width < 2000
+
+
 def test_report_has_the_section_only_when_trials_carry_task_losses(tmp_path):
     grid, sizes = [8, 11, 16, 23, 32, 45, 64], [1e3, 1e4, 1e5]
     trials = surface_trials(grid, sizes, seeds=(0, 1), noise=0.002, rng=3)
