@@ -17,6 +17,7 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator
 from ctxscale.measure.spectra import DEFAULT_THRESHOLD, measure_columns, threshold_column
 
 from . import _validate
+from .answers import Status
 from .drawing import colours, distinct_colours, log_axis, log_x, new_figure, save_png
 from .present import data_size, number
 
@@ -171,7 +172,9 @@ def plot_optimal_law(optimal: pd.DataFrame, law, path, surface=None) -> Path:
                     label=label)
     if surface is not None and surface.success:
         frame = surface.optima_frame()
-        frame = frame[frame["bracketed"]]
+        # not where the data size learnt nothing: an optimum the form implies there is not one the data show
+        learnt = optimal.loc[optimal["status"] != Status.NOT_LEARNT, "data_size"] if "status" in optimal else optimal["data_size"]
+        frame = frame[frame["bracketed"] & frame["data_size"].isin(learnt)]
         if len(frame):
             ax.plot(frame["data_size"], frame["l_star"], "s", mfc="none", color="C2", label="surface-fit optimum")
     if law is not None and law.success:
