@@ -11,7 +11,10 @@ with `setdefault`, so a user's own setting wins, and before Ray is imported, whe
 - `RAY_AUTH_MODE=token` for a Ray started here: the default Ray would choose anyway, stated, so
   that Ray does not announce it (a cluster's own mode is `cluster_auth`'s affair).
 Ray's INFO lines from the trial processes are kept out by `quiet_worker_logs`, and Tune's
-TensorBoard logger, which warns about every packed report, is left out in `sweep.runner`.
+TensorBoard logger, which warns about every packed report, is left out in `sweep.runner`. On
+Ctrl-C Tune warns that it stopped, advises `Tuner.restore` and lists every trial that had not
+reported yet; ctxscale answers a stop with its own line (running the same command resumes), so
+`HandledByCtxscale` drops those three.
 
 Library callers (a notebook, a test) start Ray themselves: `sweep.runner` never calls `ray.init`.
 """
@@ -35,8 +38,23 @@ def cluster_address(address: str | None) -> str | None:
     return address or os.environ.get("RAY_ADDRESS") or None
 
 
+class HandledByCtxscale(logging.Filter):
+    """Drops the warnings Tune gives on Ctrl-C (see the module docstring): they advise
+    `Tuner.restore`, where ctxscale's way to resume is the same command again."""
+
+    STARTS = ("Stop signal received", "Experiment has been interrupted", "Training has been interrupted",
+              "Failed to fetch metrics")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.STARTS)
+
+
 def quiet_ray_console(address: str | None) -> None:
     """Set Ray's console switches (see the module docstring); call before Ray is imported."""
+    for name in ("ray.tune.tune", "ray.tune.analysis.experiment_analysis"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, HandledByCtxscale) for f in logger.filters):
+            logger.addFilter(HandledByCtxscale())
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     for key, value in QUIET_TUNE.items():
         os.environ.setdefault(key, value)
