@@ -98,7 +98,8 @@ def plot_learning_curves(history: pd.DataFrame, trials: pd.DataFrame, path, metr
     palette = distinct_colours(frame["context_length"].unique())
     is_loss = metric.endswith("loss")
     # only finished trials stopped: one without a stored row is still running, or was interrupted
-    stopped = set(plateau_stops(frame)["trial_id"]) & set(trials.get("trial_id", [])) if metric == "val_loss" else set()
+    finished = set(trials.get("trial_id", []))
+    stopped = set(plateau_stops(frame)["trial_id"]) & finished if metric == "val_loss" else set()
     capped = cap_stops(frame, trials) if metric == "val_loss" else pd.DataFrame(columns=["data_size", "cap"])
     # at most four panels a row: eight data sizes in one row drew each panel a thumbnail wide
     columns = min(len(sizes), PANELS_PER_ROW)
@@ -173,7 +174,8 @@ def plot_optimal_law(optimal: pd.DataFrame, law, path, surface=None) -> Path:
     if surface is not None and surface.success:
         frame = surface.optima_frame()
         # not where the data size learnt nothing: an optimum the form implies there is not one the data show
-        learnt = optimal.loc[optimal["status"] != Status.NOT_LEARNT, "data_size"] if "status" in optimal else optimal["data_size"]
+        learnt = optimal["data_size"] if "status" not in optimal else \
+            optimal.loc[optimal["status"] != Status.NOT_LEARNT, "data_size"]
         frame = frame[frame["bracketed"] & frame["data_size"].isin(learnt)]
         if len(frame):
             ax.plot(frame["data_size"], frame["l_star"], "s", mfc="none", color="C2", label="surface-fit optimum")

@@ -221,7 +221,6 @@ def collapse_words(lengths: np.ndarray, collapsed: np.ndarray) -> str:
     return f"collapsed {where} (learnt less than half of what the context offers; kept out of the smooth fit)"
 
 
-
 def outside_words(lengths: np.ndarray, means: np.ndarray, low: float, high: float, l_star: float,
                   candidates: np.ndarray) -> str:
     """A note where a data size's own best length (the lowest mean loss over its seeds) lies
@@ -242,6 +241,7 @@ def outside_words(lengths: np.ndarray, means: np.ndarray, low: float, high: floa
     against = f" against {at_l_star[0]:.4f} at l* = {l_star:g}" if len(at_l_star) else ""
     return (f"its own best length, {lengths[best]:g} ({means[best]:.4f}{against}), lies outside the interval: "
             "the excess fitted across data sizes sets it, and the losses near l* do not reject that fit")
+
 
 def _estimate_size(model: JointModel, size: float, row: dict, tail: float) -> np.ndarray:
     """Fill one data size's row; return its bootstrap l* (row 0: the data's)."""
