@@ -23,6 +23,28 @@ def new_figure(width=7.0, height=4.5) -> Figure:
     return fig
 
 
+PANELS_PER_ROW = 4  # eight data sizes in one row drew each panel a thumbnail wide
+
+
+def panel_shape(count: int) -> tuple[int, int]:
+    """(rows, columns) for `count` panels, one per data size, at most PANELS_PER_ROW a row.
+
+    >>> panel_shape(3), panel_shape(8), panel_shape(5)
+    ((1, 3), (2, 4), (2, 4))
+    """
+    columns = min(count, PANELS_PER_ROW)
+    return -(-count // columns), columns
+
+
+def panel_grid(fig: Figure, rows: int, columns: int, count: int, **share):
+    """The (rows, columns) grid of axes and its first `count` axes in reading order; the rest are
+    hidden. `share`: subplots' sharex / sharey."""
+    grid = fig.subplots(rows, columns, squeeze=False, **share)
+    for ax in grid.ravel()[count:]:
+        ax.set_visible(False)
+    return grid, grid.ravel()[:count]
+
+
 def save_png(fig: Figure, path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

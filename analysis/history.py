@@ -110,6 +110,11 @@ def plateau_stops(history: pd.DataFrame, metric: str = "val_loss", far: float = 
 CAPS = {"step": "config.training.max_steps", "epoch": "config.training.max_epochs"}
 
 
+def cap_name(unit: str) -> str:
+    """The spec key of a progress unit's cap: 'max_steps' for 'step', 'max_epochs' for 'epoch'."""
+    return CAPS[unit].rsplit(".", 1)[-1]
+
+
 def cap_stops(history: pd.DataFrame, trials: pd.DataFrame, metric: str = "val_loss") -> pd.DataFrame:
     """The trials that ran into their step (or epoch) cap before early stopping ended them, one row
     each: their patience had not run out, so more training may lower their loss.
@@ -143,8 +148,7 @@ def cap_lines(capped: pd.DataFrame, unit: str = "step") -> list[str]:
     """`cap_stops`' rows as the lines `analyze` prints, one per trial, under a heading."""
     if capped.empty:
         return []
-    name = "max_steps" if unit == "step" else "max_epochs"
-    lines = [f"ran into the cap: {len(capped)} trial(s) reached training.{name} before early stopping ended them "
+    lines = [f"ran into the cap: {len(capped)} trial(s) reached training.{cap_name(unit)} before early stopping ended them "
              "(more training may lower their loss):"]
     for _, r in capped.iterrows():
         lines.append(f"  {r['trial_id']}: best {number(r['best'])} at {unit} {r['best_at']:,.0f} of "

@@ -18,7 +18,7 @@ from ctxscale.measure.spectra import DEFAULT_THRESHOLD, measure_columns, thresho
 
 from . import _validate
 from .answers import Status
-from .drawing import colours, distinct_colours, log_axis, log_x, new_figure, save_png
+from .drawing import colours, distinct_colours, log_axis, log_x, new_figure, panel_grid, panel_shape, save_png
 from .present import data_size, number
 
 
@@ -73,7 +73,6 @@ def plot_loss_curves(trials: pd.DataFrame, optimal: pd.DataFrame, path, surface=
 _METRIC_LABELS = {"val_loss": "validation loss (nats)", "train_loss": "training loss (nats)"}
 
 
-PANELS_PER_ROW = 4
 LEGEND_ROWS_PER_PANEL_ROW = 16  # legend entries a column holds beside one row of panels
 
 
@@ -88,7 +87,7 @@ def plot_learning_curves(history: pd.DataFrame, trials: pd.DataFrame, path, metr
     history that is still being written: points whose trials row is not stored yet are placed
     by their id.
     """
-    from .history import CAPS, cap_stops, plateau_stops, progress_column, with_coordinates
+    from .history import cap_name, cap_stops, plateau_stops, progress_column, with_coordinates
 
     if metric not in history:
         raise ValueError(f"history has no column {metric!r} (it has {', '.join(history.columns)})")
@@ -101,15 +100,10 @@ def plot_learning_curves(history: pd.DataFrame, trials: pd.DataFrame, path, metr
     finished = set(trials.get("trial_id", []))
     stopped = set(plateau_stops(frame)["trial_id"]) & finished if metric == "val_loss" else set()
     capped = cap_stops(frame, trials) if metric == "val_loss" else pd.DataFrame(columns=["data_size", "cap"])
-    # at most four panels a row: eight data sizes in one row drew each panel a thumbnail wide
-    columns = min(len(sizes), PANELS_PER_ROW)
-    rows = -(-len(sizes) // columns)
+    rows, columns = panel_shape(len(sizes))
     legend_columns = -(-(len(palette) + 4) // (LEGEND_ROWS_PER_PANEL_ROW * rows))
     fig = new_figure(3.6 * columns + 1.1 * legend_columns + 0.3, 3.2 * rows + 0.6)
-    grid = fig.subplots(rows, columns, sharex=True, sharey=True, squeeze=False)
-    axes = grid.ravel()
-    for ax in axes[len(sizes):]:
-        ax.set_visible(False)
+    grid, axes = panel_grid(fig, rows, columns, len(sizes), sharex=True, sharey=True)
     for ax, size in zip(axes, sizes):
         at_size = frame[frame["data_size"] == size]
         for (trial_id, length), curve in at_size.groupby(["trial_id", "context_length"]):
@@ -124,7 +118,7 @@ def plot_learning_curves(history: pd.DataFrame, trials: pd.DataFrame, path, metr
         ax.xaxis.set_major_locator(MaxNLocator(nbins=5, steps=[1, 2, 5, 10], integer=True))
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))  # 17,884 steps, not 17884
         ax.tick_params(labelbottom=True)  # every panel's x axis numbered, also above an empty slot
-    for ax in axes[max(0, len(sizes) - columns):len(sizes)]:
+    for ax in axes[max(0, len(sizes) - columns):]:
         ax.set_xlabel(x)
     for ax in grid[:, 0]:
         ax.set_ylabel(_METRIC_LABELS.get(metric, metric))
@@ -136,8 +130,7 @@ def plot_learning_curves(history: pd.DataFrame, trials: pd.DataFrame, path, metr
     if stopped:
         handles.append(Line2D([], [], ls="none", marker="x", color="black", label="stopped on a plateau?"))
     if len(capped):
-        cap_name = CAPS[x].rsplit(".", 1)[-1]
-        handles.append(Line2D([], [], color="grey", ls="--", lw=1, label=f"{cap_name}: ran into it"))
+        handles.append(Line2D([], [], color="grey", ls="--", lw=1, label=f"{cap_name(x)}: ran into it"))
     fig.legend(handles=handles, loc="outside right upper", fontsize=8, ncols=legend_columns)
     fig.suptitle(f"Learning curves ({frame['trial_id'].nunique()} points, {len(frame)} evaluations)", fontsize=10)
     return save_png(fig, path)
@@ -253,17 +246,12 @@ def plot_task_excess(table: pd.DataFrame, path) -> Path:
     tasks = table.drop_duplicates("task").sort_values("task")
     labels = [f"{l},{a}" for l, a in zip(tasks["l"], tasks["a"])]
     n_tasks = len(tasks)
-    # each panel shows the lengths its data size tried (an adaptive search tries different ones),
-    # at most four panels a row
+    # each panel shows the lengths its data size tried (an adaptive search tries different ones)
     tried = {size: sorted(table.loc[table["data_size"] == size, "context_length"].unique()) for size in sizes}
-    columns = min(len(sizes), PANELS_PER_ROW)
-    rows = -(-len(sizes) // columns)
+    rows, columns = panel_shape(len(sizes))
     panel_width = max(2.2, 0.14 * max(len(lengths) for lengths in tried.values()))
     fig = new_figure(1.6 + panel_width * columns, rows * max(3.0, 1.4 + 0.12 * n_tasks))
-    grid = fig.subplots(rows, columns, sharey=True, squeeze=False)
-    axes = grid.ravel()
-    for ax in axes[len(sizes):]:
-        ax.set_visible(False)
+    grid, axes = panel_grid(fig, rows, columns, len(sizes), sharey=True)
     cmap = colormaps["magma_r"].with_extremes(bad="0.85")
     image = None
     for ax, size in zip(axes, sizes):

@@ -120,9 +120,9 @@ def train_step(net: torch.nn.Module, optimizer: torch.optim.Optimizer, batches: 
         with sync:
             with forward_ctx():
                 loss = net(x, y)[1]  # drop the logits at once (memory)
-            (loss * (size / plan.sequences)).backward()
-        share = loss.detach() * (size / plan.sequences)
-        total = share if total is None else total + share
+            share = loss * (size / plan.sequences)
+            share.backward()
+        total = share.detach() if total is None else total + share.detach()
     if grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(net.parameters(), grad_clip)
     optimizer.step()
