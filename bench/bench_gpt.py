@@ -8,11 +8,12 @@ tokens per optimizer step: each variant is a GPT spec with the study's training 
 the PaLM paper's appendix B (arXiv 2204.02311), as nanoGPT's `estimate_mfu`: (6 N + 12 L H Q T)
 FLOPs per token against 989 TFLOP/s (H200 dense bf16, NVIDIA's datasheet).
 
-Each variant is "context_length:attention:micro_batch_tokens[:loss_chunk_rows]"; attention is an
+Each variant is "context_length:attention:micro_batch_tokens[:loss_chunk_rows[:precision]]"; attention is an
 SDPA kernel ("flash", "cudnn", "efficient") or "auto" (PyTorch's choice, flash first);
 loss_chunk_rows is `training.loss_chunk_rows` (0, the default: the plain float32 cross-entropy
 over the whole micro-batch's logits; N: lm_head + cross-entropy N tokens at a time,
-ctxscale/models/loss.py), so one run compares the two losses. Every variant
+ctxscale/models/loss.py), so one run compares the two losses; precision is `training.precision`
+(bf16, the default, or fp8: torchao's float8 products, ctxscale/train/float8.py). Every variant
 compiles afresh, runs `--warmup` steps, then `--steps` timed steps with one device sync at the
 end (as the loop, which syncs only at evaluations). Rows go to stdout and, as JSON lines, to --out.
 
@@ -70,7 +71,8 @@ DEFAULT_VARIANTS = [
 
 def variant_spec(context_length: int, attention: str, micro_batch_tokens: int, *, tokens_per_step: int,
                  compile: bool, preset: str, device: str, data_size: int, world: int,
-                 shape: tuple[int, int, int] | None = None, loss_chunk_rows: int = 0) -> GPTSpec:
+                 shape: tuple[int, int, int] | None = None, loss_chunk_rows: int = 0,
+                 precision: str = "bf16") -> GPTSpec:
     """The GPT spec a sweep would run this variant with (everything else at the spec's defaults);
     `shape` (n_layer, n_head, n_embd) replaces the preset."""
     model = {"preset": preset} if shape is None else dict(zip(("n_layer", "n_head", "n_embd"), shape), preset=None)
@@ -79,7 +81,7 @@ def variant_spec(context_length: int, attention: str, micro_batch_tokens: int, *
         "grid": {"context_length": [context_length], "data_size": [data_size]},
         "model": model,
         "training": {"tokens_per_step": tokens_per_step, "micro_batch_tokens": micro_batch_tokens,
-                     "compile": compile, "attention": attention, "precision": "bf16", "device": device,
+                     "compile": compile, "attention": attention, "precision": precision, "device": device,
                      "loss_chunk_rows": loss_chunk_rows},
         "resources": {"num_workers": world if world > 1 else 0},
     })
@@ -88,13 +90,14 @@ def variant_spec(context_length: int, attention: str, micro_batch_tokens: int, *
 def bench_variant(context_length: int, attention: str, micro_batch_tokens: int, *, tokens: np.ndarray,
                   tokens_per_step: int, steps: int, warmup: int, compile: bool, peak: float,
                   preset: str = "study", device: str = "cuda", profile_to: str | None = None,
-                  shape: tuple[int, int, int] | None = None, loss_chunk_rows: int = 0) -> dict:
+                  shape: tuple[int, int, int] | None = None, loss_chunk_rows: int = 0,
+                  precision: str = "bf16") -> dict:
     cuda = device == "cuda"
     torch._dynamo.reset()  # each variant compiles its own graphs (another T or kernel choice)
     world = rank_and_world()[1]
     spec = variant_spec(context_length, attention, micro_batch_tokens, tokens_per_step=tokens_per_step,
                         compile=compile, preset=preset, device=device, data_size=len(tokens), world=world,
-                        shape=shape, loss_chunk_rows=loss_chunk_rows)
+                        shape=shape, loss_chunk_rows=loss_chunk_rows, precision=precision)
     # validation windows are never cut here: the training tokens stand in for them
     run = setup_gpt(spec, context_length, 0, tokens, tokens)
     lr = spec.training.lr  # the step's time does not depend on the schedule
@@ -119,14 +122,14 @@ def bench_variant(context_length: int, attention: str, micro_batch_tokens: int, 
             run.step(lr).item()
         table = prof.key_averages().table(sort_by="cuda_time_total" if cuda else "cpu_time_total", row_limit=40, max_name_column_width=90)
         with open(profile_to, "a") as f:
-            f.write(f"== {context_length}:{attention}:{micro_batch_tokens}:{loss_chunk_rows}\n{table}\n")
+            f.write(f"== {context_length}:{attention}:{micro_batch_tokens}:{loss_chunk_rows}:{precision}\n{table}\n")
 
     plan = run.plan
     tokens_per_s = plan.tokens_per_step / step_s  # global: all ranks together
     flops = run.model.flops_per_token(context_length)
     row = {
         "context_length": context_length, "attention": attention, "micro_batch_tokens": micro_batch_tokens,
-        "loss_chunk_rows": loss_chunk_rows,
+        "loss_chunk_rows": loss_chunk_rows, "precision": precision,
         "micro_batch": plan.micro_batch, "accumulation": plan.accumulation, "tokens_per_step": plan.tokens_per_step,
         "step_s": step_s, "tokens_per_s": tokens_per_s, "tflops": tokens_per_s * flops / 1e12,
         "mfu": tokens_per_s * flops / (peak * world),
@@ -142,7 +145,7 @@ def bench_variant(context_length: int, attention: str, micro_batch_tokens: int, 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--variants", nargs="+", default=DEFAULT_VARIANTS, help="context:attention:micro_batch_tokens[:loss_chunk_rows]")
+    parser.add_argument("--variants", nargs="+", default=DEFAULT_VARIANTS, help="context:attention:micro_batch_tokens[:loss_chunk_rows[:precision]]")
     parser.add_argument("--tokens-per-step", type=int, default=491_520)
     parser.add_argument("--steps", type=int, default=4, help="timed optimizer steps per variant")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first (compilation)")
@@ -166,15 +169,17 @@ def main() -> None:
               f"{torch.cuda.get_device_properties(0).total_memory / 2**30:.0f} GiB", flush=True)
     tokens = np.random.default_rng(0).integers(0, 50257, size=64 * 2**20, dtype=np.uint16)  # 64 M tokens
     began, rows = time.perf_counter(), []
-    header = f"{'T':>6} {'attn':>6} {'mb_tok':>7} {'chunk':>6} {'micro':>5} {'accum':>5} {'tok/step':>8} {'step_s':>7} " \
+    header = f"{'T':>6} {'attn':>6} {'mb_tok':>7} {'chunk':>6} {'prec':>4} {'micro':>5} {'accum':>5} {'tok/step':>8} {'step_s':>7} " \
              f"{'tok/s':>9} {'TFLOP/s':>7} {'MFU':>6} {'mem_GiB':>7} {'warm_s':>6}"
     for variant in args.variants:
         if time.perf_counter() - began > args.budget_s:
             print(f"budget spent: skipping {variant}", flush=True)
             continue
-        T, attention, mb, *chunk = variant.split(":")
+        T, attention, mb, *rest = variant.split(":")
         try:
-            row = bench_variant(int(T), attention, int(mb), loss_chunk_rows=int(chunk[0]) if chunk else 0, tokens=tokens, tokens_per_step=args.tokens_per_step,
+            row = bench_variant(int(T), attention, int(mb), loss_chunk_rows=int(rest[0]) if rest else 0,
+                                precision=rest[1] if len(rest) > 1 else "bf16", tokens=tokens,
+                                tokens_per_step=args.tokens_per_step,
                                 steps=args.steps, warmup=args.warmup, compile=not args.no_compile,
                                 peak=args.peak_flops, preset=args.preset, device=args.device,
                                 profile_to=args.profile,
@@ -194,7 +199,7 @@ def main() -> None:
             print(f"{r['variant']:>22}  error: {r['error'][:80]}")
             continue
         print(f"{r['context_length']:>6} {r['attention']:>6} {r['micro_batch_tokens']:>7} {r['loss_chunk_rows']:>6} "
-              f"{r['micro_batch']:>5} "
+              f"{r['precision']:>4} {r['micro_batch']:>5} "
               f"{r['accumulation']:>5} {r['tokens_per_step']:>8} {r['step_s']:>7.3f} {r['tokens_per_s']:>9.0f} "
               f"{r['tflops']:>7.1f} {r['mfu']:>6.1%} {r['peak_mem_gib']:>7.1f} {r['warmup_s']:>6.1f}")
 
