@@ -30,7 +30,10 @@ Results on one NVIDIA H200 (torch 2.11.0+cu130, 2026-11-29), from the repository
      16384  cudnn   32768     2    15   491520   1.154    425811   593.0  60.0%    16.4
 
 (4 timed steps after 2 warm-up steps, one run.) The study's fork on the same H200, bf16 +
-compile: 707,000 tokens/s (38.6 %) at 1,024 and 609,000 (43.8 %) at 4,096. With cuDNN
+compile: 707,000 tokens/s (38.6 %) at 1,024 and 609,000 (43.8 %) at 4,096. Its step is timed by
+bench/bench_fork.py; on one H200 on 2026-12-06, in one call with this script: fork 713,733 and
+612,276 tokens/s at 1,024 and 4,096, this loop 857,151 and 723,067 (`--variants
+1024:cudnn:98304:16384 4096:cudnn:98304:16384`), 1.20x and 1.18x. With cuDNN
 attention (`training.attention: cudnn`, as sweeps/gpt2-owt.yaml sets) this loop gives 44.6 %
 at 1,024 (target 45 %: missed by 0.4 points), 49.1 % at 4,096 (target 48 %) and 60.0 % at
 16,384, at exactly 491,520 tokens per step with 16.4 GiB peak memory. A micro-batch of 65,536
