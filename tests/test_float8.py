@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from ctxscale.models.gpt import GPT, GPTConfig
-from ctxscale.spec import SpecError
+from ctxscale.spec import SpecError, parse_spec
 from ctxscale.spec.gpt import GPTSpec
 from ctxscale.train.float8 import MIN_CAPABILITY, check_float8, pays_in_float8, to_float8
 from ctxscale.train.gpt import setup_gpt, train_gpt
@@ -56,11 +56,9 @@ def test_a_cpu_trial_with_fp8_is_told_what_it_needs():
 
 def test_the_spec_names_the_precisions():
     assert spec(precision="fp8").training.precision == "fp8"
+    raw = spec().model_dump(mode="json")
+    raw["training"]["precision"] = "fp16"
     with pytest.raises(SpecError, match="precision"):
-        from ctxscale.spec import parse_spec
-
-        raw = spec().model_dump(mode="json")
-        raw["training"]["precision"] = "fp16"
         parse_spec(raw)
 
 

@@ -5,8 +5,8 @@ input, weight and output gradient are cast to float8 (e4m3 forward, e5m2 gradien
 per tensor taken from its current absolute maximum, and the products run on the FP8 tensor cores
 (Hopper and Ada, compute capability 8.9 and up). Weights, AdamW state and the loss stay as under
 bf16. Eligible means both dimensions divisible by 16 (a hardware requirement) and not a small layer:
-torchao's tensorwise benchmarks on an H100 show no gain where K <= 4,096 and N <= 1,024 (the
-casts cost more than the faster product), so in the study's 768-wide model the QKV projection,
+torchao's own rule for tensorwise scaling, from its H100 benchmarks, skips layers with K <= 4,096
+and N <= 1,024 as likely slower in float8. So in the study's 768-wide model the QKV projection,
 the MLP's up-projection and the tied lm_head convert, the two output projections stay in bf16.
 With `training.loss_chunk_rows` the lm_head runs inside the chunked loss instead, in bf16.
 
