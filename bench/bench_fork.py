@@ -28,6 +28,46 @@ import numpy as np
 import torch
 
 
+def time_step(GPT, GPTConfig, T: int, tokens: np.ndarray, rng: np.random.Generator, steps: int) -> dict:
+    """The fork's model at context length T: 2 untimed steps, then `steps` timed ones."""
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    micro, accumulation = int(32 * 384 / T), 40
+    model = GPT(GPTConfig(n_layer=6, n_head=12, n_embd=768, block_size=T, bias=False, dropout=0.0,
+                          vocab_size=50304)).cuda()
+    optimizer = model.configure_optimizers(0.1, 6e-4, (0.9, 0.95), "cuda")
+    compiled = torch.compile(model)
+
+    def batch():
+        starts = rng.integers(0, len(tokens) - T - 1, size=micro)
+        rows = torch.from_numpy(np.stack([tokens[s:s + T + 1] for s in starts]).astype(np.int64))
+        return (rows[:, :-1].pin_memory().cuda(non_blocking=True),
+                rows[:, 1:].pin_memory().cuda(non_blocking=True))
+
+    def step() -> torch.Tensor:
+        for _ in range(accumulation):
+            x, y = batch()
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                _, loss = compiled(x, y)
+            (loss / accumulation).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return loss
+
+    for _ in range(2):
+        step()
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(steps):
+        loss = step()
+    loss.item()
+    step_s = (time.perf_counter() - start) / steps
+    tokens_per_step = micro * accumulation * T
+    return {"fork": True, "context_length": T, "tokens_per_step": tokens_per_step, "step_s": step_s,
+            "tokens_per_s": tokens_per_step / step_s}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fork", required=True, help="the fork's nanoGPT folder (holds model.py)")
@@ -42,45 +82,8 @@ def main() -> None:
     tokens = np.random.default_rng(0).integers(0, 50257, size=64 * 2**20, dtype=np.uint16)
     rng = np.random.default_rng(1)
     for T in args.context_lengths:
-        torch._dynamo.reset()
-        torch.manual_seed(0)
-        micro, accumulation = int(32 * 384 / T), 40
-        model = GPT(GPTConfig(n_layer=6, n_head=12, n_embd=768, block_size=T, bias=False, dropout=0.0,
-                              vocab_size=50304)).cuda()
-        optimizer = model.configure_optimizers(0.1, 6e-4, (0.9, 0.95), "cuda")
-        compiled = torch.compile(model)
-
-        def batch():
-            starts = rng.integers(0, len(tokens) - T - 1, size=micro)
-            rows = torch.from_numpy(np.stack([tokens[s:s + T + 1] for s in starts]).astype(np.int64))
-            return (rows[:, :-1].pin_memory().cuda(non_blocking=True),
-                    rows[:, 1:].pin_memory().cuda(non_blocking=True))
-
-        def step() -> torch.Tensor:
-            for _ in range(accumulation):
-                x, y = batch()
-                with torch.autocast("cuda", dtype=torch.bfloat16):
-                    _, loss = compiled(x, y)
-                (loss / accumulation).backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            return loss
-
-        for _ in range(2):
-            step()
-        torch.cuda.synchronize()
-        start = time.perf_counter()
-        for _ in range(args.steps):
-            loss = step()
-        loss.item()
-        step_s = (time.perf_counter() - start) / args.steps
-        tokens_per_step = micro * accumulation * T
-        print(json.dumps({"fork": True, "context_length": T, "tokens_per_step": tokens_per_step,
-                          "step_s": step_s, "tokens_per_s": tokens_per_step / step_s}), flush=True)
-        del model, compiled, optimizer
-        torch.cuda.empty_cache()
-
+        print(json.dumps(time_step(GPT, GPTConfig, T, tokens, rng, args.steps)), flush=True)
+        torch.cuda.empty_cache()  # the model of this T is gone with time_step's frame
 
 if __name__ == "__main__":
     main()

@@ -178,7 +178,6 @@ def test_sequence_longer_than_the_micro_batch_bound_runs_alone():
     assert (plan.micro_batch, plan.accumulation, plan.tokens_per_step) == (1, 4, 65_536)
 
 
-
 def test_a_step_that_does_not_divide_evenly_runs_in_the_fewest_micro_batches():
     # 16,384 / 181 = 90.5 sequences: the nearest whole count is 91, and a bound of 90 per pass
     # needs two passes; 7 x 13 (the most even split of 91 into equal parts) took seven
@@ -216,6 +215,7 @@ def test_the_training_windows_do_not_depend_on_how_a_step_is_split():
     for _ in range(2):  # two steps
         a, b = next(split)[0], next(split)[0]
         torch.testing.assert_close(torch.cat([a, b]), next(whole)[0])
+
 
 # --- the loop ---------------------------------------------------------------------------------
 
@@ -526,7 +526,6 @@ def test_one_step_with_the_chunked_loss_equals_the_plain_one():
         torch.testing.assert_close(after[24][1][name], value, rtol=1e-5, atol=1e-7, msg=name)
 
 
-
 def test_a_reused_process_compiles_every_trials_shapes_and_reuses_them():
     # Ray runs trial after trial in one worker process; at dynamo's default of 8 graphs per function
     # the ninth shape ran eagerly. Traced with the 'eager' backend: the same graphs, no kernels.
@@ -548,6 +547,7 @@ def test_a_reused_process_compiles_every_trials_shapes_and_reuses_them():
     assert counters["stats"]["unique_graphs"] == 12  # compiled, not sent to eager after the 8th
     trial(4, 2)  # a later trial of a shape seen before: its graph is reused
     assert counters["stats"]["unique_graphs"] == 12
+
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

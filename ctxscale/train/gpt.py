@@ -80,8 +80,8 @@ ATTENTION_BACKENDS = {
 def forward_context(device: torch.device, precision: str, attention: str = "auto") -> Callable[[], ContextManager]:
     """A factory of the context every forward pass runs in: bf16 autocast on CUDA for bf16 and fp8
     (fp8's converted layers run their own products; CPUs train in float32: bf16 matmuls are slow
-    there) and, unless 'auto', one scaled-dot-product attention
-    kernel. A factory because sdpa_kernel contexts cannot be re-entered."""
+    there) and, unless 'auto', one scaled-dot-product attention kernel. A factory because
+    sdpa_kernel contexts cannot be re-entered."""
 
     def enter() -> ContextManager:
         stack = ExitStack()
@@ -198,11 +198,10 @@ def setup_gpt(spec, context_length: int, seed: int, train_tokens: np.ndarray, va
     device = pick_device(t.device)
     plan = plan_batches(t.tokens_per_step, context_length, t.micro_batch_tokens, world)
     torch.manual_seed(seed)
-    if t.precision == "fp8":
-        check_float8(device)  # before any weight is built: a clear error on a CPU or an older GPU
     model = GPT(GPTConfig(**spec.model.config_kwargs(), max_seq_len=context_length,
                           loss_chunk_rows=t.loss_chunk_rows)).to(device)
     if t.precision == "fp8":
+        check_float8(device)  # a clear error on a CPU, an older GPU or without torchao
         to_float8(model)  # the same parameters (names, values): the optimizer and checkpoints see no change
     optimizer = make_optimizer(model, lr=t.lr, weight_decay=t.weight_decay, betas=(t.beta1, t.beta2), device=device)
     # static shapes: one T per trial, and one or two micro-batch sizes (`plan_batches`)
