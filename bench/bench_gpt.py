@@ -124,8 +124,14 @@ def bench_variant(context_length: int, attention: str, micro_batch_tokens: int, 
         with torch.profiler.profile(activities=[activity]) as prof:
             run.step(lr).item()
         table = prof.key_averages().table(sort_by="cuda_time_total" if cuda else "cpu_time_total", row_limit=40, max_name_column_width=90)
+        label = f"{context_length}:{attention}:{micro_batch_tokens}:{loss_chunk_rows}:{precision}"
         with open(profile_to, "a") as f:
-            f.write(f"== {context_length}:{attention}:{micro_batch_tokens}:{loss_chunk_rows}:{precision}\n{table}\n")
+            f.write(f"== {label}\n{table}\n")
+        with open(profile_to + ".jsonl", "a") as f:  # every kernel, for sums by kind (the table keeps 40)
+            for event in prof.key_averages():
+                gpu_us = getattr(event, "self_device_time_total", None) or getattr(event, "self_cuda_time_total", 0)
+                if gpu_us:
+                    f.write(json.dumps({"variant": label, "name": event.key, "calls": event.count, "gpu_us": gpu_us}) + "\n")
 
     plan = run.plan
     tokens_per_s = plan.tokens_per_step / step_s  # global: all ranks together
@@ -157,7 +163,7 @@ def main() -> None:
     parser.add_argument("--budget-s", type=float, default=float("inf"), help="start no variant after this")
     parser.add_argument("--out", default=None, help="JSON-lines file for the rows")
     parser.add_argument("--coordinate-descent", action="store_true", help="inductor's coordinate-descent kernel tuning")
-    parser.add_argument("--profile", default=None, help="append a per-kernel GPU time table per variant here")
+    parser.add_argument("--profile", default=None, help="append a per-kernel GPU time table per variant here, and every kernel's time to PROFILE.jsonl")
     parser.add_argument("--preset", default="study", choices=sorted(PRESETS), help="model size (tiny: smoke test)")
     parser.add_argument("--shape", default=None, help="n_layer:n_head:n_embd instead of --preset")
     parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"], help="cpu: smoke test of this script")
