@@ -22,9 +22,9 @@ from collections import defaultdict
 
 # first match wins: attention before products (cuDNN's attention kernels carry "sm90" too)
 KINDS = [
-    ("attention", r"flash|fmha|attention|sdpa|mha"),
+    ("attention", r"flash|fmha|attention|sdpa|mha|cudnn"),
     ("matmul", r"gemm|nvjet|xmma|cutlass|cublas|triton_tem|sm\d\d_|splitk"),
-    ("loss", r"log_softmax|softmax_backward|nll_loss|cross_entropy"),
+    ("loss", r"log_softmax|logsumexp|softmax_backward|nll_loss|cross_entropy"),
     ("optimizer", r"adam|multi_tensor"),
     ("layer norm", r"layer_norm"),
     ("gelu", r"gelu"),
