@@ -258,8 +258,8 @@ class SweepPlan:
             search_alg = {"search_alg": AdaptiveSearcher(self.search), "num_samples": -1}
         if verbose:
             callbacks.append(SweepProgress(groups) if self.search is None else SearchProgress(groups))
-            trials = f"in {len(groups)} Ray Tune trials" if self.search is None else "the adaptive search may run"
-            print(f"ctxscale: {len(self.pending)} points {trials}; live curves: tensorboard --logdir {tensorboard}",
+            trials = f"in {_counted(len(groups), 'Ray Tune trial')}" if self.search is None else "the adaptive search may run"
+            print(f"ctxscale: {_counted(len(self.pending), 'point')} {trials}; live curves: tensorboard --logdir {tensorboard}",
                   flush=True)
         # Tune's console: its new output prints an experiment box even when told to be silent, its
         # legacy output is silent at verbosity 0; with --verbose, the new output in full
@@ -282,6 +282,10 @@ class SweepPlan:
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             ),
         )
+
+
+def _counted(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 @contextlib.contextmanager
