@@ -14,10 +14,14 @@ def _version(package: str) -> str:
         return ""
 
 
+_PACKAGES = ("ctxscale", "ray", "torch", "numpy", "pandas", "pyarrow")
+# the columns `provenance` fills, known without asking the hardware (which would start CUDA in the caller)
+VERSION_KEYS = tuple(f"{name}_version" for name in _PACKAGES + ("python",))
+HARDWARE_KEYS = ("host", "platform", "cpu_count", "gpu_name", "gpu_count")
+
+
 def versions() -> dict:
-    return {f"{name}_version": _version(name) for name in ("ctxscale", "ray", "torch", "numpy", "pandas", "pyarrow")} | {
-        "python_version": platform.python_version()
-    }
+    return {f"{name}_version": _version(name) for name in _PACKAGES} | {"python_version": platform.python_version()}
 
 
 def provenance() -> dict:

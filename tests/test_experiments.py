@@ -117,3 +117,13 @@ def test_a_measure_spec_runs_through_the_sweep_runner(tmp_path, corpus, ray_clus
     ce = store.load_results(results, "ce", sweep="m")
     assert len(ce) == 4 and ce.groupby("config_hash")["context_length"].apply(sorted).tolist() == [LENGTHS] * 2
     assert first_hash < set(ce["config_hash"])
+
+
+def test_provenance_keys_name_what_a_report_carries_and_the_schema_declares():
+    # named rather than computed (computing them would start CUDA in the driver): they must not drift
+    from ctxscale.experiments import provenance_keys
+    from ctxscale.provenance import provenance
+    from ctxscale.store.schema import trials_schema
+
+    assert provenance_keys() == frozenset(provenance())
+    assert provenance_keys() <= set(trials_schema({}).names)

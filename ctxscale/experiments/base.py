@@ -58,9 +58,10 @@ class Experiment:
                 "history": schema.history_schema(self.reported)}
 
 
-@functools.cache
 def provenance_keys() -> frozenset:
-    """The columns a final report carries about where it ran (added by the Ray adapters)."""
-    from ..provenance import provenance
+    """The columns a final report carries about where it ran (added by the Ray adapters). Named, not
+    computed: `provenance()` in the driver would start a CUDA context there, holding GPU memory the
+    trials could use."""
+    from ..provenance import HARDWARE_KEYS, VERSION_KEYS
 
-    return frozenset(provenance())
+    return frozenset(VERSION_KEYS + HARDWARE_KEYS)

@@ -19,10 +19,12 @@ from typing import Any, Iterable, Optional
 
 import pyarrow as pa
 
+from ..provenance import VERSION_KEYS
+
 F64, I64, STR, BOOL = pa.float64(), pa.int64(), pa.string(), pa.bool_()
 TIME = pa.timestamp("us", tz="UTC")
 
-_PROVENANCE = {f"{name}_version": STR for name in ("ctxscale", "ray", "torch", "numpy", "pandas", "pyarrow", "python")} | {
+_PROVENANCE = {key: STR for key in VERSION_KEYS} | {
     "host": STR, "platform": STR, "cpu_count": I64, "gpu_name": STR, "gpu_count": I64}
 _KEYS = {"sweep": STR, "trial_id": STR}
 _OUTCOME = {"experiment": STR, "status": STR, "error": STR, "config_hash": STR, "config": STR, "finished_at": TIME}
