@@ -63,6 +63,22 @@ def test_a_grown_grid_runs_only_the_new_trials(tmp_path, ray_cluster):
     assert len(store.load_results(tmp_path, sweep="grow")) == 2
 
 
+def test_the_driver_leaves_the_hardware_to_the_trials(tmp_path, ray_cluster, monkeypatch):
+    # asking for the GPU's name in the driver starts a CUDA context there; the trials' processes
+    # (Ray workers, untouched by this patch) report where they ran
+    from ctxscale import provenance
+
+    def asked(*args):
+        raise AssertionError("the driver asked for the hardware")
+
+    monkeypatch.setattr(provenance, "hardware", asked)
+    spec = parse_spec(TINY_SPEC | {"name": "where", "grid": {"context_length": [8], "data_size": [1000], "seed": [0]}})
+    outcome = run_sweep(spec, tmp_path, data=prepare_data(spec), verbose=0)
+    trials = store.load_results(tmp_path, sweep="where")
+    assert len(outcome.ran) == 1 and list(trials["status"]) == ["ok"]
+    assert trials["host"].iloc[0] and trials["cpu_count"].iloc[0] >= 1
+
+
 def test_failed_trial_is_stored_with_its_error_and_rerun(tmp_path, ray_cluster):
     # the trial is handed a data set with fewer training rows than it asks for: it raises inside
     # the worker on any machine (a CUDA request would succeed where there is a GPU)
