@@ -1,19 +1,23 @@
-"""How long a stored sweep's work takes the GPU alone: a lower bound on its wall time.
+"""How long a stored sweep's work keeps the GPU's kernels busy: a lower bound on its wall time.
 
-`gpt`: for every stored trial, the steps it trained and the evaluations it ran, priced at the step time
-`bench/bench_gpt.py` measured for that context length with the GPU to itself (the same model
-shape and tokens per step as the sweep: `--shape` and `--tokens-per-step`):
+Trials that share a GPU in the default way take turns on it: one process's kernels run at a time.
+So the sum of the kernel time of every step and evaluation the sweep ran is a floor under its wall
+time, whatever the schedule, the compile caching or the start-up, while the kernels stay as they
+are. (Under NVIDIA's MPS several processes' kernels can run at once, and this floor does not hold.)
+
+`gpt`: for every stored trial, the steps it trained and the evaluations it ran, priced at the GPU
+time of one step's kernels, profiled by `bench/bench_gpt.py --profile` for that context length
+(the same model shape and tokens per step as the sweep: `--shape` and `--tokens-per-step`):
 
     bound = sum over trials of  steps * step_s(l)  +  evaluations * eval_tokens / tokens_per_step * step_s(l) / 3
 
 An evaluation is priced as a third of a training step per token (a forward pass without the
-backward's two products); a length the benchmark did not time is priced by log-log interpolation
-between the nearest timed ones. Compiling, start-up and the idle tail are left out, so no schedule
-of these trials on this GPU can finish in less, whatever the sharing, unless a step gets faster.
+backward's two products); a length the benchmark did not profile is priced by log-log
+interpolation between the nearest profiled ones.
 
-    python bench/bench_gpt.py --shape 4:4:256 --tokens-per-step 16384 --steps 100 --out small.jsonl \\
+    python bench/bench_gpt.py --shape 4:4:256 --tokens-per-step 16384 --steps 100 --profile small.txt \
         --variants 64:auto:16384 256:auto:16384 1024:auto:16384 4096:auto:16384
-    python bench/sweep_bound.py gpt RESULTS_DIR --sweep gpt2-gpu --rates small.jsonl --wall 300
+    python bench/sweep_bound.py gpt RESULTS_DIR --sweep gpt2-gpu --profile small.txt.jsonl --wall 300
 
 `synthetic`: every stored point trained `epoch` epochs of ceil(D / batch_size) steps, each epoch
 followed by a validation pass; a packed group's step and pass cost about its member count times
@@ -33,12 +37,16 @@ import numpy as np
 from ctxscale import load_results
 
 
-def step_seconds(rates: list[dict]) -> callable:
-    """context length -> seconds a step, from bench_gpt rows (the fastest row per length)."""
+def step_seconds(profile: list[dict]) -> callable:
+    """context length -> GPU seconds of one step's kernels, from bench_gpt's --profile JSON lines
+    (one profiled step per variant; the fastest variant per length)."""
+    per_variant: dict[str, float] = {}
+    for row in profile:
+        per_variant[row["variant"]] = per_variant.get(row["variant"], 0.0) + row["gpu_us"] / 1e6
     best: dict[int, float] = {}
-    for row in rates:
-        if "error" not in row:
-            best[row["context_length"]] = min(best.get(row["context_length"], np.inf), row["step_s"])
+    for variant, seconds in per_variant.items():
+        length = int(variant.split(":")[0])
+        best[length] = min(best.get(length, np.inf), seconds)
     lengths = np.array(sorted(best), dtype=float)
     log_times = np.log([best[int(length)] for length in lengths])
     return lambda length: float(np.exp(np.interp(np.log(length), np.log(lengths), log_times)))
@@ -72,7 +80,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     experiments = parser.add_subparsers(dest="experiment", required=True)
     gpt = experiments.add_parser("gpt")
-    gpt.add_argument("--rates", required=True, help="bench_gpt.py --out JSON lines of the sweep's model shape")
+    gpt.add_argument("--profile", required=True, help="the JSON lines bench_gpt.py --profile P writes to P.jsonl, for the sweep's model shape")
     synthetic = experiments.add_parser("synthetic")
     synthetic.add_argument("--step-ms", type=float, required=True, help="GPU ms of one step of a 12-member group")
     synthetic.add_argument("--val-ms", type=float, required=True, help="GPU ms of one validation pass of a 12-member group")
@@ -87,7 +95,7 @@ def main() -> None:
         train, evaluation = synthetic_bound(trials, args.step_ms, args.val_ms)
         report(len(trials), train, evaluation, args.wall, "points")
         return
-    with open(args.rates) as f:
+    with open(args.profile) as f:
         step_s = step_seconds([json.loads(line) for line in f if line.strip()])
     rows = sweep_bound(trials, step_s)
     print(f"{'D':>10} {'l':>6} {'steps':>6} {'evals':>5} {'train_s':>8} {'eval_s':>7}")
