@@ -8,10 +8,11 @@ step's kernel time and nanoseconds per token when --tokens gives the step's toke
 
     python bench/profile_summary.py profile.txt.jsonl --tokens 491520
 
-The kinds are told apart by kernel name (cuBLAS / CUTLASS / nvjet products; flash, cuDNN and
-memory-efficient attention; AdamW's fused kernel; an inductor kernel by the first op its name
-lists that matches, so a LayerNorm fused with a residual add counts as LayerNorm), so a kernel of an unfamiliar name lands in
-"other": the printout lists the five largest of those, to check that nothing large is misfiled.
+The kinds are told apart by kernel name: cuBLAS / CUTLASS / nvjet products; flash, cuDNN and
+memory-efficient attention; AdamW's fused kernel; an inductor kernel by the first kind whose
+pattern its name matches, so a LayerNorm fused with a residual add counts as LayerNorm. A kernel
+of an unfamiliar name lands in "other": the printout lists the five largest of those, to check
+that nothing large is misfiled.
 """
 from __future__ import annotations
 

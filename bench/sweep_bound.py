@@ -25,19 +25,20 @@ a member's share of a 12-member group's (bench/bench_packed_group.py prints the 
 10 steps and of one pass). Pricing a member at a twelfth of a 12-member group's kernel time leaves
 out the per-step costs that do not grow with the members, so this too is a lower bound:
 
-    python bench/sweep_bound.py synthetic RESULTS_DIR --sweep synthetic-paper --step-ms 1.90 --val-ms 48.7 --wall 213
+    python bench/sweep_bound.py synthetic RESULTS_DIR --sweep synthetic-paper --step-ms 2.14 --val-ms 44.3 --wall 198.1
 """
 from __future__ import annotations
 
 import argparse
 import json
+from typing import Callable
 
 import numpy as np
 
 from ctxscale import load_results
 
 
-def step_seconds(profile: list[dict]) -> callable:
+def step_seconds(profile: list[dict]) -> Callable[[int], float]:
     """context length -> GPU seconds of one step's kernels, from bench_gpt's --profile JSON lines
     (one profiled step per variant; the fastest variant per length)."""
     per_variant: dict[str, float] = {}
@@ -53,12 +54,12 @@ def step_seconds(profile: list[dict]) -> callable:
 
 
 def sweep_bound(trials, step_s) -> list[dict]:
-    """Per trial: training steps, evaluations and their GPU-alone seconds."""
+    """Per trial: training steps, evaluations and their seconds of kernels."""
     rows = []
     for trial in trials.to_dict("records"):
         steps, length = int(trial["step"]), int(trial["context_length"])
         eval_every = int(trial["config.training.eval_every"])
-        evaluations = steps // eval_every + 1  # one before the first step
+        evaluations = -(-steps // eval_every)  # after every eval_every steps, and after the last
         eval_share = int(trial["config.training.eval_tokens"]) / int(trial["tokens_per_step"]) / 3
         train_s = steps * step_s(length)
         eval_s = evaluations * eval_share * step_s(length)
