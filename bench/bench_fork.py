@@ -85,5 +85,6 @@ def main() -> None:
         print(json.dumps(time_step(GPT, GPTConfig, T, tokens, rng, args.steps)), flush=True)
         torch.cuda.empty_cache()  # the model of this T is gone with time_step's frame
 
+
 if __name__ == "__main__":
     main()

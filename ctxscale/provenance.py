@@ -15,9 +15,8 @@ def _version(package: str) -> str:
 
 
 _PACKAGES = ("ctxscale", "ray", "torch", "numpy", "pandas", "pyarrow")
-# the columns `provenance` fills, known without asking the hardware (which would start CUDA in the caller)
+# the version columns `versions` fills, for the store's schema
 VERSION_KEYS = tuple(f"{name}_version" for name in _PACKAGES + ("python",))
-HARDWARE_KEYS = ("host", "platform", "cpu_count", "gpu_name", "gpu_count")
 
 
 def versions() -> dict:

@@ -59,9 +59,7 @@ class Experiment:
 
 
 def provenance_keys() -> frozenset:
-    """The columns a final report carries about where it ran (added by the Ray adapters). Named, not
-    computed: `provenance()` in the driver would start a CUDA context there, holding GPU memory the
-    trials could use."""
-    from ..provenance import HARDWARE_KEYS, VERSION_KEYS
-
-    return frozenset(VERSION_KEYS + HARDWARE_KEYS)
+    """The columns a final report carries about where it ran (added by the Ray adapters): the
+    schema's, not computed, since `provenance()` in the driver would start a CUDA context there,
+    holding GPU memory the trials could use."""
+    return frozenset(schema.PROVENANCE)

@@ -24,7 +24,8 @@ from ..provenance import VERSION_KEYS
 F64, I64, STR, BOOL = pa.float64(), pa.int64(), pa.string(), pa.bool_()
 TIME = pa.timestamp("us", tz="UTC")
 
-_PROVENANCE = {key: STR for key in VERSION_KEYS} | {
+# where a row ran: what `ctxscale.provenance.provenance()` reports (tests hold the two together)
+PROVENANCE = {key: STR for key in VERSION_KEYS} | {
     "host": STR, "platform": STR, "cpu_count": I64, "gpu_name": STR, "gpu_count": I64}
 _KEYS = {"sweep": STR, "trial_id": STR}
 _OUTCOME = {"experiment": STR, "status": STR, "error": STR, "config_hash": STR, "config": STR, "finished_at": TIME}
@@ -59,7 +60,7 @@ def trials_schema(reported: dict[str, pa.DataType], config_model: Optional[type]
     """The declared columns of a trials row: keys, outcome, what the experiment reports, provenance,
     then one column per field of `config_model` (a pydantic model: the experiment's spec)."""
     config = _config_fields(config_model) if config_model is not None else {}
-    return pa.schema(list((_KEYS | _OUTCOME | reported | _PROVENANCE | config).items()))
+    return pa.schema(list((_KEYS | _OUTCOME | reported | PROVENANCE | config).items()))
 
 
 def history_schema(reported: dict[str, pa.DataType]) -> pa.Schema:
