@@ -79,6 +79,19 @@ def test_the_driver_leaves_the_hardware_to_the_trials(tmp_path, ray_cluster, mon
     assert trials["host"].iloc[0] and trials["cpu_count"].iloc[0] >= 1
 
 
+def test_the_driver_starts_its_trials_without_importing_torch():
+    # importing torch (CUDA build) took the driver ~5 s on a GPU machine before Ray started: the
+    # sweep machinery leaves it to the trials' processes (ray.train.torch is imported by DDP
+    # trials only)
+    import subprocess
+    import sys
+
+    probe = "import sys, ctxscale.cli, ctxscale.sweep.runner; print(sorted(m for m in sys.modules if m == 'torch'))"
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "[]"
+
+
 def test_failed_trial_is_stored_with_its_error_and_rerun(tmp_path, ray_cluster):
     # the trial is handed a data set with fewer training rows than it asks for: it raises inside
     # the worker on any machine (a CUDA request would succeed where there is a GPU)

@@ -17,7 +17,6 @@ from typing import Any, Callable, Optional
 import ray
 import ray.train
 import ray.tune
-from ray.train.torch import TorchConfig, TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from ..provenance import provenance
@@ -153,6 +152,10 @@ def _ddp_worker(loop_config: dict) -> None:
 
 def ddp_trial(config: dict, groups: dict, run: Callable, storage_path: str, data: Any = None) -> None:
     """One trial whose training runs as a Ray Train TorchTrainer with N DDP workers."""
+    # imported here: ray.train.torch imports torch, which costs a driver whose trials are all
+    # plain ones seconds before its first trial starts (this function runs in a trial's process)
+    from ray.train.torch import TorchConfig, TorchTrainer
+
     group = group_of(config, groups)
     resources = group[0].spec.resources
     use_gpu = resources.gpus_per_trial > 0
