@@ -27,6 +27,10 @@ profile_summary, sweep_bound = _bench("profile_summary"), _bench("sweep_bound")
     ("triton_red_fused__log_softmax_backward_data_nll_loss_backward_7", "loss"),
     ("void at::native::(anonymous namespace)::multi_tensor_apply_kernel<FusedAdamMathFunctor<float, 4>>", "optimizer"),
     ("triton_per_fused_add_native_layer_norm_native_layer_norm_backward_12", "layer norm"),
+    # the final norm's backward fused with the tied embedding's gradient, named after the loss too
+    ("triton_per_fused__to_copy__unsafe_view_add_embedding_dense_backward_logsumexp_native_layer_norm_0",
+     "layer norm"),
+    ("triton_red_fused__to_copy_arange_div_eq_exp_logsumexp_split_sub_unsqueeze_view_24", "loss"),
     ("triton_poi_fused_gelu_gelu_backward_9", "gelu"),
     ("Memcpy HtoD (Pinned -> Device)", "copy"),
     ("triton_poi_fused__to_copy_cat_mul_neg_slice_3", "other"),  # RoPE's rotation
