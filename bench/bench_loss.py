@@ -6,9 +6,10 @@ the weight) timed on its own, for three implementations:
   model's path with `training.loss_chunk_rows: 0`);
 - chunked: `ctxscale.models.loss.linear_cross_entropy` through torch.compile (the model's path
   with `training.loss_chunk_rows`);
-- liger: Liger Kernel's fused linear cross-entropy (a Triton kernel that takes each row's
-  log-sum-exp and writes its gradient in one program, so the second pass over a row reads it from
-  L2), where `liger_kernel` is installed.
+- liger: Liger Kernel's fused linear cross-entropy, where `liger_kernel` is installed. Its
+  Triton kernel takes a row's log-sum-exp and writes its gradient in one program, as inductor's
+  kernel for the chunked loss does; the two differ in tiling and in how often the second pass over
+  a row finds it in L2.
 
 Each is timed with CUDA events over --iters forward + backward passes after --warmup, at every
 --widths (768: the study's model; 256: sweeps/gpt2-gpu.yaml's). The products alone (the three
