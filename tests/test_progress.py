@@ -11,7 +11,7 @@ from ctxscale import store
 from ctxscale.experiments.synthetic import pack_synthetic, synthetic_group_name
 from ctxscale.spec import parse_spec
 from ctxscale.experiments.grid import expand_grid
-from ctxscale.sweep.progress import SweepProgress
+from ctxscale.sweep.progress import SweepProgress, TensorBoardCurves
 
 from conftest import TINY_SPEC
 
@@ -85,6 +85,35 @@ def test_tensorboard_curves_are_where_the_readme_says(synthetic_results):
     mine = history[history.trial_id == point].sort_values("epoch")
     assert [step for step, _ in scalars["val_loss"]] == mine["epoch"].tolist()
     assert all(abs(logged - stored) < 1e-6 for (_, logged), stored in zip(scalars["val_loss"], mine["val_loss"]))
+
+
+def test_tensorboard_curves_are_written_off_the_result_path_and_never_stop_a_sweep(tmp_path, capsys):
+    # a Tune trial waits at each report until the driver's callbacks return: the writing happens on
+    # the callback's own thread, and a folder that cannot be written loses the curves, not the sweep
+    groups = _groups()
+    name, group = next(iter(groups.items()))
+    trial = Trial("plain_trial", config={"trial": {"id": name}}, stub=True)
+    report = {"epoch": 1, "points": [{"point": p.trial_id, "epoch": 1, "val_loss": 0.7, "status": "running"}
+                                     for p in group]}
+
+    good = TensorBoardCurves(tmp_path / "tensorboard", groups)
+    good.setup()
+    good.on_trial_result(0, [trial], trial, report)
+    good.on_trial_complete(0, [trial], trial)
+    good.on_experiment_end([trial])
+    assert not good._thread.is_alive() and good.writers == {}
+    for point in group:
+        (events,) = (tmp_path / "tensorboard" / point.trial_id).glob("events.out.tfevents.*")
+        assert _scalars(events)["val_loss"] == [(1, 0.699999988079071)]
+
+    (tmp_path / "blocked").write_text("a file where the curves' folder would go")
+    bad = TensorBoardCurves(tmp_path / "blocked", groups)
+    bad.setup()
+    bad.on_trial_result(0, [trial], trial, report)  # returns: the failure is the writer thread's
+    bad.on_trial_result(0, [trial], trial, report | {"epoch": 2})
+    bad.on_experiment_end([trial])
+    err = capsys.readouterr().err
+    assert err.count("TensorBoard curves in") == 1 and "the results store is not affected" in err
 
 
 def test_learning_curves_from_history_with_and_without_trials_rows(synthetic_results, tmp_path):

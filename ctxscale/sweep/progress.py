@@ -15,7 +15,9 @@ A packed trial's reports name their point (`point_reports`).
 from __future__ import annotations
 
 import math
+import queue
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Optional
@@ -158,15 +160,52 @@ def _scalars(metrics: dict, prefix: str = "") -> dict[str, float]:
 
 class TensorBoardCurves(tune.Callback):
     """Each point's reports as TensorBoard scalars in `<folder>/<trial id>/`, step = its step or epoch.
-    A point's writer (a file and a thread) is closed as soon as the point is done."""
+    A point's writer (a file and a thread) is closed as soon as the point is done.
+
+    The writing runs on a thread of its own, fed by a queue: a Tune trial waits at each report until
+    the driver has handled it, so work done here holds the trial. tensorboardX's first import (it
+    imports torch: seconds on a GPU machine) and its per-scalar work (84 scalars a report of a
+    12-point synthetic group) stay off that path. The experiment's end waits for what is queued."""
 
     def __init__(self, folder: Path, groups: dict[str, list[Point]]):
         self.folder, self.groups = Path(folder), groups
         self.writers: dict = {}
+        self._queue: Optional[queue.SimpleQueue] = None  # made in setup: Tune pickles its callbacks first
+        self._thread: Optional[threading.Thread] = None
+        self._failed = False
+
+    def setup(self, **info):
+        # started with the experiment: the import overlaps the trials' own start-up
+        self._queue = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._drain, name="ctxscale-tensorboard", daemon=True)
+        self._thread.start()
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         for point_id, metrics in point_reports(self.groups[trial_name(trial)], result):
-            self._write(point_id, metrics)
+            self._queue.put((self._write, point_id, metrics))
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._queue.put((self._close, [point.trial_id for point in self.groups[trial_name(trial)]]))
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._queue.put((self._close, [point.trial_id for point in self.groups[trial_name(trial)]]))
+
+    def on_experiment_end(self, trials, **info):
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+
+    def _drain(self) -> None:
+        while (item := self._queue.get()) is not None:
+            action, *args = item
+            try:
+                action(*args)
+            except Exception as err:  # the curves are a view: a failed write must not stop the sweep
+                if not self._failed:
+                    print(f"ctxscale: TensorBoard curves in {self.folder}: {err!r}; the results store is "
+                          "not affected", file=sys.stderr, flush=True)
+                self._failed = True
+        self._close(list(self.writers))
 
     def _write(self, point_id: str, result: dict) -> None:
         from tensorboardX import SummaryWriter  # a dependency of ray[tune]
@@ -180,15 +219,6 @@ class TensorBoardCurves(tune.Callback):
             self.writers[point_id].add_scalar(key, value, global_step=int(step))
         if result.get("status") in FINISHED:
             self.writers.pop(point_id).close()
-
-    def on_trial_complete(self, iteration, trials, trial, **info):
-        self._close(point.trial_id for point in self.groups[trial_name(trial)])
-
-    def on_trial_error(self, iteration, trials, trial, **info):
-        self._close(point.trial_id for point in self.groups[trial_name(trial)])
-
-    def on_experiment_end(self, trials, **info):
-        self._close(list(self.writers))
 
     def _close(self, point_ids) -> None:
         for point_id in point_ids:
