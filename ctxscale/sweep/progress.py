@@ -14,6 +14,7 @@ A packed trial's reports name their point (`point_reports`).
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import queue
 import sys
@@ -196,6 +197,8 @@ class TensorBoardCurves(tune.Callback):
             self._thread.join()
 
     def _drain(self) -> None:
+        with contextlib.suppress(ImportError):  # now, while the trials start (a failure shows at the first write)
+            import tensorboardX  # noqa: F401
         while (item := self._queue.get()) is not None:
             action, *args = item
             try:
