@@ -57,7 +57,7 @@ def _liger():
     return loss
 
 
-def _products(h: torch.Tensor, w: torch.Tensor, y: torch.Tensor) -> None:
+def _products(h: torch.Tensor, w: torch.Tensor) -> None:
     """The block's three products alone: logits, their gradient times W, and times h."""
     hb, wb = h.detach().to(torch.bfloat16), w.detach().to(torch.bfloat16)
     logits = hb @ wb.t()
@@ -107,7 +107,7 @@ def main() -> None:
             return run
 
         per_token = 1e6 / args.rows  # ms a pass -> ns a token
-        products = time_ms(lambda: _products(h, w, y), args.iters, args.warmup) * per_token
+        products = time_ms(lambda: _products(h, w), args.iters, args.warmup) * per_token
         times = {name: time_ms(step(fn), args.iters, args.warmup) * per_token for name, fn in variants.items()}
         print(f"{width:>6} {products:>9.1f} " + " ".join(f"{t:>9.1f}" for t in times.values())
               + "   (" + ", ".join(f"{name} {t - products:.1f}" for name, t in times.items()) + ")")

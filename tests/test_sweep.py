@@ -86,10 +86,10 @@ def test_the_driver_starts_its_trials_without_importing_torch():
     import subprocess
     import sys
 
-    probe = "import sys, ctxscale.cli, ctxscale.sweep.runner; print(sorted(m for m in sys.modules if m == 'torch'))"
+    probe = "import sys, ctxscale.cli, ctxscale.sweep.runner; print('torch' in sys.modules)"
     proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout.strip() == "[]"
+    assert proc.stdout.strip() == "False"
 
 
 def test_failed_trial_is_stored_with_its_error_and_rerun(tmp_path, ray_cluster):

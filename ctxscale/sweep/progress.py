@@ -188,8 +188,7 @@ class TensorBoardCurves(tune.Callback):
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._queue.put((self._close, [point.trial_id for point in self.groups[trial_name(trial)]]))
 
-    def on_trial_error(self, iteration, trials, trial, **info):
-        self._queue.put((self._close, [point.trial_id for point in self.groups[trial_name(trial)]]))
+    on_trial_error = on_trial_complete  # either way the trial's points are done
 
     def on_experiment_end(self, trials, **info):
         if self._thread is not None:
@@ -200,15 +199,17 @@ class TensorBoardCurves(tune.Callback):
         with contextlib.suppress(ImportError):  # now, while the trials start (a failure shows at the first write)
             import tensorboardX  # noqa: F401
         while (item := self._queue.get()) is not None:
-            action, *args = item
-            try:
-                action(*args)
-            except Exception as err:  # the curves are a view: a failed write must not stop the sweep
-                if not self._failed:
-                    print(f"ctxscale: TensorBoard curves in {self.folder}: {err!r}; the results store is "
-                          "not affected", file=sys.stderr, flush=True)
-                self._failed = True
-        self._close(list(self.writers))
+            self._safely(*item)
+        self._safely(self._close, list(self.writers))
+
+    def _safely(self, action, *args) -> None:
+        try:
+            action(*args)
+        except Exception as err:  # the curves are a view: a failed write must not stop the sweep
+            if not self._failed:
+                print(f"ctxscale: TensorBoard curves in {self.folder}: {err!r}; the results store is "
+                      "not affected", file=sys.stderr, flush=True)
+            self._failed = True
 
     def _write(self, point_id: str, result: dict) -> None:
         from tensorboardX import SummaryWriter  # a dependency of ray[tune]
