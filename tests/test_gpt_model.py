@@ -53,11 +53,34 @@ def test_forward_shapes_and_loss_at_init_is_log_vocab():
     model = GPT(TINY)
     idx, targets = torch.randint(0, 256, (4, 32)), torch.randint(0, 256, (4, 32))
     logits, loss = model(idx, targets)
-    assert logits.shape == (4, 32, 256)
+    assert logits is None  # training: the loss only
     assert loss.shape == ()
     # small init: near-uniform predictions over the vocabulary
     assert loss.item() == pytest.approx(math.log(256), abs=0.1)
-    assert model(idx)[1] is None
+    logits, no_loss = model(idx)
+    assert logits.shape == (4, 32, 256) and no_loss is None
+    with torch.no_grad():  # evaluation: logits and the same loss
+        logits, eval_loss = model(idx, targets)
+    assert logits.shape == (4, 32, 256)
+    torch.testing.assert_close(eval_loss, loss.detach())
+
+
+def test_compiled_training_step_fills_no_logit_sized_gradient():
+    """A compiled forward that returned the logits beside the loss had autograd zero-fill a
+    (B, T, V) gradient for them in every backward pass (a 1.6 GB write and read a step on the
+    GPU sweep's model). The plain-loss training step creates no (B, T, V) buffer but the logits'."""
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.manual_seed(0)
+    net = torch.compile(GPT(TINY), dynamic=False)
+    idx, targets = torch.randint(0, 256, (2, 16)), torch.randint(0, 256, (2, 16))
+    net(idx, targets)[1].backward()  # compiles
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        net(idx, targets)[1].backward()
+    filled = [(e.name, e.input_shapes) for e in prof.events()
+              if e.name in ("aten::zero_", "aten::fill_", "aten::zeros", "aten::zeros_like")]
+    assert filled, "the profile saw no fill at all (the probe would pass vacuously)"
+    assert not [f for f in filled if f[1] and list(f[1][0]) == [2, 16, 256]], filled
 
 
 def test_model_is_causal():
