@@ -179,9 +179,9 @@ class GPT(nn.Module):
 
         Why not return them anyway: a compiled forward's backward takes a gradient for each of its
         outputs, and autograd fills an unused one with zeros. For the logits that is a (B, T, V)
-        buffer written and read again in every backward pass (0.5 + ~0.5 ms of a 7.8 ms step of
-        the 4 x 256 model at 16,384 tokens, vocabulary 50,304). Holding them would also keep them
-        alive through the backward pass.
+        buffer written and read again in every backward pass (0.5 + ~0.5 ms of the 7.7 ms of
+        kernels in a step of the 4 x 256 model at 16,384 tokens, vocabulary 50,304). Holding them
+        would also keep them alive through the backward pass.
         """
         B, T = idx.shape
         h = self.hidden_states(idx)
