@@ -5,6 +5,8 @@
 #   bash bench/gpu_sweep.sh [seconds allowed, default 600] [spec, default sweeps/synthetic-paper.yaml] [KEY=VALUE ...]
 # GPU=i samples GPU i (nvidia-smi's numbering; default 0): on a machine of several GPUs, run with
 # CUDA_VISIBLE_DEVICES=i and a RAY_TMPDIR of its own beside another job.
+# Also prints the GPU's busy seconds per step (GPT) or point-epoch (synthetic) trained, which compares
+# two runs whose early stopping landed differently.
 # Writes under ${OUT:-/tmp/gpu_sweep}: sm.txt (the samples), sweep.txt (the CLI's output), and the
 # results folder as one archive, results.tgz.
 set -u
@@ -36,6 +38,14 @@ except Exception as err:  # nothing stored yet
 print(f"{spec}: exit {rc}, {ended - started:.1f} s wall, stored {counts}, "
       f"mean SM use {sum(samples) / max(len(samples), 1):.1f} % over {len(samples)} samples")
 if trials is not None and len(trials):
+    # two runs of one spec stop early at different steps: GPU-busy time per unit trained compares
+    # them where the wall time alone would not
+    unit = "step" if "step" in trials and trials["step"].notna().any() else "epoch"
+    trained = float(trials.loc[trials["status"] == "ok", unit].sum())
+    busy_s = sum(v > 0 for v in samples) * 0.5
+    if trained:
+        print(f"GPU busy (a kernel running) {busy_s:.1f} s; {trained:,.0f} {unit}s trained in all: "
+              f"{1e3 * busy_s / trained:.2f} ms of busy GPU per {unit}")
     print(best_loss_table(trials))
 PY
 tail -5 "$out/sweep.txt"
