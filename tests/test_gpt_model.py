@@ -86,7 +86,12 @@ def test_compiled_training_step_fills_no_logit_sized_gradient():
     # the probe sees the pattern: a compiled function whose first output goes unused
     weight = torch.randn(64, 256, requires_grad=True)
     both = torch.compile(lambda h: (h @ weight, (h @ weight).logsumexp(-1).mean()), dynamic=False)
-    assert [2, 16, 256] in _filled_shapes(lambda: both(torch.randn(2, 16, 64))[1].backward())
+    try:
+        assert [2, 16, 256] in _filled_shapes(lambda: both(torch.randn(2, 16, 64))[1].backward())
+    except Exception as err:  # torch.compile's CPU kernels are C++, built on the spot
+        if "C++ compiler" in str(err):
+            pytest.skip(f"torch.compile cannot build CPU kernels on this machine: {str(err).splitlines()[0]}")
+        raise
 
     net = torch.compile(GPT(TINY), dynamic=False)
     filled = _filled_shapes(lambda: net(idx, targets)[1].backward())
