@@ -14,20 +14,22 @@ limit=${1:-600}; spec=${2:-sweeps/synthetic-paper.yaml}; shift $(( $# < 2 ? $# :
 out=${OUT:-/tmp/gpu_sweep}
 mkdir -p "$out"; rm -rf "$out/results"
 python3 -c 'import ctxscale; print("ctxscale from", ctxscale.__file__)'
-nvidia-smi -i "${GPU:-0}" --query-gpu=utilization.gpu --format=csv,noheader,nounits -lms 500 > "$out/sm.txt" &
+sample_ms=500
+nvidia-smi -i "${GPU:-0}" --query-gpu=utilization.gpu --format=csv,noheader,nounits -lms "$sample_ms" > "$out/sm.txt" &
 sampler=$!
 started=$(date +%s.%N)
 timeout "$limit" python3 -m ctxscale.cli sweep "$spec" "$@" --quiet --results "$out/results" > "$out/sweep.txt" 2>&1
 rc=$?
 ended=$(date +%s.%N)
 kill "$sampler"
-python3 - "$out" "$spec" "$started" "$ended" "$rc" <<'PY'
+python3 - "$out" "$spec" "$started" "$ended" "$rc" "$sample_ms" <<'PY'
 import sys
 from pathlib import Path
 import yaml
 from ctxscale import load_results
 from ctxscale.tables import best_loss_table
 out, spec, started, ended, rc = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5])
+sample_s = float(sys.argv[6]) / 1000
 samples = [float(v) for v in Path(out, "sm.txt").read_text().split() if v.strip()]
 name = yaml.safe_load(Path(spec).read_text())["name"]
 try:
@@ -42,7 +44,7 @@ if trials is not None and len(trials):
     # them where the wall time alone would not
     unit = "step" if "step" in trials and trials["step"].notna().any() else "epoch"
     trained = float(trials.loc[trials["status"] == "ok", unit].sum())
-    busy_s = sum(v > 0 for v in samples) * 0.5
+    busy_s = sum(v > 0 for v in samples) * sample_s
     if trained:
         print(f"GPU busy (a kernel running) {busy_s:.1f} s; {trained:,.0f} {unit}s trained in all: "
               f"{1e3 * busy_s / trained:.2f} ms of busy GPU per {unit}")
