@@ -61,12 +61,21 @@ def cmd_sweep(args) -> int:
         if plan.pending:
             for line in session.start_ray(args.address, args.quiet, args.verbose):
                 print(line, flush=True)
+            sharing = session.gpu_sharing_line(args.address, spec.resources, _cluster_gpus())
+            if sharing and not args.quiet:
+                print(sharing, flush=True)
         outcome = plan.run(verbose=0 if args.quiet else 2 if args.verbose else 1)
     trials = _launched_trials(results, spec.name, outcome)
     print(tables.sweep_summary(spec.name, results / spec.name, trials,
                                plan.experiment.table(results, spec, trials) if not trials.empty else ""))
     print(outcome.summary())
     return 1 if not trials.empty and (trials["status"] == "failed").any() else 0
+
+
+def _cluster_gpus() -> float:
+    import ray
+
+    return ray.cluster_resources().get("GPU", 0) if ray.is_initialized() else 0
 
 
 def _launched_trials(results: Path, name: str, outcome):

@@ -1,0 +1,72 @@
+"""The CLI's line about trials sharing a GPU: whether an NVIDIA MPS daemon runs their kernels side
+by side. The daemon is stood in for by what the check looks at: its `control` pipe in the pipe
+folder and a live process named like it (a copy of `sleep`)."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from ctxscale.spec.common import Resources
+from ctxscale.sweep.session import gpu_sharing_line
+
+
+def _mps_process_alive() -> bool:
+    for comm in Path("/proc").glob("[0-9]*/comm"):
+        try:
+            if comm.read_text().strip() == "nvidia-cuda-mps":
+                return True
+        except OSError:
+            continue
+    return False
+
+
+@pytest.fixture
+def pipes(tmp_path, monkeypatch):
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    folder = tmp_path / "pipe"
+    folder.mkdir()
+    monkeypatch.setenv("CUDA_MPS_PIPE_DIRECTORY", str(folder))
+    return folder
+
+
+def test_no_line_where_no_gpu_is_shared_or_the_cluster_is_remote(pipes):
+    shared = Resources(gpus_per_trial=0.25)
+    assert gpu_sharing_line(None, Resources(gpus_per_trial=1), cluster_gpus=1) is None
+    assert gpu_sharing_line(None, Resources(gpus_per_trial=0), cluster_gpus=1) is None
+    assert gpu_sharing_line(None, shared, cluster_gpus=0) is None
+    assert gpu_sharing_line("ray://head:10001", shared, cluster_gpus=8) is None
+
+
+@pytest.mark.skipif(not Path("/proc/self/comm").exists(), reason="needs Linux's /proc")
+def test_trials_sharing_a_gpu_without_mps_get_the_hint(pipes):
+    if _mps_process_alive():
+        pytest.skip("an NVIDIA MPS daemon runs on this machine")
+    line = gpu_sharing_line(None, Resources(gpus_per_trial=0.3), cluster_gpus=1)
+    assert line.startswith("ctxscale: 3 trials share each GPU and take turns on it"), line
+    assert "docs/gpu-and-clusters.md" in line
+    os.mkfifo(pipes / "control")  # a daemon killed outright leaves its pipe: still no daemon
+    assert "take turns" in gpu_sharing_line(None, Resources(gpus_per_trial=0.25), cluster_gpus=1)
+
+
+@pytest.mark.skipif(not Path("/proc/self/comm").exists(), reason="needs Linux's /proc")
+def test_a_running_daemon_is_found(pipes, tmp_path):
+    os.mkfifo(pipes / "control")
+    stand_in = tmp_path / "nvidia-cuda-mps-control"
+    shutil.copy(shutil.which("sleep"), stand_in)
+    process = subprocess.Popen([str(stand_in), "30"])
+    try:
+        for _ in range(100):  # the new process's name is its file's once exec has run
+            if Path(f"/proc/{process.pid}/comm").read_text().strip() == "nvidia-cuda-mps":
+                break
+            time.sleep(0.02)
+        line = gpu_sharing_line(None, Resources(gpus_per_trial=0.25), cluster_gpus=2)
+    finally:
+        process.kill()
+        process.wait()
+    assert line == (f"ctxscale: NVIDIA MPS daemon found ({pipes}): the 4 trials on each GPU run their "
+                    "kernels side by side"), line
