@@ -1,6 +1,7 @@
 """The CLI's line about trials sharing a GPU: whether an NVIDIA MPS daemon runs their kernels side
-by side. The daemon is stood in for by what the check looks at: its `control` pipe in the pipe
-folder and a live process named like it (a copy of `sleep`)."""
+by side. The daemon is stood in for by what the check looks at: an entry named `control` in its
+pipe folder (a socket there; a FIFO here, which the check takes alike) and a live process named like
+it (a copy of `sleep`)."""
 from __future__ import annotations
 
 import os
@@ -49,7 +50,7 @@ def test_trials_sharing_a_gpu_without_mps_get_the_hint(pipes):
     line = gpu_sharing_line(None, Resources(gpus_per_trial=0.3), cluster_gpus=1)
     assert line.startswith("ctxscale: 3 trials share each GPU and take turns on it"), line
     assert "docs/gpu-and-clusters.md" in line
-    os.mkfifo(pipes / "control")  # a daemon killed outright leaves its pipe: still no daemon
+    os.mkfifo(pipes / "control")  # a daemon killed outright leaves its socket: still no daemon
     assert "take turns" in gpu_sharing_line(None, Resources(gpus_per_trial=0.25), cluster_gpus=1)
 
 

@@ -126,8 +126,8 @@ def start_ray(address: str | None, quiet: bool = False, verbose: bool = False) -
 
 def _mps_daemon_running() -> Path | None:
     """The pipe folder of an NVIDIA MPS control daemon this process's CUDA would join, if one runs:
-    its `control` pipe in CUDA_MPS_PIPE_DIRECTORY (NVIDIA's default /tmp/nvidia-mps) and a process
-    of that name alive (a daemon killed outright leaves the pipe behind)."""
+    its `control` socket in CUDA_MPS_PIPE_DIRECTORY (NVIDIA's default /tmp/nvidia-mps) and a process
+    of that name alive (a daemon killed outright leaves the socket behind)."""
     pipes = Path(os.environ.get("CUDA_MPS_PIPE_DIRECTORY") or "/tmp/nvidia-mps")
     if not (pipes / "control").exists():
         return None
