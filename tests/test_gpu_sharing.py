@@ -1,13 +1,12 @@
 """The CLI's line about trials sharing a GPU: whether an NVIDIA MPS daemon runs their kernels side
 by side. The daemon is stood in for by what the check looks at: an entry named `control` in its
 pipe folder (a socket there; a FIFO here, which the check takes alike) and a live process named like
-it (a copy of `sleep`)."""
+it (a Python process that renames itself)."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
-import time
+import sys
 from pathlib import Path
 
 import pytest
@@ -55,16 +54,14 @@ def test_trials_sharing_a_gpu_without_mps_get_the_hint(pipes):
 
 
 @pytest.mark.skipif(not Path("/proc/self/comm").exists(), reason="needs Linux's /proc")
-def test_a_running_daemon_is_found(pipes, tmp_path):
+def test_a_running_daemon_is_found(pipes):
     os.mkfifo(pipes / "control")
-    stand_in = tmp_path / "nvidia-cuda-mps-control"
-    shutil.copy(shutil.which("sleep"), stand_in)
-    process = subprocess.Popen([str(stand_in), "30"])
+    # a process that names itself as the kernel shows the daemon (prctl PR_SET_NAME = 15)
+    stand_in = ("import ctypes, sys, time; ctypes.CDLL(None).prctl(15, b'nvidia-cuda-mps', 0, 0, 0); "
+                "print('named', flush=True); time.sleep(60)")
+    process = subprocess.Popen([sys.executable, "-c", stand_in], stdout=subprocess.PIPE, text=True)
     try:
-        for _ in range(100):  # the new process's name is its file's once exec has run
-            if Path(f"/proc/{process.pid}/comm").read_text().strip() == "nvidia-cuda-mps":
-                break
-            time.sleep(0.02)
+        assert process.stdout.readline().strip() == "named"
         line = gpu_sharing_line(None, Resources(gpus_per_trial=0.25), cluster_gpus=2)
     finally:
         process.kill()
