@@ -61,8 +61,8 @@ def cmd_sweep(args) -> int:
         if plan.pending:
             for line in session.start_ray(args.address, args.quiet, args.verbose):
                 print(line, flush=True)
-            sharing = session.gpu_sharing_line(args.address, spec.resources, _cluster_gpus())
-            if sharing and not args.quiet:
+            sharing = None if args.quiet else session.gpu_sharing_line(args.address, spec.resources, _cluster_gpus())
+            if sharing:
                 print(sharing, flush=True)
         outcome = plan.run(verbose=0 if args.quiet else 2 if args.verbose else 1)
     trials = _launched_trials(results, spec.name, outcome)

@@ -12,17 +12,7 @@ from pathlib import Path
 import pytest
 
 from ctxscale.spec.common import Resources
-from ctxscale.sweep.session import gpu_sharing_line
-
-
-def _mps_process_alive() -> bool:
-    for comm in Path("/proc").glob("[0-9]*/comm"):
-        try:
-            if comm.read_text().strip() == "nvidia-cuda-mps":
-                return True
-        except OSError:
-            continue
-    return False
+from ctxscale.sweep.session import gpu_sharing_line, mps_process_alive
 
 
 @pytest.fixture
@@ -44,7 +34,7 @@ def test_no_line_where_no_gpu_is_shared_or_the_cluster_is_remote(pipes):
 
 @pytest.mark.skipif(not Path("/proc/self/comm").exists(), reason="needs Linux's /proc")
 def test_trials_sharing_a_gpu_without_mps_get_the_hint(pipes):
-    if _mps_process_alive():
+    if mps_process_alive():
         pytest.skip("an NVIDIA MPS daemon runs on this machine")
     line = gpu_sharing_line(None, Resources(gpus_per_trial=0.3), cluster_gpus=1)
     assert line.startswith("ctxscale: 3 trials share each GPU and take turns on it"), line

@@ -124,20 +124,23 @@ def start_ray(address: str | None, quiet: bool = False, verbose: bool = False) -
     return lines
 
 
+def mps_process_alive() -> bool:
+    """Whether a process of NVIDIA's MPS (its control daemon or server) runs on this machine."""
+    for comm in Path("/proc").glob("[0-9]*/comm"):
+        try:
+            if comm.read_text().strip() == "nvidia-cuda-mps":  # the kernel cuts names to 15 characters
+                return True
+        except OSError:  # the process ended while we looked
+            continue
+    return False
+
+
 def _mps_daemon_running() -> Path | None:
     """The pipe folder of an NVIDIA MPS control daemon this process's CUDA would join, if one runs:
     its `control` socket in CUDA_MPS_PIPE_DIRECTORY (NVIDIA's default /tmp/nvidia-mps) and a process
     of that name alive (a daemon killed outright leaves the socket behind)."""
     pipes = Path(os.environ.get("CUDA_MPS_PIPE_DIRECTORY") or "/tmp/nvidia-mps")
-    if not (pipes / "control").exists():
-        return None
-    for comm in Path("/proc").glob("[0-9]*/comm"):
-        try:
-            if comm.read_text().strip() == "nvidia-cuda-mps":  # the kernel cuts names to 15 characters
-                return pipes
-        except OSError:  # the process ended while we looked
-            continue
-    return None
+    return pipes if (pipes / "control").exists() and mps_process_alive() else None
 
 
 def gpu_sharing_line(address: str | None, resources, cluster_gpus: float) -> str | None:
