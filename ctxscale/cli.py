@@ -59,7 +59,7 @@ def cmd_sweep(args) -> int:
     plan = plan_sweep(spec, results, source=_source(args))  # bad input stops here: Ray not started, nothing written
     with plan.leased():  # claims the pending points; an unwritable folder stops here, before Ray
         if plan.pending:
-            for line in session.start_ray(args.address, args.quiet, args.verbose):
+            for line in session.start_ray(args.address, args.quiet):
                 print(line, flush=True)
             sharing = None if args.quiet else session.gpu_sharing_line(args.address, spec.resources, _cluster_gpus())
             if sharing:

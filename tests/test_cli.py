@@ -108,6 +108,40 @@ def test_quiet_sweep_prints_ctxscale_lines_only(tmp_path):
     assert lines[-1] == "ran 2, skipped 0 stored, 0 held by another launch" and len(lines) == 9, lines
 
 
+@pytest.mark.slow
+def test_a_local_ray_passes_the_environment_to_its_workers_without_a_runtime_env(tmp_path):
+    """The Ray the CLI starts has no job runtime environment (with one, each trial's process would
+    start through Ray's agent instead of from the workers Ray starts ahead), so the setting its
+    trials need, NCCL's NVLink multicast off, must reach them from the CLI's own environment."""
+    code = ("import os\n"
+            "from ctxscale.sweep.session import start_ray\n"
+            "start_ray(None, quiet=True)\n"
+            "import ray\n"
+            "print(ray.get_runtime_context().runtime_env, "
+            "ray.get(ray.remote(lambda: os.environ.get('NCCL_NVLS_ENABLE')).remote()))\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_MODE", "NCCL_NVLS_ENABLE")}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env=env | {"HOME": str(tmp_path)}, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().splitlines()[-1] == "{} 0", proc.stdout
+
+
+@pytest.mark.slow
+def test_a_ddp_sweep_keeps_ray_trains_info_lines_out_of_the_console(tmp_path):
+    """Without --verbose, a DDP trial's Ray Train controller and workers print no INFO lines (the
+    worker group's start, one line per report and rank); the trial's own line comes through."""
+    spec = tmp_path / "ddp.yaml"
+    spec.write_text(yaml.safe_dump(ONE_POINT | {"name": "ddp", "resources": {"num_workers": 2, "cpus_per_trial": 1}}))
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_MODE")} | {"HOME": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-m", "ctxscale.cli", "sweep", str(spec), "--results", str(tmp_path / "r")],
+                          capture_output=True, text=True, timeout=400, env=env, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    console = proc.stdout + proc.stderr
+    assert "l8_d1000_s0_" in proc.stdout and " ok: best_val_loss " in proc.stdout, console[-3000:]
+    for info in ("Started training worker group", "Reporting training result", "Setting up process group"):
+        assert info not in console, console[-3000:]
+
+
 def test_overrides_may_follow_the_options(tmp_path, capsys):
     spec = tmp_path / "one.yaml"
     spec.write_text(yaml.safe_dump(ONE_POINT))

@@ -8,6 +8,7 @@ driver builds the TorchTrainer; `runner.SweepPlan` builds the Tuner. Ray calls s
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -110,11 +111,24 @@ def _only_the_gpus_given() -> None:
         os.environ.update(NO_GPU_ENV)
 
 
+def _quiet_ray_logs(everything: bool = False) -> None:
+    """Ray Tune's and Ray Train's INFO lines in this process ("Checkpoint successfully created at:
+    ...", one per checkpoint) stay out of the driver's console; warnings and the run's own prints
+    still reach it. Set by the trial itself: a reused actor runs it again, to the same effect.
+    `everything`: every logger's INFO lines (a Ray Train worker, whose root logger Ray Train sets
+    to INFO, logs each report under a logger named after its source file)."""
+    for name in ("ray.train", "ray.tune") + (("",) if everything else ()):
+        logging.getLogger(name or None).setLevel(logging.WARNING)
+
+
 def plain_trial(config: dict, groups: dict, run: Callable, data: Any = None,
-                earlier_launches: Optional[dict] = None) -> None:
+                earlier_launches: Optional[dict] = None, quiet_ray_logs: bool = True) -> None:
     """One trial as a plain Ray Tune function trainable (cheap; can share a GPU). `earlier_launches`
-    names the folders (by group) where a stopped launch may have left a checkpoint to go on from."""
+    names the folders (by group) where a stopped launch may have left a checkpoint to go on from.
+    `quiet_ray_logs`: keep Ray's INFO lines out of the console (`_quiet_ray_logs`)."""
     _only_the_gpus_given()
+    if quiet_ray_logs:
+        _quiet_ray_logs()
     group = group_of(config, groups)
     resume_dir = _restored_dir(ray.tune.get_checkpoint())  # a retry within this run
     if resume_dir is None:
@@ -134,6 +148,8 @@ def _ddp_worker(loop_config: dict) -> None:
     """What every Ray Train worker runs: the same run function, with the process group already set up.
     Ray Train restores the run's newest checkpoint, within a run and in a later launch alike (the
     TorchTrainer is named after the trial)."""
+    if loop_config["quiet_ray_logs"]:
+        _quiet_ray_logs(everything=True)
     data = ray.get(loop_config["data"]) if loop_config["data"] is not None else None
     rank = ray.train.get_context().get_world_rank()
 
@@ -150,19 +166,25 @@ def _ddp_worker(loop_config: dict) -> None:
             shutil.rmtree(resume_dir, ignore_errors=True)
 
 
-def ddp_trial(config: dict, groups: dict, run: Callable, storage_path: str, data: Any = None) -> None:
-    """One trial whose training runs as a Ray Train TorchTrainer with N DDP workers."""
+def ddp_trial(config: dict, groups: dict, run: Callable, storage_path: str, data: Any = None,
+              quiet_ray_logs: bool = True) -> None:
+    """One trial whose training runs as a Ray Train TorchTrainer with N DDP workers. `quiet_ray_logs`:
+    Ray's INFO lines stay out of the console, here and (by its logging config) in Ray Train's
+    controller and workers."""
     # imported here: ray.train.torch imports torch, which costs a driver whose trials are all
     # plain ones seconds before its first trial starts (this function runs in a trial's process)
     from ray.train.torch import TorchConfig, TorchTrainer
 
+    if quiet_ray_logs:
+        _quiet_ray_logs()
     group = group_of(config, groups)
     resources = group[0].spec.resources
     use_gpu = resources.gpus_per_trial > 0
     per_worker = {"CPU": resources.cpus_per_trial} | ({"GPU": 1} if use_gpu else {})
     trainer = TorchTrainer(
         _ddp_worker,
-        train_loop_config={"group": group, "run": run, "data": ray.put(data) if data is not None else None},
+        train_loop_config={"group": group, "run": run, "data": ray.put(data) if data is not None else None,
+                           "quiet_ray_logs": quiet_ray_logs},
         scaling_config=ray.train.ScalingConfig(
             num_workers=resources.num_workers, use_gpu=use_gpu, resources_per_worker=per_worker),
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
@@ -171,6 +193,7 @@ def ddp_trial(config: dict, groups: dict, run: Callable, storage_path: str, data
             name=config["trial"]["id"], storage_path=storage_path, callbacks=[TuneReportCallback()],
             # resuming needs only the latest checkpoint (the study model's is ~1 GB)
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
+            logging_config=ray.train.LoggingConfig(log_level="WARNING" if quiet_ray_logs else "INFO"),
             worker_runtime_env={} if use_gpu else {"env_vars": NO_GPU_ENV}),
     )
     trainer.fit()

@@ -237,13 +237,15 @@ class SweepPlan:
         if resources.use_ddp:
             if max_concurrent is None:  # the cluster as it is now; a spec for an autoscaling cluster sets it
                 max_concurrent = ddp_trials_that_fit(resources, ray.cluster_resources())
-            trainable = tune.with_parameters(ddp_trial, groups=trial_groups, run=run, storage_path=storage, data=self.data)
+            trainable = tune.with_parameters(ddp_trial, groups=trial_groups, run=run, storage_path=storage,
+                                             data=self.data, quiet_ray_logs=verbose < 2)
             # the trial itself only drives the TorchTrainer; its workers hold the CPUs and GPUs.
             # (Tune refuses an empty request, and a CPU share would starve the workers on small machines)
             trainable = tune.with_resources(trainable, {"CPU": 0, "memory": 256 * 1024**2})
         else:
             trainable = tune.with_parameters(plain_trial, groups=trial_groups, run=run, data=self.data,
-                                             earlier_launches=_earlier_launches(storage, spec.name, trial_groups))
+                                             earlier_launches=_earlier_launches(storage, spec.name, trial_groups),
+                                             quiet_ray_logs=verbose < 2)
             trainable = tune.with_resources(
                 trainable, {"CPU": resources.cpus_per_trial, "GPU": resources.gpus_per_trial})
         tensorboard = self.results_dir / spec.name / "tensorboard"
