@@ -99,10 +99,10 @@ def start_ray(address: str | None, quiet: bool = False) -> list[str]:
         # affair), and none under --quiet, which would not print its address: starting it held
         # ray.init about 3 s on a 16-core H100 machine.
         # A local Ray's workers inherit this process's environment. A cluster's get the variable
-        # through the job's runtime environment, which a local Ray goes without: with one, every
-        # trial's process starts through Ray's runtime-environment agent rather than from the
-        # workers Ray starts ahead (on that machine four actors were ready 2.1 s after their
-        # submission with one, 0.5 s without)
+        # through the job's runtime environment, which a local Ray goes without: with one, an
+        # actor's process starts through Ray's runtime-environment agent (on that machine four
+        # actors of a bare Ray answered 2.1 s after their submission with one, 0.5 s without;
+        # bench/startup_probe.py)
         local = {"dashboard_host": "127.0.0.1", "include_dashboard": False if quiet else None}
         context = ray.init(address=cluster, **({} if cluster else local),
                            runtime_env={"env_vars": {"NCCL_NVLS_ENABLE": "0"}} if cluster else None,
