@@ -110,9 +110,9 @@ def test_quiet_sweep_prints_ctxscale_lines_only(tmp_path):
 
 @pytest.mark.slow
 def test_a_local_ray_passes_the_environment_to_its_workers_without_a_runtime_env(tmp_path):
-    """The Ray the CLI starts has no job runtime environment (with one, each trial's process would
-    start through Ray's agent instead of from the workers Ray starts ahead), so the setting its
-    trials need, NCCL's NVLink multicast off, must reach them from the CLI's own environment."""
+    """The Ray the CLI starts has no job runtime environment (with one, each actor's process starts
+    through Ray's runtime-environment agent, more slowly), so the setting its trials need, NCCL's
+    NVLink multicast off, must reach them from the CLI's own environment."""
     code = ("import os\n"
             "from ctxscale.sweep.session import start_ray\n"
             "start_ray(None, quiet=True)\n"

@@ -12,9 +12,9 @@ with `setdefault`, so a user's own setting wins, and before Ray is imported, whe
   that Ray does not announce it (a cluster's own mode is `cluster_auth`'s affair).
 Ray's INFO lines from the trial processes are kept out by the trials themselves
 (`sweep.adapters`), and Tune's TensorBoard logger, which warns about every packed report, is left
-out in `sweep.runner`. On Ctrl-C Tune warns that it stopped, advises `Tuner.restore` and lists every trial that had not
-reported yet; ctxscale answers a stop with its own line (running the same command resumes), so
-`HandledByCtxscale` drops those three.
+out in `sweep.runner`. On Ctrl-C Tune warns that it stopped, advises `Tuner.restore` and lists
+every trial that had not reported yet; ctxscale answers a stop with its own line (running the same
+command resumes), so `HandledByCtxscale` drops those three.
 
 Library callers (a notebook, a test) start Ray themselves: `sweep.runner` never calls `ray.init`.
 """
@@ -97,12 +97,12 @@ def start_ray(address: str | None, quiet: bool = False) -> list[str]:
     try:
         # A Ray started here serves its dashboard on this machine only (a cluster's is its own
         # affair), and none under --quiet, which would not print its address: starting it held
-        # ray.init about 3 s on a 16-core H100 machine.
+        # ray.init 1-2.6 s longer on the 2-core CPU.
         # A local Ray's workers inherit this process's environment. A cluster's get the variable
         # through the job's runtime environment, which a local Ray goes without: with one, an
-        # actor's process starts through Ray's runtime-environment agent (on that machine four
-        # actors of a bare Ray answered 2.1 s after their submission with one, 0.5 s without;
-        # bench/startup_probe.py)
+        # actor's process starts through Ray's runtime-environment agent (on a 16-core H100
+        # machine four actors of a bare Ray answered 2.1 s after their submission with one, 0.5 s
+        # without; bench/startup_probe.py)
         local = {"dashboard_host": "127.0.0.1", "include_dashboard": False if quiet else None}
         context = ray.init(address=cluster, **({} if cluster else local),
                            runtime_env={"env_vars": {"NCCL_NVLS_ENABLE": "0"}} if cluster else None,
