@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+import tempfile
 import time
 
 ACTORS = r"""
@@ -72,7 +73,7 @@ def main() -> None:
     from ctxscale.sweep.runner import plan_sweep
 
     spec = load_spec(args.spec, [])
-    plan = plan_sweep(spec, "/tmp/startup_probe_results")
+    plan = plan_sweep(spec, tempfile.mkdtemp(prefix="startup_probe_"))  # an empty store: every point pending
     lap("the spec and its data set (cached after a first run)")
     import ray
 
@@ -89,7 +90,8 @@ def main() -> None:
     ray.shutdown()
     for _ in range(args.repeats):
         for kind in ("no runtime_env", "runtime_env"):
-            subprocess.run([sys.executable, "-c", ACTORS, kind], check=True, stderr=subprocess.DEVNULL, timeout=300)
+            subprocess.run([sys.executable, "-c", ACTORS, kind], check=True, stderr=subprocess.DEVNULL,
+                           timeout=300)
 
 
 if __name__ == "__main__":
