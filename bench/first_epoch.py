@@ -2,16 +2,17 @@
 trials sharing a GPU do, and each trains one packed group (`sweeps/synthetic-paper.yaml`'s model, 12
 context lengths, one data size) for two epochs, Ray-free, timing its phases:
 
-    import torch and the trainer | CUDA and the group's set-up (rows onto the device) |
+    import torch and the trainer | CUDA | the group's set-up (of which: its rows onto the device) |
     the first training step (torch.compile's epilogue compiles here) | the rest of epoch 1's steps |
-    the first validation pass (the fused kernel builds and autotunes here) | epoch 2's steps | its pass
+    the first validation pass (the fused kernel is built here) | epoch 2's steps | its pass
 
     python bench/first_epoch.py [--procs 4] [--data-size 2000000] [--cache DIR] [--config I]
 
 `--cache DIR`: Triton's and Inductor's on-disk caches in DIR (a fresh folder: a cold start, as on a
 new machine; run again with the same folder for a warm one); default: the user's own caches.
-`--config I`: the fused kernel with its I-th configuration only (no autotuning); `--configs`: time
-each configuration's pass over the validation rows, in one process, and print them.
+`--config I`: the fused kernel in the I-th of the six configurations below (default: the one
+`fused_eval.CONFIG` names); `--configs`: time each one's pass over the validation rows, in one
+process, and print them.
 """
 import argparse
 import json
@@ -25,7 +26,7 @@ parser = argparse.ArgumentParser()
 parser.add_argument("--procs", type=int, default=4)
 parser.add_argument("--data-size", type=int, default=2_000_000)
 parser.add_argument("--cache", help="Triton's and Inductor's cache folder (default: the user's)")
-parser.add_argument("--config", type=int, help="the fused kernel's I-th configuration, not autotuned")
+parser.add_argument("--config", type=int, help="the fused kernel in the I-th configuration of CANDIDATES")
 parser.add_argument("--configs", action="store_true", help="time each configuration's validation pass")
 parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
 args = parser.parse_args()
@@ -41,7 +42,7 @@ if not args.child and not args.configs:  # the parent: start the processes toget
     children = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True) for _ in range(args.procs)]
     rows = [json.loads(child.communicate()[0].strip().splitlines()[-1]) for child in children]
     print(f"{args.procs} processes, D = {args.data_size:,}, caches: {args.cache or 'the user’s'}, "
-          f"kernel configuration: {'autotuned' if args.config is None else args.config}; seconds:")
+          f"kernel configuration: {'fused_eval.CONFIG' if args.config is None else args.config}; seconds:")
     keys = list(rows[0])
     print(" | ".join(f"{key:>12}" for key in keys))
     for row in rows:
@@ -58,6 +59,10 @@ from ctxscale.sweep.prepare import prepare_data  # noqa: E402
 from ctxscale.train import fused_eval, synthetic as loop  # noqa: E402
 
 imported = time.time()
+# (tile, launch options): rows per program and hidden-slice width; warps and pipeline stages
+CANDIDATES = [({"ROWS": rows, "SLICE": width}, {"num_warps": warps, "num_stages": stages})
+              for rows, width, warps, stages in ((64, 32, 4, 2), (64, 64, 4, 2), (128, 32, 8, 2),
+                                                 (128, 64, 8, 2), (128, 32, 8, 3), (64, 64, 8, 3))]
 raw = yaml.safe_load(open("sweeps/synthetic-paper.yaml"))
 raw["grid"] = dict(raw["grid"], data_size=[args.data_size], seed=[0])
 raw["data"] = dict(raw["data"], train_rows=max(args.data_size, 100_000))  # the pool the group needs, no more
@@ -71,11 +76,8 @@ if args.configs:  # each configuration's pass over the validation rows, warm
     import triton.testing
 
     run = loop.setup_synthetic(points, data)
-    configs = fused_eval._configs()
-    rows = torch.arange(len(run.val), device=run.device)
-    for index, config in enumerate(configs):
-        fused_eval._KERNEL = None
-        fused_eval._configs = lambda config=config: [config]
+    for index, config in enumerate(CANDIDATES):
+        fused_eval.CONFIG = config
         call = lambda: fused_eval.member_losses(run.model, run.val.bits, run.val.task_index, run.val.labels,  # noqa: E731
                                                 rows, run.val.signed)
         call()
@@ -84,8 +86,7 @@ if args.configs:  # each configuration's pass over the validation rows, warm
     sys.exit(0)
 
 if args.config is not None:
-    chosen = fused_eval._configs()[args.config]
-    fused_eval._configs = lambda: [chosen]
+    fused_eval.CONFIG = CANDIDATES[args.config]
 
 stamps = {"import": imported - STARTED}
 
@@ -114,6 +115,23 @@ def timed_first(module, name, key):
 
 
 t = time.perf_counter()
+loop.pick_device(spec.training.device)
+if torch.cuda.is_available():
+    torch.zeros(1, device="cuda")
+stamps["cuda"] = time.perf_counter() - t
+t = time.perf_counter()
+original_on_device = loop._on_device
+
+
+def on_device(*a, **k):  # the rows unpacked and sent, inside the set-up
+    start = time.perf_counter()
+    split = original_on_device(*a, **k)
+    sync()
+    stamps["rows"] = stamps.get("rows", 0.0) + time.perf_counter() - start
+    return split
+
+
+loop._on_device = on_device
 run = loop.setup_synthetic(points, data)
 sync()
 stamps["set-up"] = time.perf_counter() - t

@@ -115,14 +115,14 @@ def member_losses(model, bits: torch.Tensor, task_index: torch.Tensor, labels: t
     if len(rows) == 0:
         return out
     slope = model.template.net[1].negative_slope
-    grid = lambda meta: (triton.cdiv(len(rows), meta["ROWS"]), members)  # noqa: E731
+    tile, options = INTERPRETED_CONFIG if os.environ.get("TRITON_INTERPRET") == "1" else CONFIG
     try:
-        _kernel()[grid](
+        _kernel()[(triton.cdiv(len(rows), tile["ROWS"]), members)](
             bits, bits.stride(0), rows, task_index, labels, len(rows), model.width, weights["c1"].shape[1], slope,
             weights["w1"], weights["c1"], weights["w2"], weights["b2"], weights["w3"], weights["b3"],
             weights["w4"], weights["b4"], out,
             H1=hidden1, H2=hidden2, H3=hidden3, KB=bits_columns, H2P=triton.next_power_of_2(hidden2),
-            SIGNED=signed, DTYPE=tl.bfloat16 if dtype == torch.bfloat16 else tl.float32,
+            SIGNED=signed, DTYPE=tl.bfloat16 if dtype == torch.bfloat16 else tl.float32, **tile, **options,
         )
     except Exception as error:  # a Triton build or launch error: Triton's exceptions share no base class
         _FAILED.append(f"{type(error).__name__}: {error}")
@@ -131,24 +131,20 @@ def member_losses(model, bits: torch.Tensor, task_index: torch.Tensor, labels: t
     return out
 
 
-def _configs() -> list:
-    if os.environ.get("TRITON_INTERPRET") == "1":
-        return [triton.Config({"ROWS": 16, "SLICE": 16})]
-    # chosen per process on the first call (a few seconds): rows per program x width of a hidden slice
-    return [triton.Config({"ROWS": rows, "SLICE": width}, num_warps=warps, num_stages=stages)
-            for rows, width, warps, stages in ((64, 32, 4, 2), (64, 64, 4, 2), (128, 32, 8, 2),
-                                               (128, 64, 8, 2), (128, 32, 8, 3), (64, 64, 8, 3))]
+# The one configuration the kernel runs with: rows per program, width of a hidden slice, and
+# Triton's launch options. Not autotuned: on an H100 under MPS, four trials starting together each
+# spent 11-15 s of their first validation pass trying six configurations (building each, then
+# timing it on the shared GPU), against 2-3 s to build this one (`bench/first_epoch.py`). Of those
+# six, this one was the fastest on a warm H100 (12 members x 2M rows: 43.6 ms a pass; the others
+# 44.7-70.4 ms; `python bench/first_epoch.py --configs`).
+CONFIG = ({"ROWS": 128, "SLICE": 32}, {"num_warps": 8, "num_stages": 3})
+INTERPRETED_CONFIG = ({"ROWS": 16, "SLICE": 16}, {})  # Triton's CPU interpreter (the tests): small tiles
 
 
-_KERNEL = None
-
-
+@functools.cache
 def _kernel():
-    """The autotuned kernel, built on first use (Triton may be absent where it is never used)."""
-    global _KERNEL
-    if _KERNEL is None:
-        _KERNEL = triton.autotune(_configs(), key=["H1", "H2", "H3", "KB"])(triton.jit(_mlp_bce))
-    return _KERNEL
+    """The kernel, built on first use (Triton may be absent where it is never used)."""
+    return triton.jit(_mlp_bce)
 
 
 def _mlp_bce(bits_ptr, bits_stride, rows_ptr, task_ptr, labels_ptr, n_rows, width, num_tasks, slope,
