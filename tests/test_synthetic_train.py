@@ -205,3 +205,13 @@ def test_same_seed_same_result_and_bimlp_spectrum(easy_data):
     assert first["best_val_loss"] == second["best_val_loss"]
     eigenvalues = first["feature_eigenvalues"]
     assert len(eigenvalues) == 6 and eigenvalues == sorted(eigenvalues, reverse=True)
+
+
+@pytest.mark.parametrize("context_length", [0, 1, 7, 8, 13, 94, 100])
+def test_a_split_unpacks_its_rows_on_the_device_as_numpy_does(context_length):
+    # the rows cross to the device packed and are unpacked there: the same 0/1 matrix, big-endian
+    data = generate(300, 50, tasks=[[3, 1], [20, 5]], string_length=100, seed=4)
+    bits, labels, task_index = data.train()
+    split = _Split(bits, labels, task_index, context_length, 2, torch.device("cpu"))
+    assert split.bits.dtype == torch.uint8 and split.bits.is_contiguous()
+    assert torch.equal(split.bits, torch.from_numpy(unpack_bits(bits, context_length)))
