@@ -1,10 +1,11 @@
 """What a synthetic trial's first epoch costs beyond a steady one: N processes start at once, as the
 trials sharing a GPU do, and each trains one packed group (`sweeps/synthetic-paper.yaml`'s model, 12
-context lengths, one data size) for two epochs, Ray-free, timing its phases:
+context lengths, one data size) for two epochs, Ray-free, and prints one row of seconds per process:
 
-    import torch and the trainer | CUDA | the group's set-up (of which: its rows onto the device) |
-    the first training step (torch.compile's epilogue compiles here) | the rest of epoch 1's steps |
-    the first validation pass (the fused kernel is built here) | epoch 2's steps | its pass
+    import: torch and the trainer | cuda: CUDA's context | rows: the group's rows onto the device |
+    set-up: the whole of the group's set-up (rows included) | first step: the first training step
+    (torch.compile's epilogue compiles here) | first pass: the first validation pass (the fused
+    kernel is built here) | epoch 1, epoch 2: each epoch, its pass included | process: start to end
 
     python bench/first_epoch.py [--procs 4] [--data-size 2000000] [--cache DIR] [--config I]
 
@@ -40,7 +41,10 @@ if not args.child and not args.configs:  # the parent: start the processes toget
     command += ["--config", str(args.config)] if args.config is not None else []
     started = time.time()
     children = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True) for _ in range(args.procs)]
-    rows = [json.loads(child.communicate()[0].strip().splitlines()[-1]) for child in children]
+    outputs = [child.communicate()[0] for child in children]
+    if any(child.returncode for child in children):
+        sys.exit(f"a process failed (exit codes {[child.returncode for child in children]}); its error is above")
+    rows = [json.loads(output.strip().splitlines()[-1]) for output in outputs]
     print(f"{args.procs} processes, D = {args.data_size:,}, caches: {args.cache or 'the user’s'}, "
           f"kernel configuration: {'fused_eval.CONFIG' if args.config is None else args.config}; seconds:")
     keys = list(rows[0])
