@@ -215,3 +215,5 @@ def test_a_split_unpacks_its_rows_on_the_device_as_numpy_does(context_length):
     split = _Split(bits, labels, task_index, context_length, 2, torch.device("cpu"))
     assert split.bits.dtype == torch.uint8 and split.bits.is_contiguous()
     assert torch.equal(split.bits, torch.from_numpy(unpack_bits(bits, context_length)))
+    with pytest.raises(ValueError, match="context_length 105 outside 0..104"):  # 13 bytes a row
+        _Split(bits, labels, task_index, 105, 2, torch.device("cpu"))

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data.synthetic import SyntheticSet, bayes_risk
+from ..data.synthetic.dataset import packed_prefix
 from ..device import pick_device
 from ..models.mlp import BiMLP, build_model
 from ..spec.point import Point
@@ -46,8 +47,7 @@ def _unpacked_on(device: torch.device, bits: np.ndarray, context_length: int) ->
     """`unpack_bits(bits, context_length)` as a uint8 tensor on `device`: the rows cross to it
     packed (an eighth of the bytes) and are unpacked there (on the CPU, numpy took 0.43 s for 2M
     rows of 94 bits on one core; a trial starting on a GPU waited for it twice, once per split)."""
-    needed = (context_length + 7) // 8
-    packed = torch.from_numpy(np.ascontiguousarray(bits[:, :needed])).to(device)
+    packed = torch.from_numpy(np.ascontiguousarray(packed_prefix(bits, context_length))).to(device)
     shifts = torch.arange(7, -1, -1, dtype=torch.uint8, device=device)  # big-endian, as packed
     return ((packed.unsqueeze(-1) >> shifts) & 1).flatten(1)[:, :context_length].contiguous()
 

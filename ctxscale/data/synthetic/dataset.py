@@ -77,6 +77,16 @@ def as_tasks(tasks: TaskList) -> np.ndarray:
     return np.array(array, dtype=np.int32)  # a copy: generate() makes it read-only
 
 
+def packed_prefix(bits: np.ndarray, context_length: int) -> np.ndarray:
+    """The bytes of each packed row that hold its first ``context_length`` bits (big-endian);
+    raises ``ValueError`` where ``bits`` is not (n, bytes) or holds fewer bits."""
+    if bits.ndim != 2:
+        raise ValueError(f"bits must be (n, bytes), got shape {bits.shape}")
+    if not 0 <= context_length <= 8 * bits.shape[1]:
+        raise ValueError(f"context_length {context_length} outside 0..{8 * bits.shape[1]}")
+    return bits[:, :packed_width(context_length)]
+
+
 def unpack_bits(bits: np.ndarray, context_length: int) -> np.ndarray:
     """The first ``context_length`` bits of each packed row: (n, context_length) uint8 in {0, 1}.
 
@@ -85,12 +95,7 @@ def unpack_bits(bits: np.ndarray, context_length: int) -> np.ndarray:
     >>> unpack_bits(np.array([[0b10110000]], dtype=np.uint8), 4)
     array([[1, 0, 1, 1]], dtype=uint8)
     """
-    if bits.ndim != 2:
-        raise ValueError(f"bits must be (n, bytes), got shape {bits.shape}")
-    if not 0 <= context_length <= 8 * bits.shape[1]:
-        raise ValueError(f"context_length {context_length} outside 0..{8 * bits.shape[1]}")
-    needed = (context_length + 7) // 8
-    return np.unpackbits(bits[:, :needed], axis=1, count=context_length, bitorder="big")
+    return np.unpackbits(packed_prefix(bits, context_length), axis=1, count=context_length, bitorder="big")
 
 
 def task_bayes_risk(tasks: TaskList, context_length, string_length: int = 100) -> np.ndarray:
