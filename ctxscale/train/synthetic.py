@@ -47,8 +47,8 @@ def _unpacked_on(device: torch.device, bits: np.ndarray, context_length: int) ->
     """`unpack_bits(bits, context_length)` as a uint8 tensor on `device`: the rows cross to it
     packed (an eighth of the bytes) and are unpacked there (on the CPU, numpy took 0.43 s for 2M
     rows of 94 bits on one core; a trial starting on a GPU waited for it twice, once per split)."""
-    # a writable copy where the rows are read-only (a cached data set is mapped so): torch warns on
-    # any tensor over read-only memory, although nothing here writes to it
+    # a writable copy of read-only rows (a SyntheticSet's arrays are, mapped from the cache or not):
+    # torch warns on any tensor over read-only memory, although nothing here writes to it
     packed = torch.from_numpy(np.require(packed_prefix(bits, context_length), requirements="CW")).to(device)
     shifts = torch.arange(7, -1, -1, dtype=torch.uint8, device=device)  # big-endian, as packed
     return ((packed.unsqueeze(-1) >> shifts) & 1).flatten(1)[:, :context_length].contiguous()
