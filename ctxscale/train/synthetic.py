@@ -24,8 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..data.synthetic import SyntheticSet, bayes_risk
-from ..data.synthetic.dataset import packed_prefix
+from ..data.synthetic import SyntheticSet, bayes_risk, packed_prefix
 from ..device import pick_device
 from ..models.mlp import BiMLP, build_model
 from ..spec.point import Point

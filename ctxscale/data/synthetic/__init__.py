@@ -14,7 +14,7 @@ Modules, by concern: `dataset` (the set, its packed bits and the exact Bayes ris
 Only numpy is imported: ``ctxscale data synthetic`` starts fast, and training code reads the
 saved set through memory maps (`load`).
 """
-from .dataset import SyntheticSet, bayes_risk, task_bayes_risk, unpack_bits
+from .dataset import SyntheticSet, bayes_risk, packed_prefix, task_bayes_risk, unpack_bits
 from .generation import generate
 from .storage import FORMAT_VERSION, cached, default_cache_dir, load, save, write_cli
 
@@ -26,6 +26,7 @@ __all__ = [
     "default_cache_dir",
     "generate",
     "load",
+    "packed_prefix",
     "save",
     "task_bayes_risk",
     "unpack_bits",
